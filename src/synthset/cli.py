@@ -1,0 +1,266 @@
+"""The command line: one verb per stage, plus ``run`` (all stages) and ``demo`` (the digits run).
+
+Bad input prints one line (``error: …``) and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synthset.errors import SynthsetError
+from synthset.recipe import Recipe, load_recipe
+
+app = typer.Typer(
+    help="Synthetic labeled image datasets from diffusion models, scored by CAS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe value: key.path=value (repeatable)."),
+]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Run folder (overrides output_dir).")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn SynthsetError into a one-line message and Ctrl-C into a resume hint."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SynthsetError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: finished work is saved; run the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(recipe: Path, overrides: list[str] | None, out_dir: Path | None) -> Recipe:
+    extra = list(overrides or [])
+    if out_dir is not None:
+        extra.append(f"output_dir={out_dir}")
+    return load_recipe(recipe, extra)
+
+
+def _open(recipe: Recipe):  # noqa: ANN202 - RunFolder, imported lazily
+    from synthset.pipeline import open_run
+
+    return open_run(recipe)
+
+
+def bundled_recipe(name: str) -> Path:
+    """Path of a recipe shipped inside the package (``recipes/<name>.yaml``)."""
+    return Path(str(resources.files("synthset") / "recipes" / f"{name}.yaml"))
+
+
+# ----------------------------------------------------------------------------- verbs
+
+
+@app.command()
+@friendly_errors
+def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
+    """Check a recipe and print it with every default filled in."""
+    from synthset.recipe import dump_recipe
+
+    out.print(dump_recipe(_load(recipe, set_, None)), highlight=False)
+    console.print("[green]recipe is valid[/]")
+
+
+@app.command()
+@friendly_errors
+def data(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
+    """Split the real images into train / val / test."""
+    from synthset.pipeline import stage_data
+
+    r = _load(recipe, set_, out_dir)
+    ran = stage_data(r, _open(r))
+    console.print("real data split written" if ran else "real data: nothing to do")
+
+
+@app.command()
+@friendly_errors
+def adapt(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Train the embedded class-conditional diffusion model on the real train split."""
+    from synthset.pipeline import stage_adapt
+
+    r = _load(recipe, set_, out_dir)
+    ran = stage_adapt(r, _open(r), progress=not quiet)
+    console.print("model trained" if ran else "adapt: nothing to do (already trained)")
+
+
+@app.command()
+@friendly_errors
+def plan(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
+    """Write the plan: one work item per image, each with its own seed."""
+    from synthset.pipeline import stage_plan
+
+    r = _load(recipe, set_, out_dir)
+    run = _open(r)
+    items = stage_plan(r, run)
+    console.print(f"plan: {len(items)} items in {run.plan}")
+
+
+@app.command()
+@friendly_errors
+def generate(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    out_dir: OutOpt = None,
+    shard: Annotated[
+        str | None, typer.Option(help="Run only shard i of n (i/n); images do not change.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate the plan's unfinished images (resumes after a crash or kill)."""
+    from synthset.pipeline import stage_generate
+    from synthset.plan import parse_shard
+
+    r = _load(recipe, set_, out_dir)
+    shard_ix = parse_shard(shard)
+    res = stage_generate(r, _open(r), shard=shard_ix, progress=not quiet)
+    state = "complete" if res["complete"] else "incomplete (other shards or a rerun will finish it)"
+    console.print(
+        f"generate: {res['generated']} new, {res['skipped']} already done; "
+        f"{res['finished']}/{res['planned']} finished, dataset {state}"
+    )
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Classification Accuracy Score: train on real / synthetic / both, test on real."""
+    from synthset.pipeline import stage_evaluate
+
+    r = _load(recipe, set_, out_dir)
+    result = stage_evaluate(r, _open(r), progress=not quiet)
+    if result is None:
+        raise SynthsetError("evaluate: the recipe has no 'evaluate' section; add one to run CAS")
+    out.print(cas_table(result))
+
+
+@app.command()
+@friendly_errors
+def report(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
+    """Write report.html from whatever the run folder holds."""
+    from synthset.pipeline import stage_report
+
+    r = _load(recipe, set_, out_dir)
+    path = stage_report(r, _open(r))
+    console.print(f"report: {path}" if path else "report disabled in the recipe")
+
+
+@app.command()
+@friendly_errors
+def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
+    """Show which stages are finished and how many images are done."""
+    from synthset.pipeline import generation_status
+    from synthset.store.run_folder import RunFolder
+
+    r = _load(recipe, set_, out_dir)
+    run = RunFolder(r.output_dir)
+    table = Table(title=f"run folder {run.root}")
+    table.add_column("stage")
+    table.add_column("state")
+    for stage in ("classes", "data", "adapt", "plan", "evaluate"):
+        table.add_row(stage, "done" if run.stage_marker(stage).exists() else "-")
+    finished, planned = generation_status(r, run)
+    table.add_row("generate", f"{finished}/{planned} images")
+    table.add_row("report", "written" if run.report.exists() else "-")
+    out.print(table)
+
+
+@app.command("run")
+@friendly_errors
+def run_cmd(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Run every stage, skipping the finished ones."""
+    _run_and_summarize(_load(recipe, set_, out_dir), quiet)
+
+
+@app.command()
+@friendly_errors
+def demo(out_dir: OutOpt = None, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+    """The embedded default: train a tiny diffusion model on scikit-learn's digits, generate a
+    synthetic dataset, score it with CAS on held-out real digits, write report.html."""
+    _run_and_summarize(_load(bundled_recipe("digits"), set_, out_dir), quiet)
+
+
+def _run_and_summarize(recipe: Recipe, quiet: bool) -> None:
+    from synthset.pipeline import StageLog, run_all
+
+    log = StageLog()
+    start = time.perf_counter()
+    run = run_all(recipe, progress=not quiet, log=log)
+    total = time.perf_counter() - start
+    stages = Table(title="stages")
+    stages.add_column("stage")
+    stages.add_column("status")
+    stages.add_column("seconds", justify="right")
+    for name, state, seconds in log.entries:
+        stages.add_row(name, state, f"{seconds:.1f}")
+    out.print(stages)
+    cas_path = run.evaluate / "cas.json"
+    if recipe.evaluate is not None and cas_path.exists():
+        import json
+
+        out.print(cas_table(json.loads(cas_path.read_text())))
+    out.print(f"run folder: {run.root}   total: {total:.1f}s")
+    if run.report.exists():
+        out.print(f"report: {run.report}")
+
+
+def cas_table(result: dict[str, Any]) -> Table:
+    """A rich table of CAS results: test accuracy mean ± std per training set."""
+    table = Table(title="Classification Accuracy Score (real test split)")
+    table.add_column("trained on")
+    table.add_column("images", justify="right")
+    table.add_column("test accuracy", justify="right")
+    table.add_column("val accuracy", justify="right")
+    for name, res in result["train_sets"].items():
+        s = res["summary"]
+        runs = res["runs"]
+        val = sum(r["best_val_accuracy"] for r in runs) / len(runs)
+        table.add_row(
+            name,
+            str(runs[0]["n_train"]),
+            f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}",
+            f"{val:.4f}",
+        )
+    return table
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

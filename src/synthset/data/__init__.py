@@ -1,0 +1,1 @@
+"""Real datasets: the bundled digits and ImageFolders, split into train / val / test."""

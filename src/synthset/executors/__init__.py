@@ -1,0 +1,1 @@
+"""Executors decide who runs which items; they never change results, only speed."""

@@ -1,0 +1,121 @@
+"""Run the plan's pending chunks in this process: the model works on the next batch while a
+thread pool encodes and writes the previous one, so PNG encoding never stalls the model."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from synthset.generators.base import Generator, resize_for_saving
+from synthset.plan import WorkItem, chunks, shard_chunks
+from synthset.recipe import GenerateSpec
+from synthset.store.imagefolder import encode_image, image_relpath, write_image
+from synthset.store.manifest import Manifest
+
+
+@dataclass
+class GenerationResult:
+    """What one ``generate`` call did."""
+
+    generated: int
+    skipped: int
+    shard_items: int
+    seconds: float
+
+
+def pending_chunks(
+    plan: list[WorkItem], done: set[str], batch_size: int, shard: tuple[int, int] = (0, 1)
+) -> list[list[WorkItem]]:
+    """This shard's fixed chunks that still hold an unfinished item."""
+    mine = shard_chunks(chunks(plan, batch_size), *shard)
+    return [c for c in mine if any(it.item_id not in done for it in c)]
+
+
+def finished_ids(manifest: Manifest, plan: list[WorkItem], config: str) -> set[str]:
+    """Items the manifest records with the seed and prompt the plan gives them now and made
+    with the same generation settings (``config``)."""
+    by_id = {it.item_id: it for it in plan}
+    done = set()
+    for item_id, entry in manifest.entries().items():
+        item = by_id.get(item_id)
+        if (
+            item
+            and entry.get("seed") == item.seed
+            and entry.get("prompt") == item.prompt
+            and entry.get("config") == config
+        ):
+            done.add(item_id)
+    return done
+
+
+def run_generation(
+    plan: list[WorkItem],
+    make_generator: Callable[[], Generator],
+    spec: GenerateSpec,
+    images_dir: Path,
+    manifest: Manifest,
+    config: str,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> GenerationResult:
+    """Generate every unfinished item of this shard; finished items are never redone.
+    ``config`` fingerprints the generation settings and is recorded with every item."""
+    import time
+
+    start = time.perf_counter()
+    manifest.repair()
+    done = finished_ids(manifest, plan, config)
+    todo = pending_chunks(plan, done, spec.batch_size, shard)
+    n_shard = sum(len(c) for c in shard_chunks(chunks(plan, spec.batch_size), *shard))
+    n_todo = sum(1 for c in todo for it in c if it.item_id not in done)
+    if not todo:
+        return GenerationResult(0, n_shard, n_shard, time.perf_counter() - start)
+
+    generator = make_generator()
+    bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)
+    in_flight: deque[Future[None]] = deque()
+    max_in_flight = 2 * spec.batch_size
+
+    def save(item: WorkItem, image: Image.Image) -> None:
+        image = resize_for_saving(image, spec.generator.save_size)
+        relpath = image_relpath(item, spec.image_format)
+        write_image(images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality))
+        manifest.append({**_entry(item, relpath), "generator": generator.name, "config": config})
+        bar.update(1)
+
+    with ThreadPoolExecutor(max_workers=spec.writer_threads, thread_name_prefix="writer") as pool:
+        try:
+            for chunk in todo:
+                images = generator.generate(chunk)
+                if len(images) != len(chunk):
+                    raise RuntimeError(
+                        f"{generator.name} returned {len(images)} images for {len(chunk)} items"
+                    )
+                for item, image in zip(chunk, images, strict=True):
+                    if item.item_id not in done:
+                        in_flight.append(pool.submit(save, item, image))
+                while len(in_flight) > max_in_flight:
+                    in_flight.popleft().result()
+            while in_flight:
+                in_flight.popleft().result()
+        finally:
+            bar.close()
+    return GenerationResult(n_todo, n_shard - n_todo, n_shard, time.perf_counter() - start)
+
+
+def _entry(item: WorkItem, relpath: str) -> dict:
+    return {
+        "item_id": item.item_id,
+        "class_id": item.class_id,
+        "class_name": item.class_name,
+        "file_name": relpath,
+        "prompt": item.prompt,
+        "seed": item.seed,
+        "mode": item.mode,
+    }

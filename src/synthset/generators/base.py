@@ -1,0 +1,97 @@
+"""The generator protocol, device/dtype helpers and the factory that builds one from a recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from PIL import Image
+
+from synthset.errors import SynthsetError
+
+if TYPE_CHECKING:
+    import torch
+
+    from synthset.plan import WorkItem
+    from synthset.recipe import GeneratorSpec
+
+
+class Generator(Protocol):
+    """Makes one image per work item. Must be deterministic per item: the image of an item
+    depends only on the item (its seed, prompt, params) and the batch it is run in."""
+
+    name: str
+
+    def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda if available, else mps, else cpu; anything else is checked."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SynthsetError(
+            f"device {device!r} is not a torch device; use auto, cpu, cuda, cuda:1 or mps"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SynthsetError(
+            f"device {device!r}: no CUDA GPU is visible here; use device: auto or cpu"
+        )
+    return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The torch dtype for a recipe name; half precision on CPU falls back to float32."""
+    import torch
+
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+    if device.type == "cpu" and dtype == torch.float16:
+        return torch.float32
+    return dtype
+
+
+def item_generators(
+    items: Sequence[WorkItem], device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One seeded ``torch.Generator`` per item: each image's noise depends on its seed only."""
+    import torch
+
+    gen_device = "cpu" if torch.device(device).type == "mps" else device
+    return [torch.Generator(device=gen_device).manual_seed(it.seed) for it in items]
+
+
+def resize_for_saving(image: Image.Image, save_size: int | tuple[int, int] | None) -> Image.Image:
+    """Resize to the recipe's ``save_size`` (int → square) with a high-quality filter."""
+    if save_size is None:
+        return image
+    size = (save_size, save_size) if isinstance(save_size, int) else tuple(save_size)
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def build_generator(spec: GeneratorSpec, adapted_model: Path | None) -> Generator:
+    """The generator a recipe asks for, with its model loaded."""
+    if spec.kind == "tiny":
+        from synthset.generators.tiny import TinyDiffusionGenerator
+
+        model = Path(spec.model) if spec.model else adapted_model
+        if model is None or not model.exists():
+            raise SynthsetError(
+                f"generate.generator.model: no tiny model at {model}; run 'synthset adapt' first"
+            )
+        return TinyDiffusionGenerator(model, spec)
+    if spec.kind == "text2image":
+        from synthset.generators.text2image import Text2ImageGenerator
+
+        return Text2ImageGenerator(spec)
+    raise SynthsetError(f"generate.generator.kind: unknown kind {spec.kind!r}")

@@ -1,0 +1,273 @@
+"""The stages, each a plain function of (recipe, run folder), and ``run_all`` that chains them.
+
+A stage reads the previous stages' files and writes its own; it is skipped when its output is
+complete for the same recipe fingerprint, so ``synthset run`` resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from synthset.classes import ClassInfo, read_classes, resolve_classes, write_classes
+from synthset.errors import SynthsetError
+from synthset.plan import WorkItem, build_plan, load_plan, save_plan
+from synthset.recipe import Recipe, dump_recipe
+from synthset.store.atomic import atomic_write_json, atomic_write_text
+from synthset.store.imagefolder import write_metadata
+from synthset.store.manifest import Manifest
+from synthset.store.run_folder import RunFolder
+
+STAGES = ("classes", "data", "adapt", "plan", "generate", "evaluate", "report")
+
+
+@dataclass
+class StageLog:
+    """What each stage did in this invocation: ``ran`` / ``skipped`` and seconds."""
+
+    entries: list[tuple[str, str, float]] = field(default_factory=list)
+
+    def record(self, stage: str, status: str, seconds: float) -> None:
+        self.entries.append((stage, status, seconds))
+
+
+def open_run(recipe: Recipe) -> RunFolder:
+    """Create the run folder and write the resolved recipe and provenance into it."""
+    run = RunFolder(recipe.output_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.recipe, dump_recipe(recipe))
+    atomic_write_json(run.provenance, provenance())
+    return run
+
+
+def provenance() -> dict[str, Any]:
+    """Library versions and machine facts (no git, no secrets, no environment variables)."""
+    versions = {}
+    for pkg in ("synthset", "torch", "torchvision", "diffusers", "transformers", "numpy", "pillow"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    import torch
+
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "cuda": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def stage_classes(recipe: Recipe, run: RunFolder) -> list[ClassInfo]:
+    """Resolve class names and their safe folder names into ``classes.json``."""
+    fp = recipe.fingerprint("classes")
+    if run.stage_done("classes", fp) and run.classes.exists():
+        return read_classes(run.classes)
+    classes = resolve_classes(recipe.classes)
+    write_classes(run.classes, classes)
+    run.mark_done("classes", fp)
+    return classes
+
+
+def stage_data(recipe: Recipe, run: RunFolder) -> bool:
+    """Split the real images into train / val / test (``real/splits.json``)."""
+    if recipe.real is None:
+        return False
+    fp = recipe.fingerprint("classes", "real")
+    if run.stage_done("data", fp):
+        return False
+    from synthset.data.real import prepare_real_data
+
+    prepare_real_data(recipe.real, stage_classes(recipe, run), run.real, recipe.seed)
+    run.mark_done("data", fp)
+    return True
+
+
+def stage_adapt(recipe: Recipe, run: RunFolder, progress: bool = True) -> bool:
+    """Train the embedded class-conditional diffusion model on the real train split."""
+    if recipe.adapt is None:
+        return False
+    fp = recipe.fingerprint("classes", "real", "adapt")
+    if run.stage_done("adapt", fp) and run.adapt.exists():
+        return False
+    from synthset.adapt.tiny_diffusion import train_tiny_diffusion
+    from synthset.data.splits import load_splits
+
+    stage_data(recipe, run)
+    classes = stage_classes(recipe, run)
+    train = load_splits(run.real / "splits.json")["train"]
+    train_tiny_diffusion(recipe.adapt, train, len(classes), run.adapt, recipe.seed, progress)
+    run.mark_done("adapt", fp)
+    return True
+
+
+def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
+    """Write ``plan.jsonl``: every work item with its fixed seed."""
+    fp = recipe.fingerprint("classes", "prompts", "generate")
+    if run.stage_done("plan", fp) and run.plan.exists():
+        return load_plan(run.plan)
+    items = build_plan(recipe, stage_classes(recipe, run))
+    save_plan(run.plan, items)
+    run.mark_done("plan", fp, items=len(items))
+    return items
+
+
+def generation_config(recipe: Recipe) -> str:
+    """What an image depends on besides its item: a changed value regenerates the item."""
+    g = recipe.generate
+    parts = {
+        "generator": g.generator.model_dump(mode="json"),
+        "batch_size": g.batch_size,
+        "format": [g.image_format, g.jpeg_quality],
+        "adapt": recipe.fingerprint("classes", "real", "adapt")
+        if g.generator.kind == "tiny"
+        else None,
+    }
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generation_status(recipe: Recipe, run: RunFolder) -> tuple[int, int]:
+    """(finished, planned) items for the current plan and generation settings."""
+    from synthset.executors.local import finished_ids
+
+    if not run.plan.exists():
+        return 0, 0
+    plan = load_plan(run.plan)
+    config = generation_config(recipe)
+    return len(finished_ids(Manifest(run.manifest), plan, config)), len(plan)
+
+
+def stage_generate(
+    recipe: Recipe, run: RunFolder, shard: tuple[int, int] = (0, 1), progress: bool = True
+) -> dict[str, Any]:
+    """Generate this shard's unfinished items into the store; when the whole plan is finished,
+    write ``images/metadata.jsonl``."""
+    from synthset.executors.local import finished_ids, run_generation
+    from synthset.generators.base import build_generator
+
+    plan = stage_plan(recipe, run)
+    spec = recipe.generate
+    if spec.generator.kind == "tiny" and spec.generator.model is None:
+        stage_adapt(recipe, run, progress)
+    manifest = Manifest(run.manifest)
+    config = generation_config(recipe)
+    result = run_generation(
+        plan,
+        lambda: build_generator(spec.generator, run.adapt),
+        spec,
+        run.images,
+        manifest,
+        config,
+        shard=shard,
+        progress=progress,
+    )
+    done = finished_ids(manifest, plan, config)
+    complete = len(done) == len(plan)
+    if complete:
+        entries = manifest.entries()
+        write_metadata(run.images, [entries[it.item_id] for it in plan])
+    return {
+        "generated": result.generated,
+        "skipped": result.skipped,
+        "finished": len(done),
+        "planned": len(plan),
+        "complete": complete,
+        "seconds": result.seconds,
+    }
+
+
+def synthetic_samples(run: RunFolder) -> list[tuple[Path, int]]:
+    """(path, label) of every finished synthetic image, from ``images/metadata.jsonl``."""
+    from synthset.store.atomic import read_jsonl
+
+    meta = run.images / "metadata.jsonl"
+    if not meta.exists():
+        raise SynthsetError(
+            f"no finished synthetic dataset in {run.images}: run 'synthset generate' until the "
+            "plan is complete"
+        )
+    return [(run.images / r["file_name"], int(r["label"])) for r in read_jsonl(meta)]
+
+
+def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """CAS: train on real / synthetic / both, test on the held-out real test split."""
+    if recipe.evaluate is None:
+        return None
+    from synthset.data.splits import load_splits, scan_imagefolder
+    from synthset.evaluate.cas import run_cas
+
+    spec = recipe.evaluate
+    fp = recipe.fingerprint("classes", "real", "evaluate") + generation_config(recipe)
+    result_path = run.evaluate / "cas.json"
+    if run.stage_done("evaluate", fp) and result_path.exists():
+        return json.loads(result_path.read_text())
+    stage_data(recipe, run)
+    classes = stage_classes(recipe, run)
+    real = load_splits(run.real / "splits.json")
+    if spec.synthetic_dir is not None:
+        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
+        synthetic = scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
+    elif any("synthetic" in s for s in spec.train_sets):
+        stage_generate(recipe, run, progress=progress)
+        synthetic = synthetic_samples(run)
+    else:
+        synthetic = []
+    result = run_cas(spec, real, synthetic, [c.name for c in classes], run.evaluate, progress)
+    run.mark_done("evaluate", fp)
+    return result
+
+
+def stage_report(recipe: Recipe, run: RunFolder) -> Path | None:
+    """Write ``report.html``."""
+    if not recipe.report.enabled:
+        return None
+    from synthset.report.html import write_report
+
+    return write_report(run, recipe, stage_classes(recipe, run))
+
+
+# ----------------------------------------------------------------------------- chaining
+
+
+def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) -> RunFolder:
+    """Run every stage in order, skipping the finished ones."""
+    run = open_run(recipe)
+    log = log if log is not None else StageLog()
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("classes", lambda: stage_classes(recipe, run)),
+        ("data", lambda: stage_data(recipe, run)),
+        ("adapt", lambda: stage_adapt(recipe, run, progress)),
+        ("plan", lambda: stage_plan(recipe, run)),
+        ("generate", lambda: stage_generate(recipe, run, progress=progress)),
+        ("evaluate", lambda: stage_evaluate(recipe, run, progress)),
+        ("report", lambda: stage_report(recipe, run)),
+    ]
+    for name, step in steps:
+        marker = run.stage_marker(name)
+        before = marker.stat().st_mtime_ns if marker.exists() else None
+        start = time.perf_counter()
+        out = step()
+        seconds = time.perf_counter() - start
+        if name == "generate":
+            ran = out["generated"] > 0
+        elif name == "report":
+            ran = out is not None
+        else:
+            ran = marker.exists() and marker.stat().st_mtime_ns != before
+        log.record(name, "ran" if ran else "skipped", seconds)
+    return run

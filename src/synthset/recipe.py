@@ -1,0 +1,318 @@
+"""The recipe: pydantic v2 models of every stage's settings, loaded from YAML.
+
+Unknown keys are errors. Every validation problem becomes a one-line ``SynthsetError`` naming the
+field path and what is allowed, e.g. ``recipe error at generate.steps: ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthset.errors import SynthsetError
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ClassesSpec(Strict):
+    """Where class names come from: one of ``names``, ``file``, ``imagefolder``, ``dataset``."""
+
+    names: list[str] | None = Field(None, description="Class names, in label order.")
+    file: Path | None = Field(None, description="Text file with one class name per line.")
+    imagefolder: Path | None = Field(None, description="Folder whose sub-folders are the classes.")
+    dataset: str | None = Field(None, description="A known dataset's class list, e.g. digits.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ClassesSpec:
+        given = [k for k in ("names", "file", "imagefolder", "dataset") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of names, file, imagefolder, dataset"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class RealDataSpec(Strict):
+    """Real images: the adaptation data and the CAS train / validation / test splits."""
+
+    source: Literal["digits", "imagefolder"] = "digits"
+    path: Path | None = Field(
+        None,
+        description="imagefolder root: either train/ val/ test/ sub-folders, or class folders "
+        "that synthset splits itself.",
+    )
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.25, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> RealDataSpec:
+        if self.source == "imagefolder" and self.path is None:
+            raise ValueError("source 'imagefolder' needs 'path' (a folder of class folders)")
+        return self
+
+
+class AdaptSpec(Strict):
+    """Training of the embedded class-conditional diffusion model on the real train split."""
+
+    method: Literal["tiny_diffusion"] = "tiny_diffusion"
+    image_size: int = Field(16, ge=8, le=256, description="Training resolution (pixels).")
+    channels: list[int] = Field(
+        [32, 64, 64],
+        min_length=1,
+        max_length=5,
+        description="UNet channels per resolution level (each level halves the size).",
+    )
+    layers_per_block: int = Field(1, ge=1, le=4)
+    attention: bool = Field(
+        False, description="Self-attention at the lowest resolution level (slower on CPU)."
+    )
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0, description="Linear learning-rate warm-up steps.")
+    cond_dropout: float = Field(0.1, ge=0, lt=1, description="Label dropout for CFG.")
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    num_train_timesteps: int = Field(1000, ge=10)
+    checkpoint_every: int = Field(500, ge=1, description="Save a resumable state every N steps.")
+    device: str = "auto"
+
+
+class GeneratorSpec(Strict):
+    """One image generator and its sampling settings."""
+
+    kind: Literal["tiny", "text2image"] = "tiny"
+    model: str | None = Field(
+        None,
+        description="Diffusers model: hub id or local folder. For 'tiny', defaults to the "
+        "checkpoint the adapt stage wrote.",
+    )
+    steps: int = Field(30, ge=1, le=1000)
+    guidance_scale: float = Field(2.0, ge=0)
+    negative_prompt: str | None = None
+    scheduler: str | None = Field(
+        None, description="Scheduler class or alias, e.g. ddim, euler, dpm++, unipc, lcm."
+    )
+    height: int | None = Field(None, ge=8)
+    width: int | None = Field(None, ge=8)
+    save_size: int | tuple[int, int] | None = Field(
+        None, description="Resize images to this size (int or [width, height]) before saving."
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str = "auto"
+    variant: str | None = Field(None, description="Weights variant, e.g. fp16.")
+
+    @field_validator("save_size")
+    @classmethod
+    def _positive_size(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sizes = (v,) if isinstance(v, int) else (v or ())
+        if any(s < 1 for s in sizes):
+            raise ValueError("sizes must be positive")
+        return v
+
+
+class PromptsSpec(Strict):
+    """How a class name becomes the text prompt of a work item."""
+
+    template: str = Field("a photo of a {class}", description="'{class}' is the class name.")
+
+    @field_validator("template")
+    @classmethod
+    def _has_class_slot(cls, v: str) -> str:
+        if "{class}" not in v:
+            raise ValueError("template must contain '{class}'")
+        return v
+
+
+class GenerateSpec(Strict):
+    """The plan's size and the generator that fills it."""
+
+    images_per_class: int = Field(100, ge=1)
+    batch_size: int = Field(64, ge=1)
+    generator: GeneratorSpec = GeneratorSpec()
+    image_format: Literal["png", "jpeg", "webp"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    writer_threads: int = Field(2, ge=1, le=64, description="Threads encoding and writing images.")
+
+
+class EvaluateSpec(Strict):
+    """Classification Accuracy Score: train on each set, test on held-out real images."""
+
+    train_sets: list[Literal["real", "synthetic", "real+synthetic"]] = Field(
+        ["real", "synthetic", "real+synthetic"], min_length=1
+    )
+    classifier: str = Field(
+        "small_cnn",
+        description="small_cnn, a torchvision model name (resnet18, ...), or timm:<name>.",
+    )
+    image_size: int | None = Field(
+        None, ge=4, description="Resize every image to this size; default: the real images' size."
+    )
+    channels: Literal[1, 3] | None = Field(None, description="Default: the real images' channels.")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    seeds: list[int] = Field([0], min_length=1)
+    augment: bool = True
+    device: str = "auto"
+    synthetic_dir: Path | None = Field(
+        None, description="Evaluate another synthetic ImageFolder instead of this run's images."
+    )
+
+
+class ReportSpec(Strict):
+    """The HTML report."""
+
+    enabled: bool = True
+    samples_per_class: int = Field(8, ge=1, le=64)
+
+
+class Recipe(Strict):
+    """A whole synthset run."""
+
+    name: str = "synthset-run"
+    seed: int = Field(0, ge=0, description="Every image's seed derives from this and its item id.")
+    output_dir: Path = Path("runs/synthset-run")
+    classes: ClassesSpec
+    real: RealDataSpec | None = None
+    adapt: AdaptSpec | None = None
+    prompts: PromptsSpec = PromptsSpec()
+    generate: GenerateSpec = GenerateSpec()
+    evaluate: EvaluateSpec | None = None
+    report: ReportSpec = ReportSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        gen = self.generate.generator
+        if gen.kind == "tiny" and gen.model is None and self.adapt is None:
+            raise ValueError(
+                "generate.generator.kind 'tiny' needs an 'adapt' section or generator.model"
+            )
+        if gen.kind == "text2image" and gen.model is None:
+            raise ValueError("generate.generator.kind 'text2image' needs generator.model")
+        if self.adapt is not None and self.real is None:
+            raise ValueError("'adapt' trains on real images: add a 'real' section")
+        if self.evaluate is not None and self.real is None:
+            raise ValueError("'evaluate' tests on real images: add a 'real' section")
+        return self
+
+    def fingerprint(self, *parts: str) -> str:
+        """A short hash of the named recipe parts and the seed: what a stage's output depends on."""
+        data = {p: _jsonable(getattr(self, p)) for p in parts}
+        data["seed"] = self.seed
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SynthsetError(
+                f"--set {item!r}: write it as key.path=value, e.g. generate.steps=20"
+            )
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise SynthsetError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise SynthsetError(f"--set {key}: value is not valid YAML ({exc.problem})") from None
+    return data
+
+
+def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML file, apply ``--set`` overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SynthsetError(f"recipe file not found: {path} (give the path to a .yaml recipe)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SynthsetError(f"recipe {path}{where}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise SynthsetError(f"recipe {path}: the top level must be a mapping of sections")
+    return recipe_from_dict(apply_overrides(data, overrides or []))
+
+
+def recipe_from_dict(data: dict[str, Any]) -> Recipe:
+    """Validate a recipe dict, turning pydantic's report into one line."""
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise SynthsetError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """The first error of a pydantic report as ``recipe error at a.b: what is wrong; the fix``."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    path = ".".join(loc)
+    where = f"recipe error at {path}" if path else "recipe error"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, err["loc"][:-1])
+        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
+        return f"{where}: unknown key{hint}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if (
+        "input" in err
+        and err["type"] not in ("missing",)
+        and not isinstance(err["input"], dict | list)
+    ):
+        msg += f" (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    return f"{where}: {msg}" + (f" [+{more} more]" if more else "")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model found by walking ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside an annotation like ``X | None``, else the annotation."""
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return annotation
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (every default written out)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
