@@ -102,3 +102,12 @@ def test_bad_shard_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--shard '4/2'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shards_need_the_shared_stages_first(tmp_path: Path) -> None:
+    result = synthset(
+        "generate", str(ROOT / "recipes" / "digits.yaml"), "--shard", "0/2", "--out", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "run 'synthset plan'" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "adapt").exists()

@@ -126,6 +126,8 @@ def test_shards_make_the_same_images(
     assert not (run / "images" / "metadata.jsonl").exists()
     for shard in ("0/3", "2/3"):
         run_ok("generate", str(recipe), "--out", str(run), "--shard", shard, "-q")
+    shard_files = sorted(p.name for p in run.glob("manifest*.jsonl"))
+    assert shard_files == [f"manifest.shard{i}of3.jsonl" for i in range(3)]
     assert image_bytes(run) == reference
     assert len(read_jsonl(run / "images" / "metadata.jsonl")) == 600
 

@@ -6,7 +6,6 @@ Bad input prints one line (``error: …``) and exits with status 2, never a trac
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from collections.abc import Callable
 from importlib import resources

@@ -116,6 +116,8 @@ def stage_adapt(recipe: Recipe, run: RunFolder, progress: bool = True) -> bool:
 
 def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
     """Write ``plan.jsonl``: every work item with its fixed seed."""
+    if recipe.generate is None:
+        return []
     fp = recipe.fingerprint("classes", "prompts", "generate")
     if run.stage_done("plan", fp) and run.plan.exists():
         return load_plan(run.plan)
@@ -128,6 +130,8 @@ def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
 def generation_config(recipe: Recipe) -> str:
     """What an image depends on besides its item: a changed value regenerates the item."""
     g = recipe.generate
+    if g is None:
+        return "none"
     parts = {
         "generator": g.generator.model_dump(mode="json"),
         "batch_size": g.batch_size,
@@ -157,14 +161,26 @@ def stage_generate(
 ) -> dict[str, Any]:
     """Generate this shard's unfinished items into the store; when the whole plan is finished,
     write ``images/metadata.jsonl``."""
-    from synthset.executors.local import finished_ids, run_generation
+    from synthset.executors.local import finished_entries, run_generation
     from synthset.generators.base import build_generator
 
-    plan = stage_plan(recipe, run)
     spec = recipe.generate
-    if spec.generator.kind == "tiny" and spec.generator.model is None:
+    if spec is None:
+        raise SynthsetError("generate: the recipe has no 'generate' section; add one")
+    needs_model = spec.generator.kind == "tiny" and spec.generator.model is None
+    shared_missing = not run.plan.exists() or (
+        needs_model and not run.stage_marker("adapt").exists()
+    )
+    if shard != (0, 1) and shared_missing:
+        # shards may run at once on many nodes: the shared stages must be finished first
+        raise SynthsetError(
+            "generate --shard: run 'synthset plan' (and 'synthset adapt' for the tiny model) "
+            "once before launching shards"
+        )
+    plan = stage_plan(recipe, run)
+    if needs_model:
         stage_adapt(recipe, run, progress)
-    manifest = Manifest(run.manifest)
+    manifest = Manifest(run.manifest, shard)
     config = generation_config(recipe)
     result = run_generation(
         plan,
@@ -176,11 +192,10 @@ def stage_generate(
         shard=shard,
         progress=progress,
     )
-    done = finished_ids(manifest, plan, config)
+    done = finished_entries(manifest, plan, config)
     complete = len(done) == len(plan)
     if complete:
-        entries = manifest.entries()
-        write_metadata(run.images, [entries[it.item_id] for it in plan])
+        write_metadata(run.images, [done[it.item_id] for it in plan])
     return {
         "generated": result.generated,
         "skipped": result.skipped,
@@ -253,7 +268,10 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
         ("data", lambda: stage_data(recipe, run)),
         ("adapt", lambda: stage_adapt(recipe, run, progress)),
         ("plan", lambda: stage_plan(recipe, run)),
-        ("generate", lambda: stage_generate(recipe, run, progress=progress)),
+        (
+            "generate",
+            lambda: stage_generate(recipe, run, progress=progress) if recipe.generate else None,
+        ),
         ("evaluate", lambda: stage_evaluate(recipe, run, progress)),
         ("report", lambda: stage_report(recipe, run)),
     ]
@@ -264,7 +282,7 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
         out = step()
         seconds = time.perf_counter() - start
         if name == "generate":
-            ran = out["generated"] > 0
+            ran = out is not None and out["generated"] > 0
         elif name == "report":
             ran = out is not None
         else:

@@ -44,6 +44,8 @@ def item_seed(recipe_seed: int, item_id: str) -> int:
 def build_plan(recipe: Recipe, classes: list[ClassInfo]) -> list[WorkItem]:
     """``images_per_class`` items per class; ids are ``<class id>-<index>`` so growing the plan
     keeps every existing item (and its image) unchanged."""
+    if recipe.generate is None:
+        return []
     template = recipe.prompts.template
     mode = recipe.generate.generator.kind
     items = []

@@ -187,23 +187,34 @@ class Recipe(Strict):
     real: RealDataSpec | None = None
     adapt: AdaptSpec | None = None
     prompts: PromptsSpec = PromptsSpec()
-    generate: GenerateSpec = GenerateSpec()
+    generate: GenerateSpec | None = Field(
+        None,
+        description="Omit to only evaluate an existing synthetic set (evaluate.synthetic_dir).",
+    )
     evaluate: EvaluateSpec | None = None
     report: ReportSpec = ReportSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
-        gen = self.generate.generator
-        if gen.kind == "tiny" and gen.model is None and self.adapt is None:
-            raise ValueError(
-                "generate.generator.kind 'tiny' needs an 'adapt' section or generator.model"
-            )
-        if gen.kind == "text2image" and gen.model is None:
-            raise ValueError("generate.generator.kind 'text2image' needs generator.model")
+        if self.generate is not None:
+            gen = self.generate.generator
+            if gen.kind == "tiny" and gen.model is None and self.adapt is None:
+                raise ValueError(
+                    "generate.generator.kind 'tiny' needs an 'adapt' section or generator.model"
+                )
+            if gen.kind == "text2image" and gen.model is None:
+                raise ValueError("generate.generator.kind 'text2image' needs generator.model")
         if self.adapt is not None and self.real is None:
             raise ValueError("'adapt' trains on real images: add a 'real' section")
-        if self.evaluate is not None and self.real is None:
-            raise ValueError("'evaluate' tests on real images: add a 'real' section")
+        if self.evaluate is not None:
+            if self.real is None:
+                raise ValueError("'evaluate' tests on real images: add a 'real' section")
+            wants_synthetic = any("synthetic" in s for s in self.evaluate.train_sets)
+            if wants_synthetic and self.generate is None and self.evaluate.synthetic_dir is None:
+                raise ValueError(
+                    "evaluate trains on synthetic images: add a 'generate' section or set "
+                    "evaluate.synthetic_dir to an ImageFolder"
+                )
         return self
 
     def fingerprint(self, *parts: str) -> str:

@@ -37,21 +37,26 @@ def pending_chunks(
     return [c for c in mine if any(it.item_id not in done for it in c)]
 
 
-def finished_ids(manifest: Manifest, plan: list[WorkItem], config: str) -> set[str]:
-    """Items the manifest records with the seed and prompt the plan gives them now and made
-    with the same generation settings (``config``)."""
+def finished_entries(manifest: Manifest, plan: list[WorkItem], config: str) -> dict[str, dict]:
+    """Manifest entries (by item id) of items recorded with the seed and prompt the plan gives
+    them now and made with the same generation settings (``config``)."""
     by_id = {it.item_id: it for it in plan}
-    done = set()
-    for item_id, entry in manifest.entries().items():
-        item = by_id.get(item_id)
+    done: dict[str, dict] = {}
+    for entry in manifest.rows():
+        item = by_id.get(entry["item_id"])
         if (
             item
             and entry.get("seed") == item.seed
             and entry.get("prompt") == item.prompt
             and entry.get("config") == config
         ):
-            done.add(item_id)
+            done[item.item_id] = entry
     return done
+
+
+def finished_ids(manifest: Manifest, plan: list[WorkItem], config: str) -> set[str]:
+    """Ids of the items :func:`finished_entries` finds."""
+    return set(finished_entries(manifest, plan, config))
 
 
 def run_generation(

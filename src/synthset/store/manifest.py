@@ -13,15 +13,31 @@ from synthset.store.atomic import read_jsonl
 
 class Manifest:
     """Append-only record of finished items. A line is appended only after its image is in place,
-    so a kill at any instant leaves at most a torn last line, which readers ignore."""
+    so a kill at any instant leaves at most a torn last line, which readers ignore.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Each shard appends to its own file (``manifest.shard1of4.jsonl``) so that processes on
+    different nodes never write to one file; readers take the union of all of them."""
+
+    def __init__(self, path: Path, shard: tuple[int, int] = (0, 1)) -> None:
+        index, count = shard
+        self.base = path
+        self.path = (
+            path if count == 1 else path.with_name(f"{path.stem}.shard{index}of{count}.jsonl")
+        )
         self._lock = threading.Lock()
 
+    def files(self) -> list[Path]:
+        """Every manifest file of this run (the unsharded one and each shard's)."""
+        shards = sorted(self.base.parent.glob(f"{self.base.stem}.shard*of*.jsonl"))
+        return [p for p in [self.base, *shards] if p.exists()]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every recorded entry of every manifest file."""
+        return [row for f in self.files() for row in read_jsonl(f) if "item_id" in row]
+
     def entries(self) -> dict[str, dict[str, Any]]:
-        """Finished items by item id (the last entry wins)."""
-        return {row["item_id"]: row for row in read_jsonl(self.path) if "item_id" in row}
+        """Finished items by item id (the last entry read wins)."""
+        return {row["item_id"]: row for row in self.rows()}
 
     def repair(self) -> None:
         """Drop a torn last line left by a kill, so new appends start on a fresh line."""

@@ -1,0 +1,184 @@
+"""Text-to-image with any diffusers pipeline (SD 1.x/2.x, SDXL, SD3, Flux, PixArt, turbo, ...).
+
+The model is loaded with ``diffusers.AutoPipelineForText2Image.from_pretrained`` — the same call
+users run themselves — from a hub id (or its local cache) or a local pipeline folder. Each batch
+is one pipeline call with one seeded ``torch.Generator`` per image, so an image depends only on
+its own item (seed, prompt) and the batch it runs in.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from synthset.errors import SynthsetError
+from synthset.generators.base import item_generators, resolve_device, resolve_dtype
+from synthset.generators.schedulers import make_scheduler, scheduler_class
+
+if TYPE_CHECKING:
+    from synthset.plan import WorkItem
+    from synthset.recipe import GeneratorSpec
+
+_FIELD = "generate.generator.model"
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+
+
+class Text2ImageGenerator:
+    """Generates one image per work item from its prompt with a diffusers text-to-image pipeline.
+
+    The safety checker is never loaded (``safety_checker=None``): a synthetic dataset should not
+    contain silently blacked-out images.
+    """
+
+    def __init__(self, spec: GeneratorSpec) -> None:
+        if not spec.model:
+            raise SynthsetError(f"{_FIELD}: text2image needs a model (hub id or local folder)")
+        if spec.scheduler:
+            scheduler_class(spec.scheduler)  # fail on a bad name before loading any weights
+        self.spec = spec
+        self.name = f"text2image:{spec.model}"
+        self.device = resolve_device(spec.device)
+        self.dtype = resolve_dtype(spec.dtype, self.device)
+        self.pipe = load_pipeline(spec.model, dtype=self.dtype, variant=spec.variant)
+        self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        if spec.scheduler:
+            self.pipe.scheduler = make_scheduler(spec.scheduler, self.pipe.scheduler.config)
+        self._call_params = set(inspect.signature(self.pipe.__call__).parameters)
+
+    def call_kwargs(self, items: Sequence[WorkItem]) -> dict[str, Any]:
+        """The pipeline's arguments for one batch, keeping only those its ``__call__`` accepts."""
+        spec = self.spec
+        kwargs: dict[str, Any] = {
+            "prompt": [it.prompt for it in items],
+            "num_inference_steps": spec.steps,
+            "guidance_scale": spec.guidance_scale,
+            "generator": item_generators(items, self.device),
+            "output_type": "pil",
+            "num_images_per_prompt": 1,
+        }
+        if spec.negative_prompt is not None:
+            kwargs["negative_prompt"] = [spec.negative_prompt] * len(items)
+        if spec.height is not None:
+            kwargs["height"] = spec.height
+        if spec.width is not None:
+            kwargs["width"] = spec.width
+        return {k: v for k, v in kwargs.items() if k in self._call_params}
+
+    def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
+        """One image per item, in order, from a single pipeline call."""
+        import torch
+
+        if not items:
+            return []
+        with torch.inference_mode():
+            output = self.pipe(**self.call_kwargs(items))
+        images = list(output.images)
+        if len(images) != len(items):
+            raise SynthsetError(
+                f"{self.name}: the pipeline returned {len(images)} images for {len(items)} prompts"
+            )
+        return [img if img.mode == "RGB" else img.convert("RGB") for img in images]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_pipeline(model: str, dtype: Any = None, variant: str | None = None) -> Any:
+    """``AutoPipelineForText2Image.from_pretrained`` with one-line errors and no safety checker."""
+    from diffusers import AutoPipelineForText2Image
+
+    config = _pipeline_config(model)
+    kwargs = {**_no_safety_checker(config), "dtype": dtype}
+    if variant:
+        kwargs["variant"] = variant
+    try:
+        return AutoPipelineForText2Image.from_pretrained(model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise SynthsetError(f"{_FIELD}: cannot load {model!r}: {_first_line(exc)}") from None
+
+
+def is_local_path(model: str) -> bool:
+    """Whether ``model`` names a local path rather than a hub id (``name`` or ``org/name``)."""
+    if Path(model).expanduser().exists():
+        return True
+    return model.startswith((".", "/", "~", "\\")) or not _HUB_ID.match(model)
+
+
+def _pipeline_config(model: str) -> dict[str, Any]:
+    """The pipeline's ``model_index.json`` as a dict, with a helpful error when there is none."""
+    if is_local_path(model):
+        return _local_config(Path(model).expanduser())
+    from diffusers import DiffusionPipeline
+
+    try:
+        return dict(DiffusionPipeline.load_config(model))
+    except (OSError, ValueError) as exc:
+        raise SynthsetError(_hub_error(model, exc)) from None
+
+
+def _local_config(path: Path) -> dict[str, Any]:
+    from diffusers import DiffusionPipeline
+
+    if not path.exists():
+        raise SynthsetError(
+            f"{_FIELD}: no such folder {str(path)!r}; give a diffusers pipeline folder or a hub id"
+        )
+    if not path.is_dir():
+        raise SynthsetError(
+            f"{_FIELD}: {str(path)!r} is a file; give a diffusers pipeline folder (with "
+            "model_index.json), e.g. one saved with pipe.save_pretrained(folder)"
+        )
+    if not (path / "model_index.json").is_file():
+        raise SynthsetError(
+            f"{_FIELD}: {str(path)!r} is not a diffusers pipeline folder (no model_index.json); "
+            "save one with pipe.save_pretrained(folder) or give a hub id"
+        )
+    try:
+        return dict(DiffusionPipeline.load_config(str(path)))
+    except (OSError, ValueError) as exc:
+        raise SynthsetError(
+            f"{_FIELD}: {path / 'model_index.json'} is unreadable: {_first_line(exc)}"
+        ) from None
+
+
+def _hub_error(model: str, exc: Exception) -> str:
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    text = str(exc)
+    if offline or "couldn't connect" in text.lower() or "connection" in text.lower():
+        return (
+            f"{_FIELD}: {model!r} is not found locally and the hub is unreachable; download it "
+            f"first with `hf download {model}` or give a local folder"
+        )
+    return (
+        f"{_FIELD}: {model!r} is not found locally or on the hub ({_first_line(exc)}); check "
+        f"the id (gated models need `hf auth login`), download it with `hf download {model}`, "
+        "or give a local folder"
+    )
+
+
+def _no_safety_checker(config: dict[str, Any]) -> dict[str, Any]:
+    """Loading kwargs that skip the safety checker, for pipelines that have one."""
+    import diffusers
+
+    cls = getattr(diffusers, str(config.get("_class_name", "")), None)
+    params = set(inspect.signature(cls.__init__).parameters) if isinstance(cls, type) else set()
+    kwargs: dict[str, Any] = {}
+    if "safety_checker" in config or "safety_checker" in params:
+        kwargs["safety_checker"] = None
+    if "requires_safety_checker" in config or "requires_safety_checker" in params:
+        kwargs["requires_safety_checker"] = False
+    return kwargs
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

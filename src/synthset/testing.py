@@ -1,0 +1,173 @@
+"""Builders of tiny offline models for tests: seeded random weights, real on-disk formats.
+
+Everything is saved with ``save_pretrained`` and meant to be loaded back through the same
+``from_pretrained`` code users run, so tests exercise the real loading path without downloads.
+Heavy libraries are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+#: Size of the tiny text encoder's embedding table; the tokenizer's vocab must fit in it.
+TINY_TEXT_VOCAB_SIZE = 1000
+
+#: A few BPE merges so the tokenizer really merges (``photo`` → one token) instead of
+#: only splitting into characters.
+_TINY_MERGES: tuple[tuple[str, str], ...] = (
+    ("p", "h"),
+    ("o", "t"),
+    ("ph", "ot"),
+    ("phot", "o</w>"),
+    ("o", "f</w>"),
+    ("t", "h"),
+    ("th", "e</w>"),
+)
+_BOS = "<|startoftext|>"
+_EOS = "<|endoftext|>"
+
+
+@lru_cache(maxsize=1)
+def _byte_chars() -> list[str]:
+    """The 256 printable characters byte-level BPE uses for the bytes 0..255 (GPT-2 / CLIP)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars, extra = [], 0
+    for b in range(256):
+        if b in printable:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def tiny_clip_vocab() -> tuple[dict[str, int], list[str]]:
+    """A small CLIP BPE vocabulary and its merges: every byte character with and without
+    ``</w>``, the merged tokens, then ``<|startoftext|>`` and ``<|endoftext|>`` (highest ids,
+    as in real CLIP, whose text model pools at the highest id)."""
+    merges = list(_TINY_MERGES)
+    tokens = list(_byte_chars()) + [c + "</w>" for c in _byte_chars()]
+    tokens += [a + b for a, b in merges if a + b not in tokens]
+    tokens += [_BOS, _EOS]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    assert len(vocab) <= TINY_TEXT_VOCAB_SIZE
+    return vocab, [f"{a} {b}" for a, b in merges]
+
+
+def build_tiny_clip_tokenizer(out_dir: Path) -> Any:
+    """Write ``vocab.json`` + ``merges.txt`` into ``out_dir`` and load a ``CLIPTokenizer``
+    from them (``model_max_length=77``)."""
+    from transformers import CLIPTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab, merges = tiny_clip_vocab()
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    merges_text = "#version: 0.2\n" + "\n".join(merges) + "\n"
+    (out_dir / "merges.txt").write_text(merges_text, encoding="utf-8")
+    return CLIPTokenizer.from_pretrained(str(out_dir), model_max_length=77)
+
+
+def _tiny_sd_components(
+    tokenizer: Any, seed: int, time_cond_proj_dim: int | None = None
+) -> dict[str, Any]:
+    """Seeded tiny UNet, VAE and CLIP text encoder plus a DDIM scheduler (diffusers' test sizes)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            time_cond_proj_dim=time_cond_proj_dim,
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(
+            block_out_channels=[32, 64],
+            in_channels=3,
+            out_channels=3,
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            latent_channels=4,
+        )
+        torch.manual_seed(seed + 2)
+        text_config = CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-05,
+            num_attention_heads=4,
+            num_hidden_layers=5,
+            vocab_size=TINY_TEXT_VOCAB_SIZE,
+        )
+        text_encoder = CLIPTextModel(text_config)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return {
+        "unet": unet.eval(),
+        "vae": vae.eval(),
+        "text_encoder": text_encoder.eval(),
+        "tokenizer": tokenizer,
+        "scheduler": scheduler,
+    }
+
+
+def build_tiny_sd_pipeline(out_dir: Path, seed: int = 0) -> Path:
+    """Save a tiny random Stable Diffusion 1.x pipeline (latent 4×, VAE factor 2, default 64 px)
+    to ``out_dir`` as safetensors and return ``out_dir``. Same ``seed`` → same weights."""
+    from diffusers import StableDiffusionPipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tiny_clip_tokenizer(Path(tmp))
+    pipe = StableDiffusionPipeline(
+        **_tiny_sd_components(tokenizer, seed),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
+
+
+def build_tiny_lcm_pipeline(out_dir: Path, seed: int = 0) -> Path:
+    """Like :func:`build_tiny_sd_pipeline` but a Latent Consistency Model pipeline (guidance as a
+    UNet embedding, ``LCMScheduler``, no ``negative_prompt`` argument): a second pipeline family
+    with different ``__call__`` arguments."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tiny_clip_tokenizer(Path(tmp))
+    components = _tiny_sd_components(tokenizer, seed, time_cond_proj_dim=32)
+    components["scheduler"] = LCMScheduler.from_config(components["scheduler"].config)
+    pipe = LatentConsistencyModelPipeline(
+        **components,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
