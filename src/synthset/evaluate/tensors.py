@@ -1,0 +1,129 @@
+"""Decode-once data: image files become one uint8 tensor ``N×C×H×W`` plus int64 labels.
+
+Every image is read, converted to 1 or 3 channels and resized to a square ``size×size`` exactly
+once; training then only indexes into the tensor, so epochs never touch the disk again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from synthset.data.splits import Samples, scan_imagefolder
+from synthset.errors import SynthsetError
+from synthset.store.atomic import read_jsonl
+from synthset.store.names import folder_names
+
+_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+@dataclass(frozen=True)
+class TensorSet:
+    """Decoded images (uint8, ``N×C×H×W``) and their labels (int64, ``N``)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @staticmethod
+    def concat(sets: Sequence[TensorSet]) -> TensorSet:
+        """One set holding the images of all ``sets``, in order."""
+        return TensorSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]))
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise SynthsetError(f"{what}: image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise SynthsetError(f"{what}: cannot read image {path} ({exc})") from None
+    return img
+
+
+def image_channels(img: Image.Image) -> int:
+    """1 for grayscale modes, 3 for everything else (RGB, RGBA, palette, CMYK, ...)."""
+    if img.mode == "P":
+        return 3
+    return 1 if img.mode in _GRAY_MODES else 3
+
+
+def infer_format(samples: Samples, what: str = "real train") -> tuple[int, int]:
+    """Default ``(image_size, channels)`` from the first image of ``samples``: its larger side,
+    and 1 channel if it is grayscale, else 3."""
+    if not samples:
+        raise SynthsetError(f"{what}: no images to infer the image size and channels from")
+    img = _open(samples[0][0], what)
+    return max(img.size), image_channels(img)
+
+
+def to_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
+    """One image as a uint8 ``C×size×size`` array (bilinear resize, 1 or 3 channels)."""
+    if img.mode in ("I", "I;16", "F"):  # 16-bit / float grayscale: scale to 0–255
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)  # transparent → black
+    img = img.convert("L" if channels == 1 else "RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def load_tensors(samples: Samples, size: int, channels: int, what: str) -> TensorSet:
+    """Decode every ``(path, label)`` once into a :class:`TensorSet`."""
+    if not samples:
+        raise SynthsetError(f"{what}: the image set is empty")
+    if channels not in (1, 3):
+        raise SynthsetError(f"{what}: channels must be 1 or 3 (got {channels})")
+    if size < 1:
+        raise SynthsetError(f"{what}: image size must be positive (got {size})")
+    out = np.empty((len(samples), channels, size, size), dtype=np.uint8)
+    for i, (path, _) in enumerate(samples):
+        out[i] = to_array(_open(Path(path), what), size, channels)
+    labels = torch.tensor([int(lbl) for _, lbl in samples], dtype=torch.int64)
+    return TensorSet(torch.from_numpy(out), labels)
+
+
+def check_labels(data: TensorSet, num_classes: int, what: str) -> None:
+    """Raise a SynthsetError if a label lies outside ``0..num_classes-1``."""
+    bad = (data.labels < 0) | (data.labels >= num_classes)
+    if bool(bad.any()):
+        lbl = int(data.labels[bad][0])
+        raise SynthsetError(
+            f"{what}: label {lbl} is outside 0..{num_classes - 1} ({num_classes} classes); "
+            "the images' labels must match the class list"
+        )
+
+
+def samples_from_imagefolder(root: Path | str, class_names: list[str]) -> Samples:
+    """``(path, label)`` for ``root/<class>/*`` where ``<class>`` is a class name or its safe
+    folder name; the label is the class's index in ``class_names``."""
+    lookup = {f: i for i, f in enumerate(folder_names(class_names))}
+    lookup |= {n: i for i, n in enumerate(class_names)}
+    return scan_imagefolder(Path(root), lookup, f"imagefolder {root}")
+
+
+def samples_from_metadata(images_dir: Path | str) -> Samples:
+    """``(path, label)`` from an ImageFolder's ``metadata.jsonl`` (``file_name``, ``label``)."""
+    images_dir = Path(images_dir)
+    meta = images_dir / "metadata.jsonl"
+    if not meta.exists():
+        raise SynthsetError(f"no metadata.jsonl in {images_dir}: generate the images first")
+    rows = read_jsonl(meta)
+    try:
+        return [(images_dir / r["file_name"], int(r["label"])) for r in rows]
+    except (KeyError, TypeError, ValueError):
+        raise SynthsetError(f"{meta}: every row needs 'file_name' and an integer 'label'") from None

@@ -1,0 +1,149 @@
+"""The HTML report: self-contained, escaped, with the CAS numbers and real vs synthetic samples."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthset.classes import ClassInfo
+from synthset.data.splits import Samples, load_splits, save_splits
+from synthset.evaluate.cas import run_cas
+from synthset.recipe import EvaluateSpec, Recipe, recipe_from_dict
+from synthset.report.html import write_report
+from synthset.store.atomic import atomic_write_json, write_jsonl
+from synthset.store.run_folder import RunFolder
+
+CLASSES = [ClassInfo(0, "<b>x</b>", "b_x_b"), ClassInfo(1, "cat & dog", "cat dog")]
+
+
+def _png(path: Path, cls: int, rng: np.random.Generator) -> Path:
+    yy, xx = np.mgrid[:8, :8]
+    base = ((yy if cls == 0 else xx) % 2 == 0) * 220.0
+    arr = np.clip(base + rng.normal(0, 20, (8, 8)), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, "L").save(path)
+    return path
+
+
+def make_run(tmp_path: Path) -> tuple[RunFolder, Recipe]:
+    """A run folder with real splits, synthetic images + metadata, provenance and recipe."""
+    run = RunFolder(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    splits: dict[str, Samples] = {}
+    for split, n in (("train", 10), ("val", 4), ("test", 4)):
+        splits[split] = [
+            (_png(run.real / split / c.folder / f"{k}.png", c.id, rng), c.id)
+            for c in CLASSES
+            for k in range(n)
+        ]
+    save_splits(run.real / "splits.json", splits)
+    rows = []
+    for c in CLASSES:
+        for k in range(6):
+            name = f"{c.folder}/item{k}.png"
+            _png(run.images / name, c.id, rng)
+            rows.append(
+                {
+                    "file_name": name,
+                    "label": c.id,
+                    "class_name": c.name,
+                    "prompt": f"<i>{c.name}</i> photo",
+                    "seed": k,
+                    "item_id": f"i{k}",
+                }
+            )
+    write_jsonl(run.images / "metadata.jsonl", rows)
+    atomic_write_json(run.provenance, {"versions": {"torch": "9.9-test"}, "host": "<h>"})
+    recipe = recipe_from_dict(
+        {
+            "name": "report <test>",
+            "output_dir": str(run.root),
+            "classes": {"names": [c.name for c in CLASSES]},
+            "real": {"source": "imagefolder", "path": str(run.real)},
+            "generate": {"generator": {"kind": "tiny", "model": "some/model"}},
+            "evaluate": {"epochs": 2},
+            "report": {"samples_per_class": 3},
+        }
+    )
+    run.recipe.write_text("name: report <test>\n", encoding="utf-8")
+    return run, recipe
+
+
+def embedded_images(html: str) -> list[Image.Image]:
+    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    return [Image.open(io.BytesIO(base64.b64decode(u))) for u in uris]
+
+
+def test_report_with_cas_is_self_contained_and_escaped(tmp_path: Path) -> None:
+    run, recipe = make_run(tmp_path)
+    real = load_splits(run.real / "splits.json")
+    synthetic = [(run.images / f"{c.folder}/item{k}.png", c.id) for c in CLASSES for k in range(6)]
+    spec = EvaluateSpec(epochs=2, batch_size=8, device="cpu")
+    cas = run_cas(spec, real, synthetic, [c.name for c in CLASSES], run.evaluate, progress=False)
+
+    path = write_report(run, recipe, CLASSES)
+    assert path == run.report
+    html = path.read_text(encoding="utf-8")
+
+    for res in cas["train_sets"].values():
+        s = res["summary"]
+        assert f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}" in html
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "cat &amp; dog" in html
+    assert "<i>" not in html and "&lt;i&gt;&lt;b&gt;x&lt;/b&gt;&lt;/i&gt; photo" in html
+    assert "report &lt;test&gt;" in html and "report <test>" not in html
+    assert "9.9-test" in html and "&lt;h&gt;" in html  # provenance, escaped
+    assert "<details>" in html and "name: report &lt;test&gt;" in html  # recipe.yaml as written
+
+    assert 'src="http' not in html and "<script" not in html and "<link" not in html
+    images = embedded_images(html)
+    # 2 charts + per class one real strip and one synthetic strip
+    assert len(images) == 2 + 2 * len(CLASSES)
+    strips = images[2:]
+    assert all(im.height == 64 for im in strips)  # 8×8 images upscaled, 3 per strip
+    assert all(im.width == 3 * 64 + 2 * 2 for im in strips)
+    tile = np.asarray(strips[1].convert("L"))[:64, :64]
+    assert len(np.unique(tile[:8, :8])) == 1  # nearest-neighbour: 8×8 blocks of one value
+
+
+def test_report_without_evaluation_says_so(tmp_path: Path) -> None:
+    run, recipe = make_run(tmp_path)
+    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
+    assert "Evaluation was not run" in html
+    assert len(embedded_images(html)) == 2 * len(CLASSES)  # samples still shown
+    assert "12 in total" in html  # synthetic image count from metadata.jsonl
+
+
+def test_report_with_missing_images_still_renders(tmp_path: Path) -> None:
+    run, recipe = make_run(tmp_path)
+    (run.images / "metadata.jsonl").unlink()
+    (run.real / "splits.json").unlink()
+    run.provenance.unlink()
+    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
+    assert html.count("<i>none</i>") == 2 * len(CLASSES)
+    assert "No provenance.json" in html and "0 in total" in html
+
+
+@pytest.mark.parametrize("name", ["real", "synthetic"])
+def test_report_charts_are_pngs(tmp_path: Path, name: str) -> None:
+    from synthset.report.plots import cas_bar_chart, per_class_chart
+
+    summary = {
+        "test_accuracy_mean": 0.5,
+        "test_accuracy_std": 0.1,
+        "best_val_accuracy_mean": 0.6,
+        "n_train": 3,
+        "n_seeds": 2,
+    }
+    cas = {
+        "train_sets": {name: {"summary": summary, "runs": [{"per_class_accuracy": [0.5, None]}]}}
+    }
+    for png in (cas_bar_chart(cas), per_class_chart(cas, ["a", "b"])):
+        img = Image.open(io.BytesIO(png))
+        assert img.format == "PNG" and img.width > 100
