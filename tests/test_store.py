@@ -125,3 +125,18 @@ def test_png_encoding_is_deterministic() -> None:
     assert encode_image(img, "png") == encode_image(img.copy(), "png")
     assert encode_image(img, "png") != encode_image(Image.new("L", (8, 8), 98), "png")
     assert encode_image(img, "jpeg")[:2] == b"\xff\xd8"
+
+
+def test_stale_temp_files_of_unfinished_items_are_removed(tmp_path: Path) -> None:
+    from synthset.store.imagefolder import remove_stale_temp_files
+
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    mine = folder / ".0000-000001.png.k3j_x9.tmp"
+    other_shard = folder / ".0000-000002.png.q8w2er.tmp"
+    finished = folder / "0000-000003.png"
+    for p in (mine, other_shard, finished):
+        p.write_bytes(b"x")
+    removed = remove_stale_temp_files(tmp_path, ["cat/0000-000001.png", "dog/0000-000009.png"])
+    assert removed == 1
+    assert not mine.exists() and other_shard.exists() and finished.exists()

@@ -15,7 +15,12 @@ from tqdm.auto import tqdm
 from synthset.generators.base import Generator, resize_for_saving
 from synthset.plan import WorkItem, chunks, shard_chunks
 from synthset.recipe import GenerateSpec
-from synthset.store.imagefolder import encode_image, image_relpath, write_image
+from synthset.store.imagefolder import (
+    encode_image,
+    image_relpath,
+    remove_stale_temp_files,
+    write_image,
+)
 from synthset.store.manifest import Manifest
 
 
@@ -81,6 +86,8 @@ def run_generation(
     n_todo = sum(1 for c in todo for it in c if it.item_id not in done)
     if not todo:
         return GenerationResult(0, n_shard, n_shard, time.perf_counter() - start)
+    unfinished = [it for c in todo for it in c if it.item_id not in done]
+    remove_stale_temp_files(images_dir, [image_relpath(it, spec.image_format) for it in unfinished])
 
     generator = make_generator()
     bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)

@@ -40,6 +40,26 @@ def write_image(images_dir: Path, relpath: str, data: bytes) -> Path:
     return path
 
 
+def remove_stale_temp_files(images_dir: Path, relpaths: list[str]) -> int:
+    """Delete temp files a killed writer left for these images (only these: other shards may be
+    writing their own at this moment). Returns how many were removed."""
+    by_folder: dict[Path, set[str]] = {}
+    for rel in relpaths:
+        path = images_dir / rel
+        by_folder.setdefault(path.parent, set()).add(path.name)
+    removed = 0
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for tmp in folder.glob(".*.tmp"):
+            # atomic_write names temp files ".<final name>.<random>.tmp"
+            final = tmp.name[1:].rsplit(".", 2)[0]
+            if final in names:
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 def write_metadata(images_dir: Path, entries: list[dict[str, Any]]) -> Path:
     """Write ``metadata.jsonl`` (plan order) with an integer ``label`` per image."""
     rows = [

@@ -1,0 +1,1 @@
+"""LLM backends: OpenAI-compatible HTTP servers and local transformers causal LMs."""
