@@ -75,7 +75,8 @@ def test_separable_data_scores_high_and_writes_json_and_csv(
         run = res["runs"][0]
         assert len(run["val_accuracy_history"]) == 12
         assert run["best_val_accuracy"] == max(run["val_accuracy_history"])
-        assert run["best_epoch"] == run["val_accuracy_history"].index(run["best_val_accuracy"])
+        keys = list(zip(run["val_accuracy_history"], run["val_loss_history"], strict=True))
+        assert run["best_epoch"] == max(range(len(keys)), key=lambda e: (keys[e][0], -keys[e][1]))
         cm = np.array(run["confusion_matrix"])
         assert cm.shape == (3, 3) and cm.sum() == 24
         assert np.trace(cm) / 24 == pytest.approx(run["test_accuracy"])
@@ -146,7 +147,10 @@ def test_test_split_is_scored_once_with_the_best_val_weights(tmp_path: Path) -> 
     val_labels = torch.tensor([lbl for _, lbl in val])
     history = [float((v.argmax(1) == val_labels).float().mean()) for v in val_passes]
     assert history == pytest.approx(run["val_accuracy_history"])
-    assert run["best_epoch"] == int(np.argmax(history))
+    losses = [float(torch.nn.functional.cross_entropy(v, val_labels)) for v in val_passes]
+    assert losses == pytest.approx(run["val_loss_history"], rel=1e-4)
+    chosen = max(range(epochs), key=lambda e: (history[e], -losses[e]))
+    assert run["best_epoch"] == chosen
     # the test pass ran the best-val weights, not the last epoch's
     assert torch.allclose(test_pass, val_passes[run["best_epoch"]], atol=1e-5)
     assert float((test_pass.argmax(1) == labels).float().mean()) == pytest.approx(

@@ -115,6 +115,43 @@ def adapt(
 
 @app.command()
 @friendly_errors
+def prompts(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    out_dir: OutOpt = None,
+    preview: Annotated[int, typer.Option(help="Print this many prompts per class.")] = 0,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Also write the prompts as .json (captions_single_labeled) or .txt."),
+    ] = None,
+) -> None:
+    """Write prompts.jsonl: the text prompts of every class (template, fakeit, LLM, file)."""
+    from synthset.pipeline import stage_prompts
+
+    r = _load(recipe, set_, out_dir)
+    run = _open(r)
+    records = stage_prompts(r, run)
+    if preview:
+        table = Table(title=f"prompts ({r.prompts.strategy})")
+        table.add_column("class")
+        table.add_column("prompt")
+        shown: dict[int, int] = {}
+        for rec in records:
+            if shown.get(rec.class_id, 0) < preview:
+                shown[rec.class_id] = shown.get(rec.class_id, 0) + 1
+                table.add_row(rec.class_name, rec.prompt)
+        out.print(table)
+    if export is not None:
+        from synthset.prompts.formats import export_prompts
+
+        export_prompts(records, export)
+        console.print(f"exported: {export}")
+    n_classes = len({rec.class_id for rec in records})
+    console.print(f"prompts: {len(records)} for {n_classes} classes in {run.prompts}")
+
+
+@app.command()
+@friendly_errors
 def plan(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
     """Write the plan: one work item per image, each with its own seed."""
     from synthset.pipeline import stage_plan
@@ -244,7 +281,10 @@ def cas_table(result: dict[str, Any]) -> Table:
     table.add_column("images", justify="right")
     table.add_column("test accuracy", justify="right")
     table.add_column("val accuracy", justify="right")
-    for name, res in result["train_sets"].items():
+    order = ["real", "synthetic", "real+synthetic"]
+    names = sorted(result["train_sets"], key=lambda n: (order.index(n) if n in order else 9, n))
+    for name in names:
+        res = result["train_sets"][name]
         s = res["summary"]
         runs = res["runs"]
         val = sum(r["best_val_accuracy"] for r in runs) / len(runs)

@@ -20,13 +20,14 @@ from typing import Any
 from synthset.classes import ClassInfo, read_classes, resolve_classes, write_classes
 from synthset.errors import SynthsetError
 from synthset.plan import WorkItem, build_plan, load_plan, save_plan
+from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
 from synthset.recipe import Recipe, dump_recipe
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 from synthset.store.imagefolder import write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
 
-STAGES = ("classes", "data", "adapt", "plan", "generate", "evaluate", "report")
+STAGES = ("classes", "data", "adapt", "prompts", "plan", "generate", "evaluate", "report")
 
 
 @dataclass
@@ -114,6 +115,55 @@ def stage_adapt(recipe: Recipe, run: RunFolder, progress: bool = True) -> bool:
     return True
 
 
+def stage_prompts(recipe: Recipe, run: RunFolder) -> list[PromptRecord]:
+    """Write ``prompts.jsonl`` (and ``prompts_report.json``): the prompts of every class."""
+    fp = recipe.fingerprint("classes", "prompts")
+    if run.stage_done("prompts", fp) and run.prompts.exists():
+        return load_prompts(run.prompts)
+    from synthset.prompts.base import collect_prompts
+    from synthset.prompts.diversity import diversity_report
+    from synthset.prompts.registry import build_strategy
+
+    classes = stage_classes(recipe, run)
+    spec = recipe.prompts
+    strategy = build_strategy(spec, run.cache / "llm")
+    records, stats = collect_prompts(
+        strategy,
+        classes,
+        spec,
+        recipe.seed,
+        synonyms=class_synonyms(recipe),
+        descriptions=dict(recipe.classes.descriptions),
+    )
+    empty = [c.name for c in classes if not any(r.class_id == c.id for r in records)]
+    if empty:
+        raise SynthsetError(
+            f"prompts: no usable prompt for class {empty[0]!r} ({len(empty)} classes empty); "
+            "check prompts.strategy and its source, or set prompts.label_check: repair"
+        )
+    save_prompts(run.prompts, records)
+    report = {
+        "strategy": spec.strategy,
+        "per_class_target": spec.per_class,
+        "label_check": spec.label_check,
+        "stats": {name: vars(st) for name, st in stats.items()},
+        "diversity": diversity_report(records, spec.diversity_model),
+    }
+    atomic_write_json(run.prompts_report, report)
+    run.mark_done("prompts", fp, prompts=len(records))
+    return records
+
+
+def class_synonyms(recipe: Recipe) -> dict[str, list[str]]:
+    """Synonyms per class name: shipped defaults for known lists, then the recipe's own."""
+    from synthset.classes import default_synonyms
+
+    merged = {k: list(v) for k, v in default_synonyms(recipe.classes).items()}
+    for name, more in recipe.classes.synonyms.items():
+        merged[name] = [*merged.get(name, []), *more]
+    return merged
+
+
 def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
     """Write ``plan.jsonl``: every work item with its fixed seed."""
     if recipe.generate is None:
@@ -121,7 +171,11 @@ def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
     fp = recipe.fingerprint("classes", "prompts", "generate")
     if run.stage_done("plan", fp) and run.plan.exists():
         return load_plan(run.plan)
-    items = build_plan(recipe, stage_classes(recipe, run))
+    records = stage_prompts(recipe, run)
+    prompts: dict[int, list[str]] = {}
+    for rec in records:
+        prompts.setdefault(rec.class_id, []).append(rec.prompt)
+    items = build_plan(recipe, stage_classes(recipe, run), prompts)
     save_plan(run.plan, items)
     run.mark_done("plan", fp, items=len(items))
     return items
@@ -267,6 +321,7 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
         ("classes", lambda: stage_classes(recipe, run)),
         ("data", lambda: stage_data(recipe, run)),
         ("adapt", lambda: stage_adapt(recipe, run, progress)),
+        ("prompts", lambda: stage_prompts(recipe, run) if recipe.generate else None),
         ("plan", lambda: stage_plan(recipe, run)),
         (
             "generate",
@@ -283,7 +338,7 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
         seconds = time.perf_counter() - start
         if name == "generate":
             ran = out is not None and out["generated"] > 0
-        elif name == "report":
+        elif name == "report" or out is None:
             ran = out is not None
         else:
             ran = marker.exists() and marker.stat().st_mtime_ns != before

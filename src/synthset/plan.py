@@ -41,17 +41,22 @@ def item_seed(recipe_seed: int, item_id: str) -> int:
     return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
 
-def build_plan(recipe: Recipe, classes: list[ClassInfo]) -> list[WorkItem]:
-    """``images_per_class`` items per class; ids are ``<class id>-<index>`` so growing the plan
-    keeps every existing item (and its image) unchanged."""
+def build_plan(
+    recipe: Recipe, classes: list[ClassInfo], prompts: dict[int, list[str]] | None = None
+) -> list[WorkItem]:
+    """``images_per_class`` items per class; item ``k`` of a class takes the class's prompt
+    ``k mod n``. Ids are ``<class id>-<index>`` so growing the plan keeps every existing item
+    (and its image) unchanged. Without ``prompts``, the recipe's single template is used."""
     if recipe.generate is None:
         return []
-    template = recipe.prompts.template
     mode = recipe.generate.generator.kind
     items = []
     for cls in classes:
-        prompt = template.replace("{class}", cls.name)
+        texts = (prompts or {}).get(cls.id) or [
+            recipe.prompts.template.replace("{class}", cls.name)
+        ]
         for k in range(recipe.generate.images_per_class):
+            prompt = texts[k % len(texts)]
             item_id = f"{cls.id:04d}-{k:06d}"
             items.append(
                 WorkItem(

@@ -171,3 +171,60 @@ def build_tiny_lcm_pipeline(out_dir: Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(out_dir, safe_serialization=True)
     return Path(out_dir)
+
+
+#: Sentences the tiny causal LM's tokenizer is trained on (byte-level BPE: any text encodes).
+_TINY_LM_CORPUS = (
+    "a photo of a cat on a sofa in the living room",
+    "a photo of a dog running on the beach at sunset",
+    "a red car parked in a quiet street at night",
+    "write five captions for the class airplane in json",
+    "system user assistant prompts captions background style lighting",
+)
+_TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_causal_lm(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random Llama causal LM and a byte-level BPE tokenizer (trained offline on a few
+    sentences; eos/pad tokens, a simple chat template), saved with ``save_pretrained``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<pad>", "<|end|>"]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(_TINY_LM_CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw, eos_token="<|endoftext|>", pad_token="<pad>", padding_side="left"
+    )
+    tokenizer.chat_template = _TINY_CHAT_TEMPLATE
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -42,7 +42,9 @@ class TrainResult:
     state: dict[str, torch.Tensor]
     best_epoch: int
     best_val_accuracy: float
+    best_val_loss: float = float("inf")
     val_history: list[float] = field(default_factory=list)
+    val_loss_history: list[float] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -76,6 +78,21 @@ def predict(model: nn.Module, data: TensorSet, device: torch.device) -> torch.Te
     return torch.cat(preds)
 
 
+@torch.no_grad()
+def accuracy_and_loss(
+    model: nn.Module, data: TensorSet, device: torch.device
+) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on ``data`` (one pass)."""
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(data), EVAL_BATCH):
+        out = logits(model(to_input(data.images[i : i + EVAL_BATCH].to(device)))).cpu()
+        labels = data.labels[i : i + EVAL_BATCH]
+        correct += int((out.argmax(1) == labels).sum())
+        loss += float(F.cross_entropy(out, labels, reduction="sum"))
+    return correct / len(data), loss / len(data)
+
+
 def accuracy(model: nn.Module, data: TensorSet, device: torch.device) -> float:
     """Top-1 accuracy of ``model`` on ``data``."""
     return float((predict(model, data, device) == data.labels).float().mean())
@@ -94,7 +111,8 @@ def train_classifier(
     progress: bool = True,
     desc: str = "train",
 ) -> TrainResult:
-    """Train ``model`` on ``train``; return the weights with the best ``val`` accuracy."""
+    """Train ``model`` on ``train``; return the weights with the best ``val`` accuracy, ties
+    (common on small validation sets) broken by the lower validation loss."""
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
     n = len(train)
@@ -121,10 +139,11 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-        val_acc = accuracy(model, val, device)
+        val_acc, val_loss = accuracy_and_loss(model, val, device)
         best.val_history.append(val_acc)
-        if val_acc > best.best_val_accuracy:
-            best.best_val_accuracy, best.best_epoch = val_acc, epoch
+        best.val_loss_history.append(val_loss)
+        if (val_acc, -val_loss) > (best.best_val_accuracy, -best.best_val_loss):
+            best.best_val_accuracy, best.best_val_loss, best.best_epoch = val_acc, val_loss, epoch
             best.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(val=f"{val_acc:.3f}", best=f"{best.best_val_accuracy:.3f}")
     bar.close()
@@ -315,6 +334,7 @@ def _one_run(
         "best_val_accuracy": best.best_val_accuracy,
         "best_epoch": best.best_epoch,
         "val_accuracy_history": best.val_history,
+        "val_loss_history": best.val_loss_history,
         "per_class_accuracy": metrics["per_class_accuracy"],
         "confusion_matrix": metrics["confusion_matrix"],
         "n_train": len(train),

@@ -39,6 +39,21 @@ class RunFolder:
         return self.root / "adapt"
 
     @property
+    def prompts(self) -> Path:
+        """``prompts.jsonl``: class_id, class_name, prompt, strategy, source."""
+        return self.root / "prompts.jsonl"
+
+    @property
+    def prompts_report(self) -> Path:
+        """Per-class counts, label-check and dedup stats, and diversity of the prompts."""
+        return self.root / "prompts_report.json"
+
+    @property
+    def cache(self) -> Path:
+        """Caches that make reruns free (LLM answers)."""
+        return self.root / "cache"
+
+    @property
     def plan(self) -> Path:
         return self.root / "plan.jsonl"
 

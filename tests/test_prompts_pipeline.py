@@ -1,0 +1,157 @@
+"""The prompts stage from a recipe: prompts.jsonl, the report, the plan using the prompts, and
+the CLI verb (preview, export, one-line errors for bad LLM backends)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from synthset.pipeline import open_run, stage_plan, stage_prompts
+from synthset.prompts.base import names_class
+from synthset.prompts.formats import read_captions
+from synthset.recipe import recipe_from_dict
+from synthset.store.atomic import read_jsonl
+
+BASE = {
+    "classes": {"names": ["cat", "red fox", "sailboat"]},
+    "generate": {"images_per_class": 10, "generator": {"kind": "text2image", "model": "m"}},
+}
+
+
+def make(tmp_path: Path, prompts: dict, **extra: object):
+    return recipe_from_dict(
+        {**BASE, "output_dir": str(tmp_path / "run"), "prompts": prompts, **extra}
+    )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MY_LLM_KEY"}
+    env |= {"HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "synthset.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_template_prompts_feed_the_plan(tmp_path: Path) -> None:
+    recipe = make(
+        tmp_path,
+        {
+            "templates": ["a photo of a {class} on {place}", "a drawing of a {class} in {place}"],
+            "slots": {"place": ["grass", "snow", "a table"]},
+            "combine": "cross",
+            "per_class": 4,
+        },
+    )
+    run = open_run(recipe)
+    records = stage_prompts(recipe, run)
+    assert len(records) == 12
+    for rec in records:
+        assert names_class(rec.prompt, [rec.class_name]) and rec.strategy == "template"
+    rows = read_jsonl(run.prompts)
+    assert [r["prompt"] for r in rows] == [r.prompt for r in records]
+    report = json.loads(run.prompts_report.read_text())
+    assert report["diversity"]["method"] == "token_jaccard"
+    assert report["stats"]["cat"]["accepted"] == 4
+
+    plan = stage_plan(recipe, run)
+    fox = [it for it in plan if it.class_name == "red fox"]
+    fox_prompts = [r.prompt for r in records if r.class_name == "red fox"]
+    assert [it.prompt for it in fox] == [fox_prompts[k % 4] for k in range(10)]
+
+
+def test_changing_prompts_reruns_the_stage_and_replans(tmp_path: Path) -> None:
+    first = make(tmp_path, {"template": "a photo of a {class}"})
+    run = open_run(first)
+    assert {it.prompt for it in stage_plan(first, run)} >= {"a photo of a cat"}
+    second = make(tmp_path, {"template": "a sketch of a {class}"})
+    assert "a sketch of a cat" in {it.prompt for it in stage_plan(second, run)}
+
+
+def test_file_strategy_imports_research_captions(tmp_path: Path) -> None:
+    captions = tmp_path / "captions.json"
+    captions.write_text(
+        json.dumps(
+            {
+                "captions_single_labeled": [
+                    ["a cat asleep on a sofa", [0]],
+                    ["a fox in the snow", ["red fox"]],
+                    ["a sailboat at dusk", [2]],
+                    ["a tabby cat by a window", ["cat"]],
+                    ["a zebra", ["zebra"]],
+                ]
+            }
+        )
+    )
+    recipe = make(tmp_path, {"strategy": "file", "file": str(captions), "per_class": 5})
+    records = stage_prompts(recipe, open_run(recipe))
+    by_class = {}
+    for r in records:
+        by_class.setdefault(r.class_name, []).append(r.prompt)
+    assert by_class["cat"] == ["a cat asleep on a sofa", "a tabby cat by a window"]
+    # "a fox in the snow" does not name "red fox": repaired so the label is in the caption
+    assert by_class["red fox"] == ["red fox, a fox in the snow"]
+
+
+def test_cli_preview_and_export(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                **BASE,
+                "output_dir": str(tmp_path / "run"),
+                "prompts": {"strategy": "fakeit", "per_class": 6},
+            }
+        )
+    )
+    out = cli("prompts", str(recipe), "--preview", "2", "--export", str(tmp_path / "p.json"))
+    assert out.returncode == 0, out.stderr
+    assert "sailboat" in out.stdout and "prompts: 18 for 3 classes" in out.stderr
+    exported = read_captions(tmp_path / "p.json")
+    assert len(exported) == 18
+
+
+@pytest.mark.parametrize(
+    ("llm", "fragment"),
+    [
+        (
+            {"model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "MY_LLM_KEY"},
+            "MY_LLM_KEY is not set",
+        ),
+        (
+            {
+                "model": "m",
+                "base_url": "http://127.0.0.1:9/v1",
+                "api_key_env": None,
+                "max_retries": 0,
+                "timeout": 2,
+            },
+            "cannot reach the LLM server",
+        ),
+    ],
+)
+def test_bad_llm_backend_is_one_line(tmp_path: Path, llm: dict, fragment: str) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                **BASE,
+                "output_dir": str(tmp_path / "run"),
+                "prompts": {"strategy": "synclr", "llm": llm},
+            }
+        )
+    )
+    out = cli("prompts", str(recipe))
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and fragment in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
