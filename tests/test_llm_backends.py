@@ -400,3 +400,16 @@ def test_transformers_bad_path(tmp_path: Path) -> None:
     with pytest.raises(SynthsetError, match="prompts.llm.model: cannot load") as info:
         backend.complete([chat(None, "q")])
     assert "\n" not in str(info.value)
+
+
+def test_fallback_to_plain_text_keeps_non_json_answers(tmp_path: Path) -> None:
+    def respond(payload: dict[str, Any]) -> Reply:
+        if "response_format" in payload:
+            return Reply(400, {"error": {"message": "response_format is not supported"}})
+        return completion("1. a dog on a beach\n2. a dog in the snow")
+
+    requests = [chat(None, f"q{i}", json_schema=SCHEMA) for i in range(2)]
+    with ChatServer(respond) as server:
+        answers = _backend(server, tmp_path, concurrency=1).complete(requests)
+    assert answers == ["1. a dog on a beach\n2. a dog in the snow"] * 2
+    assert len(server.requests) == 3  # one rejected, then plain text, not retried as invalid

@@ -155,3 +155,49 @@ def test_bad_llm_backend_is_one_line(tmp_path: Path, llm: dict, fragment: str) -
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and fragment in lines[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_llm_strategy_from_a_recipe_caches_every_answer(tmp_path: Path) -> None:
+    from synthset.testing_llm import ChatServer, completion
+
+    def respond(payload: dict) -> object:
+        user = payload["messages"][-1]["content"]
+        name = next(n for n in ("red fox", "sailboat", "cat") if n in user)
+        seed = payload.get("seed", 0)
+        return completion(
+            "\n".join(
+                f"{i + 1}. a {name} seen {place} ({seed % 97})"
+                for i, place in enumerate(["at dawn", "in fog", "under neon lights", "in a meadow"])
+            )
+        )
+
+    with ChatServer(respond) as server:
+        llm = {
+            "model": "tiny-chat",
+            "base_url": server.base_url,
+            "api_key_env": None,
+            "structured_output": "off",
+        }
+        recipe = make(tmp_path, {"strategy": "synthclip", "per_class": 3, "llm": llm})
+        run = open_run(recipe)
+        records = stage_prompts(recipe, run)
+        calls = len(server.requests)
+        assert calls > 0
+        assert len(records) == 9 and all(r.strategy == "synthclip" for r in records)
+        # a changed recipe part elsewhere reruns nothing; forcing the stage reuses the LLM cache
+        run.stage_marker("prompts").unlink()
+        again = stage_prompts(recipe, run)
+        assert again == records
+        assert len(server.requests) == calls
+
+
+def test_transformers_backend_from_a_recipe(tmp_path: Path) -> None:
+    from synthset.testing import build_tiny_causal_lm
+
+    model = build_tiny_causal_lm(tmp_path / "lm")
+    llm = {"backend": "transformers", "model": str(model), "max_tokens": 16, "batch_size": 3}
+    recipe = make(tmp_path, {"strategy": "synclr", "per_class": 2, "llm": llm, "max_rounds": 2})
+    records = stage_prompts(recipe, open_run(recipe))
+    # a random tiny LM writes nonsense: the label check repairs it so every prompt names its class
+    assert records and all(names_class(r.prompt, [r.class_name]) for r in records)
+    assert {r.class_name for r in records} == {"cat", "red fox", "sailboat"}

@@ -168,7 +168,12 @@ class OpenAICompatibleBackend:
         text = _answer_text(response)
         if req.json_schema is None:
             return text
-        return _checked_json(text, req.json_schema)
+        if use_format:
+            return _checked_json(text, req.json_schema)
+        try:  # the server was not asked for JSON: unwrap it if it sent some, else the caller parses
+            return _checked_json(text, req.json_schema)
+        except _Retryable:
+            return text
 
     def _raise_for_status(self, err: openai.APIStatusError, sent_format: bool) -> NoReturn:
         """Turn an HTTP error status into a retry, a fallback or a one-line SynthsetError."""
