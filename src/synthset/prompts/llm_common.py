@@ -3,6 +3,7 @@ parsing caption lists out of answers (JSON, numbered or bulleted lines, ``concep
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -11,6 +12,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ValidationError, create_model
 
 from synthset.errors import SynthsetError
 from synthset.prompts.base import Candidate, ClassRequest, clean, names_class
@@ -83,14 +86,15 @@ def structured(llm: LLMSpec) -> bool:
     return llm.structured_output != "off"
 
 
+@functools.cache
+def answer_model(key: str = "captions") -> type[BaseModel]:
+    """The pydantic model of a structured answer ``{key: [string, ...]}``."""
+    return create_model(key, **{key: (list[str], ...)})
+
+
 def list_schema(key: str = "captions") -> dict[str, Any]:
-    """The JSON schema of ``{key: [string, ...]}``."""
-    return {
-        "title": key,
-        "type": "object",
-        "properties": {key: {"type": "array", "items": {"type": "string"}}},
-        "required": [key],
-    }
+    """The JSON schema of ``{key: [string, ...]}`` (from :func:`answer_model`)."""
+    return answer_model(key).model_json_schema()
 
 
 def answer_format(llm: LLMSpec, n: int, key: str = "captions", line: str | None = None) -> str:
@@ -176,6 +180,13 @@ def parse_list(text: str, key: str = "captions") -> list[str]:
     """The items of an answer: ``{key: [...]}`` (or any JSON list) when the answer is JSON, else
     its numbered/bulleted lines (all lines when none is marked), without chatter and headers."""
     data = load_json(text)
+    if isinstance(data, dict):
+        try:  # the structured answer we asked for, validated with its pydantic model
+            return [
+                c.strip() for c in getattr(answer_model(key).model_validate(data), key) if c.strip()
+            ]
+        except ValidationError:
+            pass  # a near miss: take what the lenient reading below can use
     if data is not None:
         return [s for s in (_item_text(x) for x in _json_items(data, key)) if s]
     return parse_lines(text)
