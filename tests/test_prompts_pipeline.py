@@ -116,6 +116,7 @@ def test_cli_preview_and_export(tmp_path: Path) -> None:
     out = cli("prompts", str(recipe), "--preview", "2", "--export", str(tmp_path / "p.json"))
     assert out.returncode == 0, out.stderr
     assert "sailboat" in out.stdout and "prompts: 18 for 3 classes" in out.stderr
+    assert "label check: 0.0% repaired" in out.stderr
     exported = read_captions(tmp_path / "p.json")
     assert len(exported) == 18
 

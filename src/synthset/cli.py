@@ -148,6 +148,18 @@ def prompts(
         console.print(f"exported: {export}")
     n_classes = len({rec.class_id for rec in records})
     console.print(f"prompts: {len(records)} for {n_classes} classes in {run.prompts}")
+    if run.prompts_report.exists():
+        import json
+
+        stats = json.loads(run.prompts_report.read_text())["stats"].values()
+        proposed = sum(st["proposed"] for st in stats) or 1
+        repaired = sum(st["repaired"] for st in stats)
+        dropped = sum(st["dropped_unlabeled"] for st in stats)
+        dups = sum(st["duplicates"] for st in stats)
+        console.print(
+            f"label check: {repaired / proposed:.1%} repaired, {dropped / proposed:.1%} dropped; "
+            f"{dups} near-duplicates removed (details: {run.prompts_report})"
+        )
 
 
 @app.command()
