@@ -202,3 +202,17 @@ def test_transformers_backend_from_a_recipe(tmp_path: Path) -> None:
     # a random tiny LM writes nonsense: the label check repairs it so every prompt names its class
     assert records and all(names_class(r.prompt, [r.class_name]) for r in records)
     assert {r.class_name for r in records} == {"cat", "red fox", "sailboat"}
+
+
+def test_editing_the_caption_file_redoes_the_prompts(tmp_path: Path) -> None:
+    captions = tmp_path / "captions.txt"
+    captions.write_text(
+        "a cat on a mat => cat\na red fox at dawn => red fox\na sailboat => sailboat\n"
+    )
+    recipe = make(tmp_path, {"strategy": "file", "file": str(captions)})
+    run = open_run(recipe)
+    assert stage_prompts(recipe, run)[0].prompt == "a cat on a mat"
+    captions.write_text(
+        "a cat in a hat => cat\na red fox at dawn => red fox\na sailboat => sailboat\n"
+    )
+    assert stage_prompts(recipe, run)[0].prompt == "a cat in a hat"

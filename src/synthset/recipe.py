@@ -329,8 +329,18 @@ class Recipe(Strict):
         """A short hash of the named recipe parts and the seed: what a stage's output depends on."""
         data = {p: _jsonable(getattr(self, p)) for p in parts}
         data["seed"] = self.seed
+        # input files count by content, so editing a caption or class file redoes its stages
+        inputs = {"classes": self.classes.file, "prompts": self.prompts.file}
+        data["files"] = {p: _file_digest(inputs[p]) for p in parts if inputs.get(p)}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _file_digest(path: Path | None) -> str | None:
+    """sha256 of a file's bytes (None when it does not exist yet)."""
+    if path is None or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
