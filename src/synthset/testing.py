@@ -141,16 +141,9 @@ def build_tiny_sd_pipeline(out_dir: Path, seed: int = 0) -> Path:
     to ``out_dir`` as safetensors and return ``out_dir``. Same ``seed`` → same weights."""
     from diffusers import StableDiffusionPipeline
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tiny_clip_tokenizer(Path(tmp))
-    pipe = StableDiffusionPipeline(
-        **_tiny_sd_components(tokenizer, seed),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    return _save_tiny_pipeline(
+        StableDiffusionPipeline, _tiny_sd_components(_tokenizer(), seed), out_dir
     )
-    pipe.save_pretrained(out_dir, safe_serialization=True)
-    return Path(out_dir)
 
 
 def build_tiny_lcm_pipeline(out_dir: Path, seed: int = 0) -> Path:
@@ -159,15 +152,21 @@ def build_tiny_lcm_pipeline(out_dir: Path, seed: int = 0) -> Path:
     with different ``__call__`` arguments."""
     from diffusers import LatentConsistencyModelPipeline, LCMScheduler
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tiny_clip_tokenizer(Path(tmp))
-    components = _tiny_sd_components(tokenizer, seed, time_cond_proj_dim=32)
+    components = _tiny_sd_components(_tokenizer(), seed, time_cond_proj_dim=32)
     components["scheduler"] = LCMScheduler.from_config(components["scheduler"].config)
-    pipe = LatentConsistencyModelPipeline(
-        **components,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    return _save_tiny_pipeline(LatentConsistencyModelPipeline, components, out_dir)
+
+
+def _tokenizer() -> Any:
+    """The tiny CLIP tokenizer, built in a throw-away folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return build_tiny_clip_tokenizer(Path(tmp))
+
+
+def _save_tiny_pipeline(pipeline_cls: Any, components: dict[str, Any], out_dir: Path) -> Path:
+    """Assemble an SD-family pipeline without a safety checker and save it as safetensors."""
+    pipe = pipeline_cls(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
     pipe.save_pretrained(out_dir, safe_serialization=True)
     return Path(out_dir)
