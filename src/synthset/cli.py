@@ -18,6 +18,7 @@ from rich.table import Table
 
 from synthset.errors import SynthsetError
 from synthset.recipe import Recipe, load_recipe
+from synthset.store.run_folder import RunFolder
 
 app = typer.Typer(
     help="Synthetic labeled image datasets from diffusion models, scored by CAS.",
@@ -65,7 +66,7 @@ def _load(recipe: Path, overrides: list[str] | None, out_dir: Path | None) -> Re
     return load_recipe(recipe, extra)
 
 
-def _open(recipe: Recipe):  # noqa: ANN202 - RunFolder, imported lazily
+def _open(recipe: Recipe) -> RunFolder:
     from synthset.pipeline import open_run
 
     return open_run(recipe)
@@ -230,7 +231,6 @@ def report(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
 def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
     """Show which stages are finished and how many images are done."""
     from synthset.pipeline import generation_status
-    from synthset.store.run_folder import RunFolder
 
     r = _load(recipe, set_, out_dir)
     run = RunFolder(r.output_dir)

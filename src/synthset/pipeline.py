@@ -6,6 +6,7 @@ complete for the same recipe fingerprint, so ``synthset run`` resumes where it s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import sys
@@ -194,8 +195,6 @@ def generation_config(recipe: Recipe) -> str:
         if g.generator.kind == "tiny"
         else None,
     }
-    import hashlib
-
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

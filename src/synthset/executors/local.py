@@ -3,6 +3,7 @@ thread pool encodes and writes the previous one, so PNG encoding never stalls th
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -76,8 +77,6 @@ def run_generation(
 ) -> GenerationResult:
     """Generate every unfinished item of this shard; finished items are never redone.
     ``config`` fingerprints the generation settings and is recorded with every item."""
-    import time
-
     start = time.perf_counter()
     manifest.repair()
     done = finished_ids(manifest, plan, config)
