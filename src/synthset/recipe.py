@@ -331,7 +331,9 @@ class Recipe(Strict):
         data["seed"] = self.seed
         # input files count by content, so editing a caption or class file redoes its stages
         inputs = {"classes": self.classes.file, "prompts": self.prompts.file}
-        data["files"] = {p: _file_digest(inputs[p]) for p in parts if inputs.get(p)}
+        files = {p: _file_digest(inputs[p]) for p in parts if inputs.get(p)}
+        if files:  # only then, so recipes without input files keep their fingerprints
+            data["files"] = files
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
