@@ -272,10 +272,49 @@ class EvaluateSpec(Strict):
     weight_decay: float = Field(5e-4, ge=0)
     seeds: list[int] = Field([0], min_length=1)
     augment: bool = True
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw, or sgd with momentum 0.9 and Nesterov; both cosine-annealed."
+    )
+    classifier_weights: Path | None = Field(
+        None,
+        description="Start from these local weights (.safetensors, or a .pt/.pth state dict) "
+        "instead of from scratch; the head is re-initialised when its shape differs.",
+    )
+    real_batch_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Mixed sets: this share of every batch is real, the rest synthetic (like "
+        "--real-bs/--syn-bs); an epoch is one pass over the real images. null: concatenate.",
+    )
+    synthetic_multipliers: list[float] = Field(
+        [],
+        description="Scaling study: also train on synthetic sets of k x the real train size "
+        "(per class), e.g. [0.5, 1, 2, 4].",
+    )
+    real_subsets: list[float] = Field(
+        [],
+        description="Sample-complexity study: also train on these fractions of the real train "
+        "split, alone and with all synthetic images, e.g. [0.1, 0.25, 0.5].",
+    )
     device: str = "auto"
     synthetic_dir: Path | None = Field(
         None, description="Evaluate another synthetic ImageFolder instead of this run's images."
     )
+
+    @field_validator("synthetic_multipliers")
+    @classmethod
+    def _positive_multipliers(cls, v: list[float]) -> list[float]:
+        if any(k <= 0 for k in v):
+            raise ValueError("every multiplier must be > 0, e.g. [0.5, 1, 2, 4]")
+        return sorted(set(v))
+
+    @field_validator("real_subsets")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v):
+            raise ValueError("every real subset is a fraction between 0 and 1, e.g. [0.1, 0.5]")
+        return sorted(set(v))
 
 
 class ReportSpec(Strict):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,18 @@ from tqdm.auto import tqdm
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
-from synthset.evaluate.classifiers import build_classifier, logits
+from synthset.evaluate.classifiers import build_classifier, load_weights, logits
+from synthset.evaluate.studies import (
+    TrainSetSpec,
+    check_every_class,
+    real_subset,
+    study_sets,
+    synthetic_subset,
+)
 from synthset.evaluate.tensors import TensorSet, check_labels, infer_format, load_tensors
 from synthset.recipe import EvaluateSpec
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 
-TRAIN_SETS = ("real", "synthetic", "real+synthetic")
 EVAL_BATCH = 1024
 TINY_IMAGE = 16  # at or below this size, CPU training runs on one thread (see _cpu_threads)
 
@@ -100,41 +107,128 @@ def accuracy(model: nn.Module, data: TensorSet, device: torch.device) -> float:
 
 # ----------------------------------------------------------------------------- training
 
+EpochCallback = Callable[[int, float, float], None]
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What one run trains on: a single image set, or real and synthetic images mixed at a fixed
+    share of every batch (``real_batch_fraction``; an epoch is then one pass over the real set,
+    while the synthetic images stream through in their own shuffled order across epochs)."""
+
+    first: TensorSet
+    second: TensorSet | None = None
+    real_batch_fraction: float | None = None
+
+    @property
+    def mixed(self) -> bool:
+        return self.second is not None and self.real_batch_fraction is not None
+
+    def __len__(self) -> int:
+        return len(self.first) + (len(self.second) if self.second is not None else 0)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.first.images.shape[-1])
+
+    def split_batch(self, batch_size: int) -> tuple[int, int]:
+        """(real, synthetic) images per batch when mixing."""
+        assert self.real_batch_fraction is not None
+        real_bs = min(batch_size - 1, max(1, round(batch_size * self.real_batch_fraction)))
+        return real_bs, batch_size - real_bs
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Optimizer steps in one epoch (batches of fewer than 2 images are skipped)."""
+        if self.mixed:
+            real_bs, _ = self.split_batch(batch_size)
+            return -(-len(self.first) // real_bs)
+        n = len(self)
+        return max(1, sum(1 for i in range(0, n, batch_size) if n - i >= 2))
+
+    def epochs(self, batch_size: int, gen: torch.Generator) -> Iterator[Iterator[TensorSet]]:
+        """Endless epochs, each an iterator of shuffled batches."""
+        if not self.mixed:
+            parts = [self.first] if self.second is None else [self.first, self.second]
+            data = TensorSet.concat(parts)
+            while True:
+                yield _plain_batches(data, min(batch_size, len(data)), gen)
+        assert self.second is not None
+        real_bs, syn_bs = self.split_batch(batch_size)
+        stream = _stream(len(self.second), gen)
+        while True:
+            yield self._mixed_batches(real_bs, syn_bs, stream, gen)
+
+    def _mixed_batches(
+        self, real_bs: int, syn_bs: int, stream: Iterator[int], gen: torch.Generator
+    ) -> Iterator[TensorSet]:
+        assert self.second is not None
+        order = torch.randperm(len(self.first), generator=gen)
+        for i in range(0, len(order), real_bs):
+            r = order[i : i + real_bs]
+            s = torch.tensor([next(stream) for _ in range(syn_bs)])
+            yield TensorSet(
+                torch.cat([self.first.images[r], self.second.images[s]]),
+                torch.cat([self.first.labels[r], self.second.labels[s]]),
+            )
+
+
+def _plain_batches(data: TensorSet, batch_size: int, gen: torch.Generator) -> Iterator[TensorSet]:
+    order = torch.randperm(len(data), generator=gen)
+    for i in range(0, len(data), batch_size):
+        idx = order[i : i + batch_size]
+        if len(idx) >= 2:  # batch norm cannot train on a single image
+            yield TensorSet(data.images[idx], data.labels[idx])
+
+
+def _stream(n: int, gen: torch.Generator) -> Iterator[int]:
+    """Indices ``0..n-1`` in a fresh random order, pass after pass, forever."""
+    while True:
+        yield from torch.randperm(n, generator=gen).tolist()
+
+
+def _optimizer(model: nn.Module, spec: EvaluateSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=spec.lr,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=spec.weight_decay,
+        )
+    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
 
 def train_classifier(
     model: nn.Module,
-    train: TensorSet,
+    train: TensorSet | TrainData,
     val: TensorSet,
     spec: EvaluateSpec,
     seed: int,
     device: torch.device,
     progress: bool = True,
     desc: str = "train",
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train``; return the weights with the best ``val`` accuracy, ties
-    (common on small validation sets) broken by the lower validation loss."""
+    (common on small validation sets) broken by the lower validation loss.
+
+    ``on_epoch(epoch, val_accuracy, val_loss)`` is called after every epoch (trackers, pruning);
+    it may raise to stop training."""
+    data = train if isinstance(train, TrainData) else TrainData(train)
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
-    n = len(train)
-    batch_size = min(spec.batch_size, n)
-    steps_per_epoch = max(1, sum(1 for i in range(0, n, batch_size) if n - i >= 2))
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec.epochs * steps_per_epoch)
-    pad = max(1, round(train.images.shape[-1] / 8))
+    opt = _optimizer(model, spec)
+    steps = spec.epochs * data.steps_per_epoch(spec.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    pad = max(1, round(data.image_size / 8))
     best = TrainResult(state={}, best_epoch=-1, best_val_accuracy=-1.0)
     bar = tqdm(range(spec.epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
+    for epoch, batches in zip(bar, data.epochs(spec.batch_size, gen), strict=False):
         model.train()
-        order = torch.randperm(n, generator=gen)
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            if len(idx) < 2:  # batch norm cannot train on a single image
-                continue
-            x = train.images[idx]
-            if spec.augment:
-                x = random_shift(x, pad, gen)
+        for batch in batches:
+            x = random_shift(batch.images, pad, gen) if spec.augment else batch.images
             out = logits(model(to_input(x.to(device))))
-            loss = F.cross_entropy(out, train.labels[idx].to(device))
+            loss = F.cross_entropy(out, batch.labels.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -146,6 +240,8 @@ def train_classifier(
             best.best_val_accuracy, best.best_val_loss, best.best_epoch = val_acc, val_loss, epoch
             best.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(val=f"{val_acc:.3f}", best=f"{best.best_val_accuracy:.3f}")
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc, val_loss)
     bar.close()
     return best
 
@@ -169,15 +265,29 @@ def test_metrics(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) ->
 # ----------------------------------------------------------------------------- CAS
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], plan: TrainSetSpec, data: TrainData) -> dict[str, Any]:
     test = np.array([r["test_accuracy"] for r in runs])
     val = np.array([r["best_val_accuracy"] for r in runs])
+    per_class = np.array(
+        [[np.nan if a is None else a for a in r["per_class_accuracy"]] for r in runs], dtype=float
+    )
+    with np.errstate(all="ignore"):
+        class_mean = np.nanmean(per_class, axis=0) if len(runs) else per_class
+    n_real = len(data.first) if plan.uses_real else 0
     return {
         "test_accuracy_mean": float(test.mean()),
         "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
         "best_val_accuracy_mean": float(val.mean()),
         "n_train": runs[0]["n_train"],
         "n_seeds": len(runs),
+        "kind": plan.kind,
+        "n_real": n_real,
+        "n_synthetic": len(data) - n_real,
+        "real_subset": plan.real_subset,
+        "synthetic_multiplier": plan.synthetic_multiplier,
+        "real_batch_fraction": plan.real_batch_fraction,
+        "per_class_accuracy_mean": [None if np.isnan(a) else float(a) for a in class_mean],
+        "confusion_matrix": np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist(),
     }
 
 
@@ -199,7 +309,7 @@ def _cpu_threads(device: torch.device, size: int) -> Iterator[None]:
 
 
 class _Decoder:
-    """Decodes each image set at most once and checks its labels."""
+    """Decodes each image set at most once, checks its labels, and assembles study sets."""
 
     def __init__(
         self,
@@ -207,10 +317,10 @@ class _Decoder:
         synthetic: Samples,
         size: int,
         channels: int,
-        num_classes: int,
+        class_names: list[str],
     ) -> None:
         self.sources = {f"real {k}": v for k, v in real.items()} | {"synthetic": synthetic}
-        self.size, self.channels, self.num_classes = size, channels, num_classes
+        self.size, self.channels, self.class_names = size, channels, class_names
         self.cache: dict[str, TensorSet] = {}
 
     def __call__(self, name: str) -> TensorSet:
@@ -219,19 +329,42 @@ class _Decoder:
             if not samples:
                 raise SynthsetError(f"CAS: the {name} image set is empty")
             data = load_tensors(samples, self.size, self.channels, name)
-            check_labels(data, self.num_classes, name)
+            check_labels(data, len(self.class_names), name)
             self.cache[name] = data
         return self.cache[name]
 
-    def train_set(self, name: str) -> TensorSet:
-        if name not in TRAIN_SETS:
-            raise SynthsetError(f"CAS: unknown train set {name!r}; use {', '.join(TRAIN_SETS)}")
-        parts = ["real train" if p == "real" else p for p in name.split("+")]
-        for part in parts:
-            if not self.sources.get(part):
-                what = "synthetic images" if part == "synthetic" else "real train images"
-                raise SynthsetError(f"CAS train set {name!r} has no data: there are no {what}")
-        return TensorSet.concat([self(p) for p in parts])
+    def _part(self, name: str, label: str) -> TensorSet:
+        if not self.sources.get(name):
+            what = "synthetic images" if name == "synthetic" else "real train images"
+            raise SynthsetError(f"CAS train set {label!r} has no data: there are no {what}")
+        data = self(name)
+        fix = (
+            "generate images for it (check generate.images_per_class)"
+            if name == "synthetic"
+            else "add real images of it or drop the class"
+        )
+        check_every_class(data, self.class_names, f"CAS {name} set", fix)
+        return data
+
+    def train_data(self, plan: TrainSetSpec) -> TrainData:
+        """The images of one study set."""
+        k = len(self.class_names)
+        needs_real = plan.uses_real or plan.synthetic_multiplier is not None
+        real = self._part("real train", plan.label) if needs_real else None
+        if real is not None and plan.real_subset is not None:
+            real = real_subset(real, plan.real_subset, k)
+        syn = self._part("synthetic", plan.label) if plan.uses_synthetic else None
+        if syn is not None and plan.synthetic_multiplier is not None:
+            assert real is not None
+            syn = synthetic_subset(syn, real, plan.synthetic_multiplier, k)
+        if plan.kind == "real":
+            assert real is not None
+            return TrainData(real)
+        if plan.kind == "synthetic":
+            assert syn is not None
+            return TrainData(syn)
+        assert real is not None and syn is not None
+        return TrainData(real, syn, plan.real_batch_fraction)
 
 
 def run_cas(
@@ -241,9 +374,12 @@ def run_cas(
     class_names: list[str],
     out_dir: Path,
     progress: bool = True,
+    on_epoch: Callable[[str, int, int, float, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Train on each of ``spec.train_sets`` for each seed, test on ``real['test']``; write
-    ``out_dir/cas.json`` and ``out_dir/cas.csv`` and return the result dict."""
+    """Train on every set of the study for each seed, test on ``real['test']``; write
+    ``out_dir/cas.json`` and ``out_dir/cas.csv`` and return the result dict.
+
+    ``on_epoch(train_set, seed, epoch, val_accuracy, val_loss)`` sees every epoch (trackers)."""
     from synthset.generators.base import resolve_device
 
     num_classes = len(class_names)
@@ -251,21 +387,29 @@ def run_cas(
         raise SynthsetError(f"CAS needs at least 2 classes (got {num_classes})")
     for split in ("val", "test"):
         if not real.get(split):
-            raise SynthsetError(f"CAS: the real {split} split is empty; add real {split} images")
+            raise SynthsetError(
+                f"CAS: the real {split} split is empty; add real {split} images or set "
+                f"real.{split}_fraction > 0"
+            )
     reference = real.get("train") or real["val"]
     size, channels = infer_format(reference, "real train")
     size, channels = spec.image_size or size, spec.channels or channels
     device = resolve_device(spec.device)
-    data = _Decoder(real, synthetic, size, channels, num_classes)
+    data = _Decoder(real, synthetic, size, channels, list(class_names))
     val, test = data("real val"), data("real test")
     build_classifier(spec.classifier, num_classes, channels, size)  # fail fast on a bad name
+    plans = study_sets(spec)
+    train_sets = {plan.label: data.train_data(plan) for plan in plans}  # fail fast on bad data
 
     results: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    for set_name in spec.train_sets:
-        train = data.train_set(set_name)
+    for plan in plans:
+        train = train_sets[plan.label]
         runs = []
         for seed in spec.seeds:
+            hook = None
+            if on_epoch is not None:
+                hook = functools.partial(on_epoch, plan.label, seed)
             with _cpu_threads(device, size):
                 run = _one_run(
                     spec,
@@ -278,15 +422,18 @@ def run_cas(
                     seed,
                     device,
                     progress,
-                    f"CAS {set_name} seed {seed}",
+                    f"CAS {plan.label} seed {seed}",
+                    hook,
                 )
             runs.append(run)
-            rows.append({"train_set": set_name} | {k: run[k] for k in _CSV_FIELDS[1:]})
-        results[set_name] = {"runs": runs, "summary": _summary(runs)}
+            rows.append({"train_set": plan.label} | {k: run[k] for k in _CSV_FIELDS[1:]})
+        results[plan.label] = {"runs": runs, "summary": _summary(runs, plan, train)}
 
     result = {
         "config": {
             "classifier": spec.classifier,
+            "classifier_weights": str(spec.classifier_weights) if spec.classifier_weights else None,
+            "optimizer": spec.optimizer,
             "image_size": size,
             "channels": channels,
             "epochs": spec.epochs,
@@ -294,6 +441,7 @@ def run_cas(
             "lr": spec.lr,
             "weight_decay": spec.weight_decay,
             "augment": spec.augment,
+            "real_batch_fraction": spec.real_batch_fraction,
             "seeds": list(spec.seeds),
             "device": str(device),
             "class_names": list(class_names),
@@ -310,7 +458,7 @@ def run_cas(
 
 def _one_run(
     spec: EvaluateSpec,
-    train: TensorSet,
+    train: TrainData,
     val: TensorSet,
     test: TensorSet,
     num_classes: int,
@@ -320,12 +468,15 @@ def _one_run(
     device: torch.device,
     progress: bool,
     desc: str,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """Train one seeded classifier, select it on val, then test it once."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     model = build_classifier(spec.classifier, num_classes, channels, size)
-    best = train_classifier(model, train, val, spec, seed, device, progress, desc)
+    if spec.classifier_weights is not None:
+        load_weights(model, spec.classifier_weights)
+    best = train_classifier(model, train, val, spec, seed, device, progress, desc, on_epoch)
     model.load_state_dict(best.state)
     metrics = test_metrics(predict(model, test, device), test.labels, num_classes)
     return {

@@ -6,6 +6,8 @@ returns ``num_classes`` logits.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -48,6 +50,81 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.features(x)))
+
+
+class _BasicBlock(nn.Module):
+    """Two 3×3 conv-bn layers with an identity (or 1×1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """The CIFAR ResNet of He et al. (2016, section 4.2): depth 6n+2, three stages of n basic
+    blocks with 16, 32 and 64 channels; ``cifar_resnet20`` is n = 3 (0.27 M parameters)."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, n: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+        ]
+        c_in = 16
+        for stage, c_out in enumerate((16, 32, 64)):
+            for block in range(n):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(_BasicBlock(c_in, c_out, stride))
+                c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+CIFAR_RESNETS = {"cifar_resnet20": 3, "cifar_resnet32": 5, "cifar_resnet44": 7, "cifar_resnet56": 9}
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load local weights into ``model`` (safetensors, or a plain state dict loaded with
+    ``weights_only=True``); tensors whose shape differs (a new head) keep their fresh values."""
+    path = Path(path)
+    if not path.is_file():
+        raise SynthsetError(f"evaluate.classifier_weights: no file at {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise SynthsetError(f"evaluate.classifier_weights: cannot read {path} ({exc})") from None
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if 2 * len(usable) < len(own):  # a new head is fine; a different architecture is not
+        raise SynthsetError(
+            f"evaluate.classifier_weights: only {len(usable)} of the {len(own)} tensors of "
+            f"evaluate.classifier match {path} (wrong architecture?)"
+        )
+    model.load_state_dict(usable, strict=False)
 
 
 def _torchvision_names() -> list[str]:
@@ -104,7 +181,7 @@ def _build_torchvision(name: str, num_classes: int, in_channels: int, image_size
     return model
 
 
-def _build_timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
+def _build_timm(name: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     try:
         import timm
     except ImportError:
@@ -112,9 +189,11 @@ def _build_timm(name: str, num_classes: int, in_channels: int) -> nn.Module:
             f"evaluate.classifier 'timm:{name}' needs timm: pip install timm"
         ) from None
     try:
-        return timm.create_model(
-            name, pretrained=False, num_classes=num_classes, in_chans=in_channels
-        )
+        kwargs = {"pretrained": False, "num_classes": num_classes, "in_chans": in_channels}
+        try:  # transformers (ViT, DeiT, ...) take the input size; CNNs reject the argument
+            return timm.create_model(name, img_size=image_size, **kwargs)
+        except TypeError:
+            return timm.create_model(name, **kwargs)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise SynthsetError(f"evaluate.classifier 'timm:{name}': cannot build it ({exc})") from None
 
@@ -125,14 +204,17 @@ def build_classifier(name: str, num_classes: int, in_channels: int, image_size: 
         raise SynthsetError(f"a classifier needs at least 2 classes (got {num_classes})")
     if name == SMALL_CNN:
         model: nn.Module = SmallCNN(num_classes, in_channels, image_size)
+    elif name in CIFAR_RESNETS:
+        model = CifarResNet(num_classes, in_channels, CIFAR_RESNETS[name])
     elif name.startswith("timm:"):
-        model = _build_timm(name.removeprefix("timm:"), num_classes, in_channels)
+        model = _build_timm(name.removeprefix("timm:"), num_classes, in_channels, image_size)
     elif name in _torchvision_names():
         model = _build_torchvision(name, num_classes, in_channels, image_size)
     else:
         options = ", ".join(_torchvision_names()[:6])
         raise SynthsetError(
-            f"evaluate.classifier: unknown classifier {name!r}; use small_cnn, a torchvision "
+            f"evaluate.classifier: unknown classifier {name!r}; use small_cnn, cifar_resnet20, "
+            "a torchvision "
             f"classification model ({options}, ...) or timm:<name>"
         )
     _check_forward(model, name, num_classes, in_channels, image_size)

@@ -1,0 +1,107 @@
+"""Which training sets a CAS study trains on, and how their images are picked.
+
+A study is the three base sets (real, synthetic, real+synthetic) plus, from the recipe, a scaling
+series (synthetic at k × the real train size) and a sample-complexity series (real subsets, alone
+and with all synthetic images). Subsets are stratified per class and chosen with a fixed seed, so
+every classifier seed of a set sees the same images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from synthset.errors import SynthsetError
+from synthset.evaluate.tensors import TensorSet
+from synthset.recipe import EvaluateSpec
+
+SUBSET_SEED = 1234  # fixed: subsets must not change with the classifier seed
+
+
+@dataclass(frozen=True)
+class TrainSetSpec:
+    """One training set of a study: what it is made of (before the images are picked)."""
+
+    label: str
+    kind: str  # real | synthetic | real+synthetic
+    real_subset: float | None = None
+    synthetic_multiplier: float | None = None
+    real_batch_fraction: float | None = None
+
+    @property
+    def uses_real(self) -> bool:
+        return self.kind != "synthetic"
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return self.kind != "real"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def study_sets(spec: EvaluateSpec) -> list[TrainSetSpec]:
+    """Every training set the recipe asks for, base sets first, in a stable order."""
+    mix = spec.real_batch_fraction
+    sets = [
+        TrainSetSpec(name, name, real_batch_fraction=mix if name == "real+synthetic" else None)
+        for name in spec.train_sets
+    ]
+    sets += [
+        TrainSetSpec(f"synthetic x{_fmt(k)}", "synthetic", synthetic_multiplier=k)
+        for k in spec.synthetic_multipliers
+    ]
+    for f in spec.real_subsets:
+        pct = f"real {_fmt(100 * f)}%"
+        sets.append(TrainSetSpec(pct, "real", real_subset=f))
+        sets.append(TrainSetSpec(f"{pct}+synthetic", "real+synthetic", f, None, mix))
+    return sets
+
+
+def stratified_take(data: TensorSet, counts: dict[int, int], what: str) -> TensorSet:
+    """``counts[c]`` images of every class ``c``, picked at random with a fixed seed."""
+    gen = torch.Generator().manual_seed(SUBSET_SEED)
+    keep = []
+    for c, n in sorted(counts.items()):
+        idx = torch.nonzero(data.labels == c).flatten()
+        if n > len(idx):
+            raise SynthsetError(
+                f"{what}: class {c} needs {n} images but has {len(idx)}; generate more "
+                "(raise generate.images_per_class) or lower evaluate.synthetic_multipliers"
+            )
+        keep.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
+    order = torch.sort(torch.cat(keep)).values
+    return TensorSet(data.images[order], data.labels[order])
+
+
+def class_counts(data: TensorSet, num_classes: int) -> dict[int, int]:
+    """Images per class."""
+    counts = torch.bincount(data.labels, minlength=num_classes)
+    return {c: int(n) for c, n in enumerate(counts)}
+
+
+def real_subset(real: TensorSet, fraction: float, num_classes: int) -> TensorSet:
+    """``fraction`` of every class of ``real`` (at least one image per class)."""
+    counts = {c: max(1, round(n * fraction)) for c, n in class_counts(real, num_classes).items()}
+    return stratified_take(real, counts, f"real {fraction:g} subset")
+
+
+def synthetic_subset(
+    synthetic: TensorSet, real: TensorSet, multiplier: float, num_classes: int
+) -> TensorSet:
+    """Synthetic images per class = ``multiplier`` × that class's real train count."""
+    counts = {
+        c: max(1, round(n * multiplier)) for c, n in class_counts(real, num_classes).items()
+    }
+    return stratified_take(synthetic, counts, f"synthetic x{multiplier:g}")
+
+
+def check_every_class(data: TensorSet, class_names: list[str], what: str, fix: str) -> None:
+    """One-line error naming the first class without any image in ``data``."""
+    counts = class_counts(data, len(class_names))
+    empty = [class_names[c] for c, n in counts.items() if n == 0]
+    if empty:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise SynthsetError(f"{what}: class {empty[0]!r}{more} has no images; {fix}")

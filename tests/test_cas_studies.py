@@ -1,0 +1,229 @@
+"""CAS studies: per-batch mixing, synthetic scaling (x k), real subsets, classifiers by name,
+local weights, optimizers, per-epoch callbacks, and bad study inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from test_cas import NAMES, make_samples, spec
+
+from synthset.data.splits import Samples
+from synthset.errors import SynthsetError
+from synthset.evaluate.cas import TrainData, run_cas, train_classifier
+from synthset.evaluate.classifiers import build_classifier, load_weights
+from synthset.evaluate.studies import real_subset, study_sets, synthetic_subset
+from synthset.evaluate.tensors import TensorSet
+from synthset.recipe import EvaluateSpec
+
+
+@pytest.fixture()
+def real(tmp_path: Path) -> dict[str, Samples]:
+    return {
+        "train": make_samples(tmp_path / "train", 10, 0),
+        "val": make_samples(tmp_path / "val", 4, 1),
+        "test": make_samples(tmp_path / "test", 4, 2),
+    }
+
+
+def labelled(n_per_class: list[int], value: int) -> TensorSet:
+    """A set whose pixels all equal ``value``, with ``n_per_class[c]`` images of class c."""
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(n_per_class)])
+    return TensorSet(torch.full((len(labels), 1, 4, 4), value, dtype=torch.uint8), labels)
+
+
+def test_mixed_batches_hold_the_real_share_and_an_epoch_is_one_pass_over_real() -> None:
+    real, syn = labelled([6, 6], 10), labelled([50, 50], 200)
+    data = TrainData(real, syn, real_batch_fraction=0.25)
+    assert data.split_batch(8) == (2, 6)
+    assert data.steps_per_epoch(8) == 6  # 12 real images, 2 per batch
+    gen = torch.Generator().manual_seed(0)
+    epochs = data.epochs(8, gen)
+    seen_syn = []
+    for _ in range(3):
+        batches = list(next(epochs))
+        assert len(batches) == 6
+        for b in batches:
+            assert int((b.images[:, 0, 0, 0] == 10).sum()) == 2  # real images per batch
+            assert int((b.images[:, 0, 0, 0] == 200).sum()) == 6
+        seen_syn.append(sum(len(b) - 2 for b in batches))
+    # the synthetic images stream on across epochs (18 a pass), they do not restart
+    assert seen_syn == [36, 36, 36]
+
+
+def test_plain_concatenation_when_no_share_is_set() -> None:
+    data = TrainData(labelled([3, 3], 10), labelled([5, 5], 200))
+    batches = list(next(data.epochs(4, torch.Generator().manual_seed(0))))
+    assert sum(len(b) for b in batches) == 16
+    assert data.steps_per_epoch(4) == 4
+
+
+def test_study_sets_cover_scaling_and_real_subsets() -> None:
+    s = EvaluateSpec(synthetic_multipliers=[2, 0.5], real_subsets=[0.25], real_batch_fraction=0.5)
+    labels = [(p.label, p.kind) for p in study_sets(s)]
+    assert labels == [
+        ("real", "real"),
+        ("synthetic", "synthetic"),
+        ("real+synthetic", "real+synthetic"),
+        ("synthetic x0.5", "synthetic"),
+        ("synthetic x2", "synthetic"),
+        ("real 25%", "real"),
+        ("real 25%+synthetic", "real+synthetic"),
+    ]
+    mixes = {p.label: p.real_batch_fraction for p in study_sets(s)}
+    assert mixes["real+synthetic"] == 0.5 and mixes["real"] is None
+
+
+def test_subsets_are_stratified_and_fixed() -> None:
+    real, syn = labelled([8, 4], 1), labelled([30, 30], 2)
+    syn.images[:, 0, 0, 0] = torch.arange(60, dtype=torch.uint8)  # tell images apart
+    sub = synthetic_subset(syn, real, 2.0, 2)
+    assert torch.bincount(sub.labels).tolist() == [16, 8]
+    assert torch.equal(sub.images, synthetic_subset(syn, real, 2.0, 2).images)
+    assert torch.bincount(real_subset(real, 0.5, 2).labels).tolist() == [4, 2]
+    with pytest.raises(SynthsetError, match="needs 32 images but has 30"):
+        synthetic_subset(syn, real, 4.0, 2)
+
+
+def test_scaling_study_writes_every_set_with_its_sizes(
+    tmp_path: Path, real: dict[str, Samples]
+) -> None:
+    synthetic = make_samples(tmp_path / "syn", 25, 3)
+    s = spec(
+        train_sets=["real", "real+synthetic"],
+        synthetic_multipliers=[0.5, 2],
+        real_subsets=[0.5],
+        real_batch_fraction=0.5,
+        epochs=2,
+    )
+    result = run_cas(s, real, synthetic, NAMES, tmp_path / "e", progress=False)
+    sets = result["train_sets"]
+    assert list(sets) == [
+        "real",
+        "real+synthetic",
+        "synthetic x0.5",
+        "synthetic x2",
+        "real 50%",
+        "real 50%+synthetic",
+    ]
+    got = {k: (v["summary"]["n_real"], v["summary"]["n_synthetic"]) for k, v in sets.items()}
+    assert got == {
+        "real": (30, 0),
+        "real+synthetic": (30, 75),
+        "synthetic x0.5": (0, 15),
+        "synthetic x2": (0, 60),
+        "real 50%": (15, 0),
+        "real 50%+synthetic": (15, 75),
+    }
+    assert sets["synthetic x2"]["summary"]["synthetic_multiplier"] == 2
+    assert sets["real 50%"]["summary"]["real_subset"] == 0.5
+    assert sets["real+synthetic"]["summary"]["real_batch_fraction"] == 0.5
+    cm = sets["real"]["summary"]["confusion_matrix"]
+    assert sum(map(sum, cm)) == len(real["test"]) * len(s.seeds)
+    assert len(sets["real"]["summary"]["per_class_accuracy_mean"]) == 3
+    on_disk = json.loads((tmp_path / "e" / "cas.json").read_text())
+    assert on_disk["train_sets"].keys() == sets.keys()
+
+
+def test_empty_class_and_missing_test_split_are_one_line_errors(
+    tmp_path: Path, real: dict[str, Samples]
+) -> None:
+    synthetic = [s for s in make_samples(tmp_path / "syn", 5, 3) if s[1] != 2]
+    with pytest.raises(SynthsetError, match="class 'checker' has no images") as err:
+        run_cas(spec(train_sets=["synthetic"]), real, synthetic, NAMES, tmp_path / "e", False)
+    assert "\n" not in str(err.value)
+    with pytest.raises(SynthsetError, match="real test split is empty.*test_fraction"):
+        run_cas(spec(), real | {"test": []}, [], NAMES, tmp_path / "e", False)
+
+
+def test_on_epoch_sees_every_epoch_and_can_stop_training(real: dict[str, Samples]) -> None:
+    from synthset.evaluate.tensors import load_tensors
+
+    train = load_tensors(real["train"], 8, 1, "train")
+    val = load_tensors(real["val"], 8, 1, "val")
+    seen: list[tuple[int, float]] = []
+
+    class Stop(Exception):
+        pass
+
+    def hook(epoch: int, acc: float, loss: float) -> None:
+        seen.append((epoch, acc))
+        if epoch == 2:
+            raise Stop
+
+    model = build_classifier("small_cnn", 3, 1, 8)
+    with pytest.raises(Stop):
+        train_classifier(
+            model, train, val, spec(epochs=10), 0, torch.device("cpu"), False, "t", hook
+        )
+    assert [e for e, _ in seen] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_cifar_resnet20_learns_separable_data(
+    real: dict[str, Samples], tmp_path: Path, optimizer: str
+) -> None:
+    model = build_classifier("cifar_resnet20", 3, 1, 8)
+    assert 0.26e6 < sum(p.numel() for p in model.parameters()) < 0.28e6
+    lr = 0.05 if optimizer == "sgd" else 2e-3
+    s = spec(
+        classifier="cifar_resnet20",
+        train_sets=["real"],
+        epochs=15,
+        batch_size=8,
+        optimizer=optimizer,
+        lr=lr,
+    )
+    result = run_cas(s, real, [], NAMES, tmp_path / "e", progress=False)
+    assert result["config"]["optimizer"] == optimizer
+    assert result["train_sets"]["real"]["summary"]["test_accuracy_mean"] >= 0.9
+
+
+def test_local_weights_load_and_a_new_head_is_kept_fresh(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = build_classifier("small_cnn", 5, 1, 8)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    target = build_classifier("small_cnn", 3, 1, 8)  # other head shape
+    head_before = target.head[-1].weight.clone()
+    load_weights(target, path)
+    assert torch.equal(target.features[0].weight, source.features[0].weight)
+    assert torch.equal(target.head[-1].weight, head_before)
+    pt = tmp_path / "w.pt"
+    torch.save(source.state_dict(), pt)
+    same = build_classifier("small_cnn", 5, 1, 8)
+    load_weights(same, pt)
+    assert torch.equal(same.head[-1].weight, source.head[-1].weight)
+    with pytest.raises(SynthsetError, match="tensors of evaluate.classifier match"):
+        load_weights(build_classifier("cifar_resnet20", 3, 1, 8), path)
+    with pytest.raises(SynthsetError, match="classifier_weights: no file"):
+        load_weights(target, tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("mobilenet_v2", 32),
+        ("efficientnet_b0", 32),
+        ("resnet50", 32),
+        ("timm:vit_tiny_patch16_224", 32),
+    ],
+)
+def test_named_architectures_build_for_small_images(name: str, size: int) -> None:
+    pytest.importorskip("timm") if name.startswith("timm:") else None
+    model = build_classifier(name, 10, 3, size)
+    assert model(torch.zeros(2, 3, size, size)).shape[-1] == 10
+
+
+def test_bad_study_values_are_rejected_by_the_recipe() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="multiplier must be > 0"):
+        EvaluateSpec(synthetic_multipliers=[0])
+    with pytest.raises(ValidationError, match="fraction between 0 and 1"):
+        EvaluateSpec(real_subsets=[1.5])
+    with pytest.raises(ValidationError):
+        EvaluateSpec(real_batch_fraction=1.0)
