@@ -227,3 +227,42 @@ def test_bad_study_values_are_rejected_by_the_recipe() -> None:
         EvaluateSpec(real_subsets=[1.5])
     with pytest.raises(ValidationError):
         EvaluateSpec(real_batch_fraction=1.0)
+
+
+def test_flip_augmentation_flips_about_half_and_keeps_pixels() -> None:
+    from synthset.evaluate.cas import augment
+
+    x = torch.arange(64 * 16, dtype=torch.uint8).reshape(64, 1, 4, 4) % 251
+    gen = torch.Generator().manual_seed(0)
+    flipped = augment(x, "shift+flip", 0, gen)  # pad 0: no shift, only flips
+    is_flip = [torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x, strict=True)]
+    is_same = [torch.equal(f, o) for f, o in zip(flipped, x, strict=True)]
+    assert all(a or b for a, b in zip(is_flip, is_same, strict=True))
+    assert 16 <= sum(is_flip) <= 48
+    same = augment(x, False, 1, gen)
+    assert same is x
+
+
+def test_decoded_tensors_are_cached_memory_mapped_and_invalidated(
+    tmp_path: Path, real: dict[str, Samples]
+) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from synthset.evaluate.tensors import load_tensors
+
+    samples = real["train"]
+    cache = tmp_path / "cache"
+    first = load_tensors(samples, 8, 1, "real train", cache)
+    files = list(cache.glob("*.npy"))
+    assert len(files) == 1 and not list(cache.glob(".*tmp"))
+    again = load_tensors(samples, 8, 1, "real train", cache)
+    assert torch.equal(first.images, again.images)
+    assert torch.equal(again.images, load_tensors(samples, 8, 1, "real train").images)
+    assert len(list(cache.glob("*.npy"))) == 1  # reused, not decoded again
+    # a changed file is a new cache entry with the new pixels
+    path = samples[0][0]
+    Image.fromarray(np.full((8, 8), 255, np.uint8), "L").save(path)
+    changed = load_tensors(samples, 8, 1, "real train", cache)
+    assert int(changed.images[0].min()) == 255
+    assert len(list(cache.glob("*.npy"))) == 2

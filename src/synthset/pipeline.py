@@ -295,7 +295,9 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
         synthetic = synthetic_samples(run)
     else:
         synthetic = []
-    result = run_cas(spec, real, synthetic, [c.name for c in classes], run.evaluate, progress)
+    names = [c.name for c in classes]
+    cache = run.cache / "tensors"
+    result = run_cas(spec, real, synthetic, names, run.evaluate, progress, cache_dir=cache)
     run.mark_done("evaluate", fp)
     return result
 

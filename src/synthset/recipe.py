@@ -271,7 +271,12 @@ class EvaluateSpec(Strict):
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
     seeds: list[int] = Field([0], min_length=1)
-    augment: bool = True
+    augment: bool | Literal["shift", "shift+flip"] = Field(
+        True,
+        description="true/shift: random shifts of up to 1/8 of the side (random crop of the "
+        "zero-padded image); shift+flip also flips left-right (natural images, not digits or "
+        "text); false: none. Runs on the training device.",
+    )
     optimizer: Literal["adamw", "sgd"] = Field(
         "adamw", description="adamw, or sgd with momentum 0.9 and Nesterov; both cosine-annealed."
     )

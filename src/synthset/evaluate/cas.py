@@ -64,14 +64,31 @@ def to_input(batch: torch.Tensor) -> torch.Tensor:
 
 def random_shift(batch: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
     """Shift every image by a random offset in ``[-pad, pad]`` pixels, filling with zeros
-    (random crop of the zero-padded image). No flips: digits and text break under them."""
+    (random crop of the zero-padded image). Offsets come from the CPU generator ``gen`` (so
+    results do not depend on the device); the gather runs wherever ``batch`` lives."""
     b, c, h, w = batch.shape
+    dev = batch.device
     padded = F.pad(batch, (pad, pad, pad, pad)).permute(0, 2, 3, 1)
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w))[:, None, :]
-    return padded[torch.arange(b)[:, None, None], rows, cols].permute(0, 3, 1, 2).contiguous()
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, :]
+    index = torch.arange(b, device=dev)[:, None, None]
+    return padded[index, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def random_flip(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flip a random half of the images left-right."""
+    flip = (torch.rand(batch.shape[0], generator=gen) < 0.5).to(batch.device)
+    return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+
+
+def augment(batch: torch.Tensor, mode: bool | str, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """The recipe's augmentation (``evaluate.augment``) applied to a uint8 batch."""
+    if mode is False:
+        return batch
+    batch = random_shift(batch, pad, gen)
+    return random_flip(batch, gen) if mode == "shift+flip" else batch
 
 
 @torch.no_grad()
@@ -226,8 +243,8 @@ def train_classifier(
     for epoch, batches in zip(bar, data.epochs(spec.batch_size, gen), strict=False):
         model.train()
         for batch in batches:
-            x = random_shift(batch.images, pad, gen) if spec.augment else batch.images
-            out = logits(model(to_input(x.to(device))))
+            x = augment(batch.images.to(device, non_blocking=True), spec.augment, pad, gen)
+            out = logits(model(to_input(x)))
             loss = F.cross_entropy(out, batch.labels.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -318,17 +335,19 @@ class _Decoder:
         size: int,
         channels: int,
         class_names: list[str],
+        cache_dir: Path | None = None,
     ) -> None:
         self.sources = {f"real {k}": v for k, v in real.items()} | {"synthetic": synthetic}
         self.size, self.channels, self.class_names = size, channels, class_names
         self.cache: dict[str, TensorSet] = {}
+        self.cache_dir = cache_dir
 
     def __call__(self, name: str) -> TensorSet:
         if name not in self.cache:
             samples = self.sources.get(name) or []
             if not samples:
                 raise SynthsetError(f"CAS: the {name} image set is empty")
-            data = load_tensors(samples, self.size, self.channels, name)
+            data = load_tensors(samples, self.size, self.channels, name, self.cache_dir)
             check_labels(data, len(self.class_names), name)
             self.cache[name] = data
         return self.cache[name]
@@ -375,11 +394,13 @@ def run_cas(
     out_dir: Path,
     progress: bool = True,
     on_epoch: Callable[[str, int, int, float, float], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train on every set of the study for each seed, test on ``real['test']``; write
     ``out_dir/cas.json`` and ``out_dir/cas.csv`` and return the result dict.
 
-    ``on_epoch(train_set, seed, epoch, val_accuracy, val_loss)`` sees every epoch (trackers)."""
+    ``on_epoch(train_set, seed, epoch, val_accuracy, val_loss)`` sees every epoch (trackers);
+    ``cache_dir`` keeps decoded images as memory-mapped files for later runs."""
     from synthset.generators.base import resolve_device
 
     num_classes = len(class_names)
@@ -395,7 +416,7 @@ def run_cas(
     size, channels = infer_format(reference, "real train")
     size, channels = spec.image_size or size, spec.channels or channels
     device = resolve_device(spec.device)
-    data = _Decoder(real, synthetic, size, channels, list(class_names))
+    data = _Decoder(real, synthetic, size, channels, list(class_names), cache_dir)
     val, test = data("real val"), data("real test")
     build_classifier(spec.classifier, num_classes, channels, size)  # fail fast on a bad name
     plans = study_sets(spec)

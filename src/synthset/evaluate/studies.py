@@ -92,9 +92,7 @@ def synthetic_subset(
     synthetic: TensorSet, real: TensorSet, multiplier: float, num_classes: int
 ) -> TensorSet:
     """Synthetic images per class = ``multiplier`` × that class's real train count."""
-    counts = {
-        c: max(1, round(n * multiplier)) for c, n in class_counts(real, num_classes).items()
-    }
+    counts = {c: max(1, round(n * multiplier)) for c, n in class_counts(real, num_classes).items()}
     return stratified_take(synthetic, counts, f"synthetic x{multiplier:g}")
 
 

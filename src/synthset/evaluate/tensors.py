@@ -6,6 +6,8 @@ once; training then only indexes into the tensor, so epochs never touch the disk
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,19 +84,55 @@ def to_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def load_tensors(samples: Samples, size: int, channels: int, what: str) -> TensorSet:
-    """Decode every ``(path, label)`` once into a :class:`TensorSet`."""
+def load_tensors(
+    samples: Samples, size: int, channels: int, what: str, cache_dir: Path | None = None
+) -> TensorSet:
+    """Decode every ``(path, label)`` once into a :class:`TensorSet`.
+
+    With ``cache_dir``, the decoded images are kept there as a ``.npy`` file keyed by the files'
+    paths, sizes and modification times and by ``size``/``channels``, and later calls memory-map
+    it instead of decoding again (sets larger than RAM stay on disk; pages load on demand)."""
     if not samples:
         raise SynthsetError(f"{what}: the image set is empty")
     if channels not in (1, 3):
         raise SynthsetError(f"{what}: channels must be 1 or 3 (got {channels})")
     if size < 1:
         raise SynthsetError(f"{what}: image size must be positive (got {size})")
-    out = np.empty((len(samples), channels, size, size), dtype=np.uint8)
+    labels = torch.tensor([int(lbl) for _, lbl in samples], dtype=torch.int64)
+    shape = (len(samples), channels, size, size)
+    if cache_dir is None:
+        out = np.empty(shape, dtype=np.uint8)
+        _decode_into(out, samples, size, channels, what)
+        return TensorSet(torch.from_numpy(out), labels)
+    path = Path(cache_dir) / f"{_cache_key(samples, size, channels, what)}.npy"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        _decode_into(out, samples, size, channels, what)
+        out.flush()
+        del out
+        os.replace(tmp, path)  # atomic: a killed decode leaves no half cache behind
+    images = np.load(path, mmap_mode="c")  # copy-on-write: torch may index it freely
+    return TensorSet(torch.from_numpy(images), labels)
+
+
+def _decode_into(out: np.ndarray, samples: Samples, size: int, channels: int, what: str) -> None:
     for i, (path, _) in enumerate(samples):
         out[i] = to_array(_open(Path(path), what), size, channels)
-    labels = torch.tensor([int(lbl) for _, lbl in samples], dtype=torch.int64)
-    return TensorSet(torch.from_numpy(out), labels)
+
+
+def _cache_key(samples: Samples, size: int, channels: int, what: str) -> str:
+    """Changes whenever a file, its order, the size or the channels change."""
+    digest = hashlib.sha256(f"{size}:{channels}".encode())
+    for path, _ in samples:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise SynthsetError(f"{what}: image file not found: {path}") from None
+        digest.update(f"\0{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    slug = "".join(ch if ch.isalnum() else "-" for ch in what)
+    return f"{slug}-{digest.hexdigest()[:20]}"
 
 
 def check_labels(data: TensorSet, num_classes: int, what: str) -> None:
