@@ -273,6 +273,11 @@ class EvaluateSpec(Strict):
     seeds: list[int] = Field([0], min_length=1)
     augment: bool = True
     device: str = "auto"
+    trackers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
+        ["jsonl"],
+        description="Training curves go to: jsonl (evaluate/metrics.jsonl), tensorboard, wandb "
+        "(offline) or mlflow (file store in the run folder).",
+    )
     synthetic_dir: Path | None = Field(
         None, description="Evaluate another synthetic ImageFolder instead of this run's images."
     )
