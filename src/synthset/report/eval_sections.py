@@ -1,0 +1,203 @@
+"""Report sections from ``evaluate/``: the CAS table, scaling curves, per-class accuracy,
+confusion matrices and the fidelity table. Each returns ``""`` when its data is missing."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from synthset.report.cas_data import TrainSet, train_sets
+from synthset.report.common import heading, img, num, table
+from synthset.report.plots import (
+    cas_bar_chart,
+    chart_sets,
+    confusion_chart,
+    per_class_chart,
+    scaling_chart,
+    subset_chart,
+)
+
+CAS_TITLE = "CAS (classification accuracy score)"
+
+
+def _composition(t: TrainSet) -> str:
+    parts = []
+    if t.real_subset is not None:
+        parts.append(f"{100 * t.real_subset:g}% of real")
+    if t.synthetic_multiplier is not None:
+        parts.append(f"synthetic ×{t.synthetic_multiplier:g}")
+    if t.real_batch_fraction is not None:
+        parts.append(f"{100 * t.real_batch_fraction:g}% real per batch")
+    return escape(", ".join(parts)) if parts else "–"
+
+
+def cas_section(cas: dict[str, Any] | None) -> str:
+    """The table of every train set (mean ± std over seeds, sizes, seeds) and the bar chart."""
+    sets = train_sets(cas)
+    if not sets:
+        return (
+            heading("cas", CAS_TITLE) + "<p class=note>Evaluation was not run: no "
+            "evaluate/cas.json in this run. Add an <code>evaluate</code> section to the recipe "
+            "and run <code>synthset evaluate</code>.</p>"
+        )
+    cfg = (cas or {}).get("config") or {}
+    rows = [
+        [
+            escape(t.label),
+            escape(t.kind),
+            _composition(t),
+            f"{t.mean:.4f} ± {t.std:.4f}",
+            num(t.best_val),
+            num(t.n_train),
+            num(t.n_real),
+            num(t.n_synthetic),
+            escape(", ".join(str(s) for s in t.seeds)) or "–",
+            num(t.seconds, 1),
+        ]
+        for t in sets
+    ]
+    header = [
+        "trained on",
+        "kind",
+        "composition",
+        "real test accuracy (mean ± std)",
+        "best val accuracy",
+        "train images",
+        "real",
+        "synthetic",
+        "seeds",
+        "train seconds",
+    ]
+    size = cfg.get("image_size")
+    config = (
+        f"classifier {cfg.get('classifier')}, {size}×{size} px, {cfg.get('channels')} channel(s), "
+        f"{cfg.get('epochs')} epochs, optimizer {cfg.get('optimizer', 'adamw')}, "
+        f"{cfg.get('n_val')} real val / {cfg.get('n_test')} real test images"
+    )
+    return (
+        heading("cas", CAS_TITLE)
+        + f"<p class=muted>{escape(config)}. Model selection uses the real validation split; the "
+        "real test split is scored once per run, with the best-on-validation weights.</p>"
+        + table(header, rows, numeric_from=3)
+        + img(cas_bar_chart(cas or {}), "CAS bar chart")
+    )
+
+
+def scaling_section(cas: dict[str, Any] | None) -> str:
+    """The synthetic-size curve and the real-subset curve, whichever the study has."""
+    charts = []
+    scaling = scaling_chart(cas or {})
+    if scaling is not None:
+        charts.append(img(scaling, "scaling curve: accuracy vs synthetic set size"))
+    subsets = subset_chart(cas or {})
+    if subsets is not None:
+        charts.append(img(subsets, "real-subset curve: real only vs real subset + synthetic"))
+    if not charts:
+        return ""
+    return (
+        heading("scaling", "Scaling")
+        + "<p class=muted>Mean real test accuracy over seeds, error bars ± one std; the dashed "
+        "line is the model trained on all real images.</p>"
+        + "<div class=row>"
+        + "".join(charts)
+        + "</div>"
+    )
+
+
+def per_class_section(cas: dict[str, Any] | None, class_names: list[str]) -> str:
+    """Grouped bars (the plain train sets) and a table with every train set."""
+    sets = train_sets(cas)
+    if not sets or not any(t.per_class for t in sets):
+        return ""
+    rows = []
+    for i, name in enumerate(class_names):
+        cells = [num(t.per_class[i], 3) if i < len(t.per_class) else "–" for t in sets]
+        rows.append([escape(name), *cells])
+    shown = ", ".join(t.label for t in chart_sets(sets))
+    return (
+        heading("per-class", "Per-class accuracy")
+        + img(per_class_chart(cas or {}, class_names), "per-class accuracy chart")
+        + f"<p class=muted>Chart: {escape(shown)}; mean over seeds of the real test accuracy of "
+        "each class.</p><details><summary>Per-class accuracy of every train set</summary>"
+        + table(["class", *(t.label for t in sets)], rows)
+        + "</details>"
+    )
+
+
+def confusion_section(cas: dict[str, Any] | None, class_names: list[str]) -> str:
+    """One heatmap per plain train set (real / synthetic / real+synthetic) that has a matrix."""
+    sets = [t for t in train_sets(cas) if t.canonical and t.confusion]
+    if not sets:
+        return ""
+    charts = "".join(
+        img(
+            confusion_chart(t.confusion or [], class_names, f"trained on {t.label}"),
+            f"confusion matrix: {t.label}",
+        )
+        for t in sets
+    )
+    return (
+        heading("confusion", "Confusion matrices")
+        + "<p class=muted>Real test images, summed over seeds; rows are the true class, columns "
+        "the prediction, colour the share of the row.</p><div class=row>" + charts + "</div>"
+    )
+
+
+FIDELITY = (
+    ("fid", "FID", 2),
+    ("kid_mean", "KID", 4),
+    ("precision", "precision", 3),
+    ("recall", "recall", 3),
+    ("density", "density", 3),
+    ("coverage", "coverage", 3),
+    ("diversity_real", "diversity real", 3),
+    ("diversity_synthetic", "diversity synthetic", 3),
+)
+
+
+def _metric_cells(values: dict[str, Any] | None, keys: list[tuple[str, str, int]]) -> list[str]:
+    values = values if isinstance(values, dict) else {}
+    cells = []
+    for key, _, digits in keys:
+        cell = num(values.get(key), digits)
+        if key == "kid_mean" and values.get("kid_std") is not None and values.get(key) is not None:
+            cell += f" ± {values['kid_std']:.4f}"
+        cells.append(cell)
+    return cells
+
+
+def fidelity_section(fid: dict[str, Any] | None) -> str:
+    """Overall and per-class fidelity / diversity metrics; headers name the feature extractor."""
+    if not isinstance(fid, dict) or not (fid.get("overall") or fid.get("per_class")):
+        return ""
+    extractor = str(fid.get("extractor", "unknown extractor"))
+    overall = fid.get("overall") or {}
+    per_class = fid.get("per_class") or {}
+    keys = [
+        k
+        for k in FIDELITY
+        if k[0] in overall or any(isinstance(v, dict) and k[0] in v for v in per_class.values())
+    ]
+    header = ["", *(f"{title} ({extractor})" for _, title, _ in keys)]
+    clip = fid.get("clip_score") if isinstance(fid.get("clip_score"), dict) else None
+    clip_per_class = (clip or {}).get("per_class") or {}
+    if clip:
+        header.append(f"CLIP score ({clip.get('model', 'clip')})")
+    rows = [["<b>overall</b>", *_metric_cells(overall, keys)]]
+    if clip:
+        rows[0].append(num(clip.get("mean"), 2))
+    for name, values in per_class.items():
+        row = [escape(str(name)), *_metric_cells(values, keys)]
+        if clip:
+            row.append(num(clip_per_class.get(name), 2))
+        rows.append(row)
+    facts = (
+        f"Features: {extractor} ({fid.get('feature_dim', '?')}-d), "
+        f"{fid.get('n_real', '?')} real vs {fid.get('n_synthetic', '?')} synthetic images. "
+        "Lower FID/KID is closer; diversity is the mean pairwise feature distance within a set."
+    )
+    return (
+        heading("fidelity", "Fidelity and diversity")
+        + f"<p class=muted>{escape(facts)}</p>"
+        + table(header, rows)
+    )
