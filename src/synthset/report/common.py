@@ -32,20 +32,34 @@ def num(value: Any, digits: int = 4) -> str:
     return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
 
 
-def table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
-    """A table from escaped header names and already-rendered cells; cells from column
-    ``numeric_from`` on are right-aligned."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+def table(
+    header: list[str],
+    rows: list[list[str]],
+    numeric_from: int = 1,
+    text_columns: tuple[int, ...] = (),
+    raw_header: bool = False,
+) -> str:
+    """A table from header names and already-rendered cells; cells from column ``numeric_from``
+    on are right-aligned, except ``text_columns``. Header names are escaped unless
+    ``raw_header`` (already-rendered HTML)."""
+    head = "".join(f"<th>{h if raw_header else escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
         + "".join(
-            f"<td class=num>{c}</td>" if i >= numeric_from else f"<td>{c}</td>"
+            f"<td class=num>{c}</td>"
+            if i >= numeric_from and i not in text_columns
+            else f"<td>{c}</td>"
             for i, c in enumerate(row)
         )
         + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def value(v: Any) -> str:
+    """A parameter value, floats to 4 significant digits, escaped."""
+    return escape(f"{v:.4g}" if isinstance(v, float) else str(v))
 
 
 def details(title: str, text: str) -> str:

@@ -178,11 +178,13 @@ def fidelity_section(fid: dict[str, Any] | None) -> str:
         for k in FIDELITY
         if k[0] in overall or any(isinstance(v, dict) and k[0] in v for v in per_class.values())
     ]
-    header = ["", *(f"{title} ({extractor})" for _, title, _ in keys)]
+    ext = f"<br><span class=muted>({escape(extractor)})</span>"
+    header = ["", *(f"{escape(title)}{ext}" for _, title, _ in keys)]
     clip = fid.get("clip_score") if isinstance(fid.get("clip_score"), dict) else None
     clip_per_class = (clip or {}).get("per_class") or {}
     if clip:
-        header.append(f"CLIP score ({clip.get('model', 'clip')})")
+        model = escape(str(clip.get("model", "clip")))
+        header.append(f"CLIP score<br><span class=muted>({model})</span>")
     rows = [["<b>overall</b>", *_metric_cells(overall, keys)]]
     if clip:
         rows[0].append(num(clip.get("mean"), 2))
@@ -199,5 +201,5 @@ def fidelity_section(fid: dict[str, Any] | None) -> str:
     return (
         heading("fidelity", "Fidelity and diversity")
         + f"<p class=muted>{escape(facts)}</p>"
-        + table(header, rows)
+        + table(header, rows, raw_header=True)
     )

@@ -36,7 +36,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0}
+table{border-collapse:collapse;margin:.6em 0;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:middle}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{image-rendering:pixelated;max-width:100%}

@@ -125,8 +125,12 @@ def _baseline(ax: Any, base: TrainSet | None, label: str) -> None:
 
 
 def _log_x_if_wide(ax: Any, xs: list[float]) -> None:
+    """Log-scaled x when the points span a factor of 4 or more, ticked at the points."""
     if xs and min(xs) > 0 and max(xs) / min(xs) >= 4:
         ax.set_xscale("log", base=2)
+        ax.minorticks_off()
+        ticks = sorted(set(xs))
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
 
 
 def scaling_chart(cas: dict[str, Any]) -> bytes | None:

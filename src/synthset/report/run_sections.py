@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from synthset.classes import ClassInfo
-from synthset.report.common import details, heading, img, num, read_json, table
+from synthset.report.common import details, heading, img, num, read_json, table, value
 from synthset.report.plots import optuna_chart
 from synthset.store.atomic import read_jsonl
 from synthset.store.run_folder import RunFolder
@@ -130,7 +130,7 @@ def tune_section(tune_dir: Path) -> str:
         summary += f"; objective: {best['metric']}"
     parts.append(f"<p class=muted>{escape(summary)}</p>")
     if isinstance(best.get("params"), dict):
-        rows = [[escape(str(k)), escape(str(v))] for k, v in best["params"].items()]
+        rows = [[escape(str(k)), value(v)] for k, v in best["params"].items()]
         parts.append(
             f"<h3>Best trial: value {escape(num(best.get('value')))}</h3>"
             + table(["parameter", "value"], rows, numeric_from=1)
@@ -140,14 +140,19 @@ def tune_section(tune_dir: Path) -> str:
             str(t["number"]),
             escape(str(t.get("state", "")).rsplit(".", 1)[-1]),
             num(t.get("value")),
-            escape(", ".join(f"{k}={v}" for k, v in (t.get("params") or {}).items())),
+            ", ".join(f"{escape(str(k))}={value(v)}" for k, v in (t.get("params") or {}).items()),
             num(t.get("seconds"), 1),
         ]
         for t in trials
     ]
     parts.append(
         "<details><summary>All trials</summary>"
-        + table(["trial", "state", "value", "params", "seconds"], rows, numeric_from=2)
+        + table(
+            ["trial", "state", "value", "params", "seconds"],
+            rows,
+            numeric_from=2,
+            text_columns=(3,),
+        )
         + "</details>"
     )
     if (tune_dir / "best_recipe.yaml").exists():
