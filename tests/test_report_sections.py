@@ -8,13 +8,16 @@ import re
 from html import escape
 from pathlib import Path
 
+import pytest
 from report_fixtures import CLASSES, make_full_run
 from test_report import embedded_images
 
 from synthset.report.cas_data import scaling_points, subset_points, train_sets
+from synthset.report.eval_sections import training_curves
 from synthset.report.html import write_report
 from synthset.report.plots import best_so_far, optuna_chart, scaling_chart, subset_chart
 
+N_IMAGES = 1 + 2 + 1 + 3 + 1 + 2 * len(CLASSES) + 1
 HEADINGS = {
     "run": "Run",
     "stages": "Stages",
@@ -22,6 +25,7 @@ HEADINGS = {
     "scaling": "Scaling",
     "per-class": "Per-class accuracy",
     "confusion": "Confusion matrices",
+    "curves": "Training curves",
     "fidelity": "Fidelity and diversity",
     "prompts": "Prompts",
     "tuning": "Tuning (Optuna)",
@@ -83,9 +87,11 @@ def test_full_report_has_every_section(tmp_path: Path) -> None:
     assert "prompts=14" in html and "<td class=num>12.5</td>" in html
     assert "fingerprint" not in html.split('id="provenance"')[0]
 
-    # charts: CAS bars, scaling, subsets, per-class, 3 confusion, 4 strips, Optuna
+    assert "mean over seeds, from evaluate/metrics.jsonl" in html
+
+    # charts: CAS bars, scaling, subsets, per-class, 3 confusion, curves, 4 strips, Optuna
     images = embedded_images(html)
-    assert len(images) == 1 + 2 + 1 + 3 + 2 * len(CLASSES) + 1
+    assert len(images) == N_IMAGES
     assert all(im.width > 50 and im.height > 50 for im in images)
     assert 'src="http' not in html and "<script" not in html and "<link" not in html
 
@@ -95,6 +101,7 @@ def test_missing_or_broken_files_leave_sections_out(tmp_path: Path) -> None:
     (run.evaluate / "fidelity.json").write_text("{not json", encoding="utf-8")
     (run.root / "tune" / "trials.json").unlink()
     run.prompts.unlink()
+    (run.evaluate / "metrics.jsonl").unlink()
     cas = json.loads((run.evaluate / "cas.json").read_text())
     for label in list(cas["train_sets"]):
         if label not in ("real", "synthetic"):
@@ -110,6 +117,25 @@ def test_missing_or_broken_files_leave_sections_out(tmp_path: Path) -> None:
         assert gone not in heads and f'href="#{gone}"' not in html
     assert {"run", "cas", "per-class", "confusion", "samples", "provenance"} <= set(heads)
     assert html.count("confusion matrix: ") == 1  # only "synthetic" still has a matrix
+    assert "mean over seeds, from evaluate/cas.json" in html  # curves from the histories
+
+
+def test_training_curves_average_seeds_and_keep_the_last_log_of_a_step() -> None:
+    rows = [
+        {"prefix": "real/seed0", "step": 0, "metrics": {"val_accuracy": 0.2, "val_loss": 2.0}},
+        {"prefix": "real/seed1", "step": 0, "metrics": {"val_accuracy": 0.4}},
+        {"prefix": "real/seed0", "step": 1, "metrics": {"val_accuracy": 0.1}},
+        {"prefix": "real/seed0", "step": 1, "metrics": {"val_accuracy": 0.6}},  # resumed
+        {"prefix": "synthetic x2/seed0", "step": 0, "metrics": {"val_accuracy": None}},
+        {"prefix": "tune", "step": 0, "metrics": {"other": 1.0}},
+        "garbage",
+    ]
+    curves = training_curves(rows)
+    assert list(curves) == ["val_accuracy", "val_loss"]
+    acc = curves["val_accuracy"]["real"]
+    assert [s for s, _ in acc] == [0, 1] and acc[0][1] == pytest.approx(0.3) and acc[1][1] == 0.6
+    assert curves["val_loss"] == {"real": [(0, 2.0)]}
+    assert "synthetic x2" not in curves["val_accuracy"]
 
 
 def test_old_cas_json_without_study_keys_is_inferred() -> None:

@@ -1,9 +1,12 @@
 """Report sections from ``evaluate/``: the CAS table, scaling curves, per-class accuracy,
-confusion matrices and the fidelity table. Each returns ``""`` when its data is missing."""
+confusion matrices, training curves and the fidelity table. Each returns ``""`` when its data
+is missing."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from synthset.report.cas_data import TrainSet, train_sets
@@ -12,10 +15,12 @@ from synthset.report.plots import (
     cas_bar_chart,
     chart_sets,
     confusion_chart,
+    curves_chart,
     per_class_chart,
     scaling_chart,
     subset_chart,
 )
+from synthset.store.atomic import read_jsonl
 
 CAS_TITLE = "CAS (classification accuracy score)"
 
@@ -202,4 +207,79 @@ def fidelity_section(fid: dict[str, Any] | None) -> str:
         heading("fidelity", "Fidelity and diversity")
         + f"<p class=muted>{escape(facts)}</p>"
         + table(header, rows, raw_header=True)
+    )
+
+
+CURVE_METRICS = ("val_accuracy", "val_loss")
+MAX_CURVES = 12
+
+
+def _tracker_rows(metrics_jsonl: Path) -> list[dict[str, Any]]:
+    try:
+        return read_jsonl(metrics_jsonl) if metrics_jsonl.exists() else []
+    except (OSError, ValueError):
+        return []
+
+
+def _history_rows(cas: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The per-epoch validation history of cas.json as tracker rows (a fallback)."""
+    rows = []
+    for label, entry in ((cas or {}).get("train_sets") or {}).items():
+        for run in entry.get("runs") or []:
+            acc = run.get("val_accuracy_history") or []
+            loss = run.get("val_loss_history") or []
+            for epoch, value in enumerate(acc):
+                metrics = {"val_accuracy": value}
+                if epoch < len(loss):
+                    metrics["val_loss"] = loss[epoch]
+                prefix = f"{label}/seed{run.get('seed', 0)}"
+                rows.append({"prefix": prefix, "step": epoch, "metrics": metrics})
+    return rows
+
+
+def training_curves(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """metric -> train set -> (step, mean over seeds), from ``{"prefix", "step", "metrics"}``
+    rows whose prefix is ``<train set>/seed<n>``; later rows for the same (prefix, step) win
+    (a resumed run logs an epoch again)."""
+    last: dict[tuple[str, str, int], float] = {}
+    for r in rows:
+        if not isinstance(r, dict) or not isinstance(r.get("metrics"), dict):
+            continue
+        for metric, value in r["metrics"].items():
+            if metric in CURVE_METRICS and isinstance(value, (int, float)):
+                last[(metric, str(r.get("prefix", "")), int(r.get("step", 0)))] = float(value)
+    sums: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for (metric, prefix, step), value in last.items():
+        train_set = prefix.rsplit("/seed", 1)[0]
+        sums[metric][train_set][step].append(value)
+    return {
+        metric: {
+            label: [(step, sum(v) / len(v)) for step, v in sorted(steps.items())]
+            for label, steps in sorted(by_set.items())
+        }
+        for metric, by_set in sorted(sums.items(), key=lambda m: CURVE_METRICS.index(m[0]))
+    }
+
+
+def curves_section(metrics_jsonl: Path, cas: dict[str, Any] | None) -> str:
+    """Validation accuracy / loss per epoch, from the tracker log (else cas.json histories)."""
+    rows = _tracker_rows(metrics_jsonl)
+    source = "evaluate/metrics.jsonl"
+    if not rows:
+        rows, source = _history_rows(cas), "evaluate/cas.json"
+    curves = training_curves(rows)
+    if not curves:
+        return ""
+    note = f"Real validation split, mean over seeds, from {source}"
+    plain = {t.label for t in train_sets(cas) if t.canonical}
+    many = max(len(by_set) for by_set in curves.values())
+    if many > MAX_CURVES and any(plain & set(by_set) for by_set in curves.values()):
+        curves = {m: {k: v for k, v in b.items() if k in plain} for m, b in curves.items()}
+        note += f"; the plain train sets of {many}"
+    return (
+        heading("curves", "Training curves")
+        + f"<p class=muted>{escape(note)}.</p>"
+        + img(curves_chart(curves), "training curves")
     )

@@ -18,6 +18,7 @@ from synthset.report.common import heading, img, read_json
 from synthset.report.eval_sections import (
     cas_section,
     confusion_section,
+    curves_section,
     fidelity_section,
     per_class_section,
     scaling_section,
@@ -139,6 +140,7 @@ SECTIONS = (
     ("scaling", "Scaling"),
     ("per-class", "Per-class accuracy"),
     ("confusion", "Confusion matrices"),
+    ("curves", "Training curves"),
     ("fidelity", "Fidelity"),
     ("samples", "Samples"),
     ("prompts", "Prompts"),
@@ -177,6 +179,7 @@ def write_report(run: RunFolder, recipe: Recipe, classes: list[ClassInfo]) -> Pa
         scaling_section(cas),
         per_class_section(cas, names),
         confusion_section(cas, names),
+        curves_section(run.evaluate / "metrics.jsonl", cas),
         fidelity_section(read_json(run.evaluate / "fidelity.json")),
         _samples_section(run, classes, recipe.report.samples_per_class, synthetic),
         prompts_section(run.prompts, classes),

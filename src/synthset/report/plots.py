@@ -189,6 +189,23 @@ def subset_chart(cas: dict[str, Any]) -> bytes | None:
     return _figure_png(fig)
 
 
+def curves_chart(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes:
+    """One panel per metric (e.g. val_accuracy, val_loss): a line per train set over steps."""
+    metrics = list(curves)
+    fig = Figure(figsize=(5.2 * len(metrics), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for label, points in curves[metric].items():
+            xs, ys = zip(*sorted(points), strict=True)
+            color = COLORS.get(label)
+            ax.plot(xs, ys, marker=".", label=label, color=color)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].legend(fontsize=7, frameon=False)
+    return _figure_png(fig)
+
+
 def confusion_chart(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
     """Heatmap of a confusion matrix (rows true, columns predicted), colored by row share,
     counts written in the cells when there are at most 20 classes."""
