@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 from report_fixtures import CLASSES, make_full_run
+from test_report import make_run
 from test_report_sections import HEADINGS, N_IMAGES
 
+from synthset.data.splits import load_splits
+from synthset.evaluate.cas import run_cas
+from synthset.recipe import EvaluateSpec
 from synthset.report.html import write_report
 
 CHROMIUM = os.environ.get("SYNTHSET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,10 +46,8 @@ IMAGES = """() => Array.from(document.images).map(img => {
 })"""
 
 
-def test_report_renders_in_chromium(tmp_path: Path) -> None:
-    run, recipe, _ = make_full_run(tmp_path)
-    report = write_report(run, recipe, CLASSES)
-
+def _open(report: Path) -> dict:
+    """Load ``report`` in Chromium; what the page logged, requested and displayed."""
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as p:
@@ -68,14 +70,44 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
             title = page.title()
         finally:
             browser.close()
+    return {
+        "errors": errors,
+        "requests": requests,
+        "images": images,
+        "heads": dict(heads),
+        "title": title,
+    }
 
-    assert errors == []
-    assert all(u.startswith(("file://", "data:")) for u in requests), requests  # offline page
-    assert len(images) == N_IMAGES
-    for im in images:
+
+def _check_loaded(page: dict) -> None:
+    assert page["errors"] == []
+    offline = [u for u in page["requests"] if not u.startswith(("file://", "data:"))]
+    assert offline == []
+    for im in page["images"]:
         assert im["complete"] and im["natural"] > 0, im["alt"]  # decoded
         assert im["visible"] and im["width"] > 0 and im["height"] > 0, im["alt"]  # displayed
-    found = dict(heads)
+
+
+def test_full_report_renders_in_chromium(tmp_path: Path) -> None:
+    run, recipe, _ = make_full_run(tmp_path)
+    page = _open(write_report(run, recipe, CLASSES))
+    _check_loaded(page)
+    assert len(page["images"]) == N_IMAGES
     for anchor, text in HEADINGS.items():
-        assert found.get(anchor) == text
-    assert title == f"synthset report: {recipe.name}"
+        assert page["heads"].get(anchor) == text
+    assert page["title"] == f"synthset report: {recipe.name}"
+
+
+def test_report_of_a_real_cas_run_renders_in_chromium(tmp_path: Path) -> None:
+    run, recipe = make_run(tmp_path)
+    real = load_splits(run.real / "splits.json")
+    synthetic = [(run.images / f"{c.folder}/item{k}.png", c.id) for c in CLASSES for k in range(6)]
+    spec = EvaluateSpec(epochs=2, batch_size=8, device="cpu")
+    run_cas(spec, real, synthetic, [c.name for c in CLASSES], run.evaluate, progress=False)
+    page = _open(write_report(run, recipe, CLASSES))
+    _check_loaded(page)
+    assert len(page["images"]) == 2 + 3 + 1 + 2 * len(CLASSES)
+    assert {"run", "cas", "per-class", "confusion", "curves", "samples", "provenance"} <= set(
+        page["heads"]
+    )
+    assert "fidelity" not in page["heads"] and "tuning" not in page["heads"]
