@@ -79,3 +79,44 @@ def test_tensorboard_events_read_back(tmp_path: Path) -> None:
     assert b"s3cret" not in blob and b"token" not in blob
     lines = (tmp_path / "evaluate" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 3  # the fan-out fed both
+
+
+def _curve(tmp_path: Path, names: list[str]) -> None:
+    tracker = build_trackers(names, tmp_path, {"name": "trk", "epochs": 2, "hf_token": "s3cret"})
+    hook = epoch_logger(tracker)
+    for seed in (0, 1):
+        for epoch in range(3):
+            hook("real 25%+synthetic", seed, epoch, 0.1 * epoch + seed, 1 - 0.1 * epoch)
+    tracker.close()
+
+
+def _no_secret(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert b"s3cret" not in path.read_bytes(), path
+
+
+def test_mlflow_store_in_the_run_folder(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow", reason="mlflow is optional (pip install mlflow)")
+    from mlflow.tracking import MlflowClient
+
+    from synthset.evaluate.trackers import mlflow_uri
+
+    _curve(tmp_path, ["mlflow"])
+    client = MlflowClient(tracking_uri=mlflow_uri((tmp_path / "evaluate" / "mlflow").resolve()))
+    exp = client.get_experiment_by_name("synthset")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["epochs"] == "2"
+    assert "hf_token" not in run.data.params
+    history = client.get_metric_history(run.info.run_id, "real 25__synthetic/seed1/val_accuracy")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(0, 1.0), (1, 1.1), (2, 1.2)]
+    _no_secret(tmp_path)
+
+
+def test_wandb_offline_run_in_the_run_folder(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("wandb", reason="wandb is optional (pip install wandb)")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    _curve(tmp_path, ["wandb"])
+    runs = list((tmp_path / "evaluate" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+    _no_secret(tmp_path)

@@ -106,7 +106,7 @@ class TensorBoardTracker:
 
 
 class WandbTracker:
-    """A W&B run in offline mode under ``evaluate/wandb/`` (``wandb sync`` uploads it later).
+    """A W&B run in offline mode in ``evaluate/wandb/`` (``wandb sync`` uploads it later).
     Each prefix gets its own step axis (``<prefix>/step``), since W&B's global step must only grow
     while every train set and seed restarts at epoch 0."""
 
@@ -117,7 +117,12 @@ class WandbTracker:
         root.mkdir(parents=True, exist_ok=True)
         self.wandb = wandb
         self.run = wandb.init(
-            project="synthset", name=name, dir=str(root), mode="offline", config=config
+            project="synthset",
+            name=name,
+            dir=str(root),  # wandb adds its own "wandb/" folder below
+            mode="offline",
+            config=config,
+            settings=wandb.Settings(silent=True),
         )
         self._prefixes: set[str] = set()
 
@@ -134,16 +139,24 @@ class WandbTracker:
 
 
 class MlflowTracker:
-    """An MLflow run in a file store at ``evaluate/mlruns/`` (``mlflow ui --backend-store-uri``),
-    through an ``MlflowClient`` so no global tracking URI is changed."""
+    """An MLflow run stored inside the run folder: SQLite ``evaluate/mlflow/mlflow.db`` when
+    SQLAlchemy is installed (``mlflow ui --backend-store-uri sqlite:///...``), else a file store
+    ``evaluate/mlflow/mlruns``; through an ``MlflowClient``, so no global tracking URI changes."""
 
     def __init__(self, root: Path, name: str, config: dict[str, Any]) -> None:
         from mlflow.tracking import MlflowClient
 
+        root = root.resolve()
         root.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=root.resolve().as_uri())
+        self.client = MlflowClient(tracking_uri=mlflow_uri(root))
         exp = self.client.get_experiment_by_name("synthset")
-        exp_id = exp.experiment_id if exp else self.client.create_experiment("synthset")
+        exp_id = (
+            exp.experiment_id
+            if exp
+            else self.client.create_experiment(
+                "synthset", artifact_location=(root / "artifacts").as_uri()
+            )
+        )
         self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
         for key, value in config.items():
             self.client.log_param(self.run_id, _mlflow_key(key), str(value)[:500])
@@ -156,6 +169,15 @@ class MlflowTracker:
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
+
+
+def mlflow_uri(root: Path) -> str:
+    """The tracking URI of the MLflow store below ``root`` (SQLite when SQLAlchemy is there; the
+    plain file store, which recent MLflow only opens on request, otherwise)."""
+    if importlib.util.find_spec("sqlalchemy") and importlib.util.find_spec("alembic"):
+        return f"sqlite:///{root / 'mlflow.db'}"
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return (root / "mlruns").as_uri()
 
 
 def _mlflow_key(key: str) -> str:
@@ -222,9 +244,9 @@ def build_trackers(names: list[str], run_dir: Path, config: dict[str, Any]) -> F
             elif tracker == "tensorboard":
                 trackers.append(TensorBoardTracker(out_dir / "tensorboard", cfg))
             elif tracker == "wandb":
-                trackers.append(WandbTracker(out_dir / "wandb", name, cfg))
+                trackers.append(WandbTracker(out_dir, name, cfg))
             elif tracker == "mlflow":
-                trackers.append(MlflowTracker(out_dir / "mlruns", name, cfg))
+                trackers.append(MlflowTracker(out_dir / "mlflow", name, cfg))
     except BaseException:
         FanOut(trackers).close()
         raise
