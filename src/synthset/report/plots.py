@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
 
 from synthset.report.cas_data import TrainSet, find, scaling_points, subset_points, train_sets
@@ -200,6 +201,7 @@ def curves_chart(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes
             color = COLORS.get(label)
             ax.plot(xs, ys, marker=".", label=label, color=color)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.spines[["top", "right"]].set_visible(False)
     axes[0].legend(fontsize=7, frameon=False)
@@ -252,6 +254,7 @@ def optuna_chart(trials: list[dict[str, Any]], maximize: bool = True) -> bytes |
     if pruned:
         ax.scatter(*zip(*pruned, strict=True), marker="x", color="#999999", label="pruned")
     ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("objective value")
     ax.set_title("Optuna history")
     ax.legend(fontsize=8, frameon=False)
