@@ -193,3 +193,40 @@ def test_optuna_best_so_far_and_empty_history() -> None:
     assert best_so_far([(0, 3.0), (1, 1.0), (2, 2.0)], maximize=False)[-1] == (2, 1.0)
     assert optuna_chart([{"number": 0, "state": "FAIL", "value": None}]) is None
     assert optuna_chart([{"number": 0, "state": "TrialState.COMPLETE", "value": 0.5}])
+
+
+def test_malformed_files_never_break_the_report(tmp_path: Path) -> None:
+    run, recipe, inputs = make_full_run(tmp_path)
+    cas = inputs["cas"]
+    cas["train_sets"]["weird"] = 5
+    cas["train_sets"]["synthetic x2"]["summary"]["test_accuracy_mean"] = "abc"
+    cas["train_sets"]["real 25%"]["summary"]["confusion_matrix"] = [[1, 2], [3]]
+    (run.evaluate / "cas.json").write_text(json.dumps(cas), encoding="utf-8")
+    (run.evaluate / "fidelity.json").write_text(json.dumps({"overall": [1, 2]}), encoding="utf-8")
+    trials = [{"number": 0, "state": "COMPLETE", "value": 0.5, "params": "oops"}, 7]
+    (run.root / "tune" / "trials.json").write_text(json.dumps(trials), encoding="utf-8")
+    (run.root / "tune" / "best.json").write_text("[]", encoding="utf-8")
+    with run.prompts.open("a", encoding="utf-8") as f:
+        f.write('{"class_id": "x", "prompt": "p"}\n')
+
+    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
+    heads = _headings(html)
+    assert {"run", "cas", "scaling", "samples", "prompts", "tuning", "provenance"} <= set(heads)
+    assert "<p class=note>" not in html  # every malformed part is skipped, no section lost
+    assert "<tr><td>weird</td>" not in html and "<tr><td>synthetic x2</td>" not in html
+    assert "<tr><td>real</td>" in html and "fidelity" not in heads
+    assert html.rstrip().endswith("</html>")
+
+
+def test_a_section_that_still_fails_becomes_a_one_line_note() -> None:
+    from synthset.report.html import _guarded
+
+    def broken() -> str:
+        return {"a": 1}["<b>"]
+
+    note = _guarded("Fidelity", broken)
+    assert (
+        note == "<p class=note>Fidelity: not shown, its input file is malformed (KeyError: "
+        "&#x27;&lt;b&gt;&#x27;).</p>"
+    )
+    assert _guarded("Run", lambda: "<h2>ok</h2>") == "<h2>ok</h2>"

@@ -120,8 +120,15 @@ def train_sets(cas: dict[str, Any] | None) -> list[TrainSet]:
     """Every readable train set of ``cas.json``: the plain three first, then study points."""
     if not cas or not isinstance(cas.get("train_sets"), dict):
         return []
-    out = [_one(label, entry) for label, entry in cas["train_sets"].items()]
-    return sorted((t for t in out if t is not None), key=_order)
+    out = []
+    for label, entry in cas["train_sets"].items():
+        try:
+            one = _one(str(label), entry) if isinstance(entry, dict) else None
+        except (KeyError, TypeError, ValueError, IndexError):
+            one = None  # a malformed entry is left out, the others still show
+        if one is not None:
+            out.append(one)
+    return sorted(out, key=_order)
 
 
 def scaling_points(sets: list[TrainSet], kind: str) -> list[tuple[float, TrainSet]]:

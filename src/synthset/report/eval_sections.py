@@ -176,13 +176,15 @@ def fidelity_section(fid: dict[str, Any] | None) -> str:
     if not isinstance(fid, dict) or not (fid.get("overall") or fid.get("per_class")):
         return ""
     extractor = str(fid.get("extractor", "unknown extractor"))
-    overall = fid.get("overall") or {}
-    per_class = fid.get("per_class") or {}
+    overall = fid.get("overall") if isinstance(fid.get("overall"), dict) else {}
+    per_class = fid.get("per_class") if isinstance(fid.get("per_class"), dict) else {}
     keys = [
         k
         for k in FIDELITY
         if k[0] in overall or any(isinstance(v, dict) and k[0] in v for v in per_class.values())
     ]
+    if not keys:
+        return ""
     ext = f"<br><span class=muted>({escape(extractor)})</span>"
     header = ["", *(f"{escape(title)}{ext}" for _, title, _ in keys)]
     clip = fid.get("clip_score") if isinstance(fid.get("clip_score"), dict) else None

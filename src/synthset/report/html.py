@@ -5,6 +5,7 @@ section reads its own file of the run folder and is left out when that file is m
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,18 @@ def _nav(body: str) -> str:
     return "<nav>" + "".join(links) + "</nav>"
 
 
+def _guarded(title: str, build: Callable[[], str]) -> str:
+    """The section, or a one-line note when its input file is malformed (a report of the rest
+    beats no report)."""
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        return (
+            f"<p class=note>{escape(title)}: not shown, its input file is malformed "
+            f"({escape(type(exc).__name__)}: {escape(str(exc))}).</p>"
+        )
+
+
 def write_report(run: RunFolder, recipe: Recipe, classes: list[ClassInfo]) -> Path:
     """Write ``run.report`` from whatever the run folder holds: summary, stages, CAS table and
     charts, scaling curves, per-class accuracy, confusion matrices, fidelity, real vs synthetic
@@ -172,20 +185,23 @@ def write_report(run: RunFolder, recipe: Recipe, classes: list[ClassInfo]) -> Pa
     recipe_text = (
         run.recipe.read_text(encoding="utf-8") if run.recipe.exists() else dump_recipe(recipe)
     )
-    sections = [
-        _summary_section(recipe, classes, counts, n_real),
-        stages_section(run),
-        cas_section(cas),
-        scaling_section(cas),
-        per_class_section(cas, names),
-        confusion_section(cas, names),
-        curves_section(run.evaluate / "metrics.jsonl", cas),
-        fidelity_section(read_json(run.evaluate / "fidelity.json")),
-        _samples_section(run, classes, recipe.report.samples_per_class, synthetic),
-        prompts_section(run.prompts, classes),
-        tune_section(run.root / "tune"),
-        provenance_section(read_json(run.provenance), recipe_text),
+    fidelity = read_json(run.evaluate / "fidelity.json")
+    samples_per_class = recipe.report.samples_per_class
+    builders: list[tuple[str, Callable[[], str]]] = [
+        ("Run", lambda: _summary_section(recipe, classes, counts, n_real)),
+        ("Stages", lambda: stages_section(run)),
+        ("CAS", lambda: cas_section(cas)),
+        ("Scaling", lambda: scaling_section(cas)),
+        ("Per-class accuracy", lambda: per_class_section(cas, names)),
+        ("Confusion matrices", lambda: confusion_section(cas, names)),
+        ("Training curves", lambda: curves_section(run.evaluate / "metrics.jsonl", cas)),
+        ("Fidelity", lambda: fidelity_section(fidelity)),
+        ("Samples", lambda: _samples_section(run, classes, samples_per_class, synthetic)),
+        ("Prompts", lambda: prompts_section(run.prompts, classes)),
+        ("Tuning", lambda: tune_section(run.root / "tune")),
+        ("Provenance", lambda: provenance_section(read_json(run.provenance), recipe_text)),
     ]
+    sections = [_guarded(title, build) for title, build in builders]
     body = "\n".join(s for s in sections if s)
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",

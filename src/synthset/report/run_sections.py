@@ -80,7 +80,10 @@ def prompts_section(
     by_class: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         if isinstance(r, dict) and r.get("prompt") is not None and r.get("class_id") is not None:
-            by_class[int(r["class_id"])].append(r)
+            try:
+                by_class[int(r["class_id"])].append(r)
+            except (TypeError, ValueError):
+                continue  # a malformed row
     if not by_class:
         return ""
     rows = []
@@ -140,7 +143,7 @@ def tune_section(tune_dir: Path) -> str:
             str(t["number"]),
             escape(str(t.get("state", "")).rsplit(".", 1)[-1]),
             num(t.get("value")),
-            ", ".join(f"{escape(str(k))}={value(v)}" for k, v in (t.get("params") or {}).items()),
+            ", ".join(f"{escape(str(k))}={value(v)}" for k, v in _params(t).items()),
             num(t.get("seconds"), 1),
         ]
         for t in trials
@@ -159,3 +162,8 @@ def tune_section(tune_dir: Path) -> str:
         text = (tune_dir / "best_recipe.yaml").read_text(encoding="utf-8", errors="replace")
         parts.append(details("Best recipe (tune/best_recipe.yaml)", text))
     return "".join(parts)
+
+
+def _params(trial: dict[str, Any]) -> dict[str, Any]:
+    params = trial.get("params")
+    return params if isinstance(params, dict) else {}
