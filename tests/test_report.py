@@ -103,9 +103,9 @@ def test_report_with_cas_is_self_contained_and_escaped(tmp_path: Path) -> None:
 
     assert 'src="http' not in html and "<script" not in html and "<link" not in html
     images = embedded_images(html)
-    # 2 charts + per class one real strip and one synthetic strip
-    assert len(images) == 2 + 2 * len(CLASSES)
-    strips = images[2:]
+    # 2 charts, 3 confusion matrices, training curves, per class a real and a synthetic strip
+    assert len(images) == 2 + 3 + 1 + 2 * len(CLASSES)
+    strips = images[6:]
     assert all(im.height == 64 for im in strips)  # 8×8 images upscaled, 3 per strip
     assert all(im.width == 3 * 64 + 2 * 2 for im in strips)
     tile = np.asarray(strips[1].convert("L"))[:64, :64]

@@ -303,6 +303,11 @@ class EvaluateSpec(Strict):
         "split, alone and with all synthetic images, e.g. [0.1, 0.25, 0.5].",
     )
     device: str = "auto"
+    trackers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
+        ["jsonl"],
+        description="Training curves go to: jsonl (evaluate/metrics.jsonl), tensorboard, wandb "
+        "(offline) or mlflow (file store in the run folder).",
+    )
     synthetic_dir: Path | None = Field(
         None, description="Evaluate another synthetic ImageFolder instead of this run's images."
     )

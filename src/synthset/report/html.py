@@ -1,10 +1,11 @@
-"""The run report: one self-contained HTML file (inline CSS, images as base64 data URIs), so it
-opens offline and can be mailed or archived as is."""
+"""The run report: one self-contained HTML file (inline CSS, images as base64 data URIs, no
+scripts, no external URLs), so it opens offline and can be mailed or archived as is. Every
+section reads its own file of the run folder and is left out when that file is missing."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
+from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,21 @@ from synthset.data.splits import load_splits
 from synthset.errors import SynthsetError
 from synthset.evaluate.tensors import samples_from_imagefolder
 from synthset.recipe import Recipe, dump_recipe
-from synthset.report.plots import (
-    cas_bar_chart,
-    data_uri,
-    image_strip,
-    ordered_sets,
-    per_class_chart,
+from synthset.report.common import heading, img, read_json
+from synthset.report.eval_sections import (
+    cas_section,
+    confusion_section,
+    curves_section,
+    fidelity_section,
+    per_class_section,
+    scaling_section,
+)
+from synthset.report.plots import image_strip
+from synthset.report.run_sections import (
+    prompts_section,
+    provenance_section,
+    stages_section,
+    tune_section,
 )
 from synthset.store.atomic import atomic_write_text, read_jsonl
 from synthset.store.run_folder import RunFolder
@@ -28,12 +38,14 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1100px;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0}
+table{border-collapse:collapse;margin:.6em 0;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:middle}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{image-rendering:pixelated;max-width:100%}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
 .muted{color:#777}.note{background:#fff8e1;padding:.6em;border-left:4px solid #f0c000}
+.row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+nav{font-size:.9em}nav a{margin-right:.8em}ul.prompts{margin:0;padding-left:1.2em;font-size:.9em}
 """
 
 
@@ -61,17 +73,6 @@ def _synthetic_rows(
     return out
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img src="{data_uri(png)}" alt="{escape(alt)}">'
-
-
 def _summary_section(
     recipe: Recipe, classes: list[ClassInfo], counts: Counter[int], n_real: Counter[int]
 ) -> str:
@@ -94,46 +95,9 @@ def _summary_section(
         for c in classes
     )
     return (
-        f"<h2>Run</h2><table>{rows}</table>"
+        heading("run", "Run") + f"<table>{rows}</table>"
         "<details><summary>Images per class</summary><table><tr><th>label</th><th>class</th>"
         f"<th>synthetic</th><th>real train</th></tr>{per_class}</table></details>"
-    )
-
-
-def _cas_section(cas: dict[str, Any] | None, classes: list[ClassInfo]) -> str:
-    if cas is None:
-        return (
-            "<h2>CAS (classification accuracy score)</h2><p class=note>Evaluation was not run: "
-            "no evaluate/cas.json in this run. Add an <code>evaluate</code> section to the recipe "
-            "and run <code>synthset evaluate</code>.</p>"
-        )
-    cfg = cas.get("config", {})
-    rows = []
-    for name in ordered_sets(cas["train_sets"]):
-        s = cas["train_sets"][name]["summary"]
-        rows.append(
-            f"<tr><td>{escape(name)}</td>"
-            f"<td class=num>{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}</td>"
-            f"<td class=num>{s['best_val_accuracy_mean']:.4f}</td>"
-            f"<td class=num>{s['n_train']}</td><td class=num>{s.get('n_seeds', '')}</td></tr>"
-        )
-    config = (
-        f"classifier {cfg.get('classifier')}, {cfg.get('image_size')}×{cfg.get('image_size')} "
-        f"px, {cfg.get('channels')} channel(s), {cfg.get('epochs')} epochs, "
-        f"{cfg.get('n_val')} real val / {cfg.get('n_test')} real test images"
-    )
-    names = [c.name for c in classes]
-    return (
-        "<h2>CAS (classification accuracy score)</h2>"
-        f"<p class=muted>{escape(config)}. Model selection uses the real validation split; the "
-        "real test split is scored once per run, with the best-on-validation weights.</p>"
-        "<table><tr><th>trained on</th><th>real test accuracy (mean ± std)</th>"
-        "<th>best val accuracy</th><th>train images</th><th>seeds</th></tr>"
-        + "".join(rows)
-        + "</table>"
-        + _img(cas_bar_chart(cas), "CAS bar chart")
-        + "<h3>Per-class test accuracy</h3>"
-        + _img(per_class_chart(cas, names), "per-class accuracy chart")
     )
 
 
@@ -145,9 +109,9 @@ def _samples_section(
     for c in classes:
         real = [p for p, lbl in real_train if lbl == c.id][:per_class]
         syn = [r for r in synthetic if r["label"] == c.id][:per_class]
-        real_html = _img(image_strip(real), f"real {c.name}") if real else "<i>none</i>"
+        real_html = img(image_strip(real), f"real {c.name}") if real else "<i>none</i>"
         syn_html = (
-            _img(image_strip([r["path"] for r in syn]), f"synthetic {c.name}")
+            img(image_strip([r["path"] for r in syn]), f"synthetic {c.name}")
             if syn
             else "<i>none</i>"
         )
@@ -157,7 +121,8 @@ def _samples_section(
             f"</td><td>{real_html}</td><td>{syn_html}</td></tr>"
         )
     return (
-        f"<h2>Samples ({per_class} per class)</h2><table><tr><th>class / prompt</th>"
+        heading("samples", f"Samples ({per_class} per class)")
+        + "<table><tr><th>class / prompt</th>"
         "<th>real (train split)</th><th>synthetic</th></tr>" + "".join(rows) + "</table>"
     )
 
@@ -169,33 +134,83 @@ def _real_train(run: RunFolder) -> list[tuple[Path, int]]:
     return load_splits(path).get("train", [])
 
 
-def _details(title: str, text: str) -> str:
-    return f"<details><summary>{escape(title)}</summary><pre>{escape(text)}</pre></details>"
+SECTIONS = (
+    ("run", "Run"),
+    ("stages", "Stages"),
+    ("cas", "CAS"),
+    ("scaling", "Scaling"),
+    ("per-class", "Per-class accuracy"),
+    ("confusion", "Confusion matrices"),
+    ("curves", "Training curves"),
+    ("fidelity", "Fidelity"),
+    ("samples", "Samples"),
+    ("prompts", "Prompts"),
+    ("tuning", "Tuning"),
+    ("provenance", "Provenance"),
+)
+
+
+def _nav(body: str) -> str:
+    """Links to the sections this report has."""
+    links = [
+        f'<a href="#{anchor}">{escape(title)}</a>'
+        for anchor, title in SECTIONS
+        if f'<h2 id="{anchor}">' in body
+    ]
+    return "<nav>" + "".join(links) + "</nav>"
+
+
+def _guarded(title: str, build: Callable[[], str]) -> str:
+    """The section, or a one-line note when its input file is malformed (a report of the rest
+    beats no report)."""
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        return (
+            f"<p class=note>{escape(title)}: not shown, its input file is malformed "
+            f"({escape(type(exc).__name__)}: {escape(str(exc))}).</p>"
+        )
 
 
 def write_report(run: RunFolder, recipe: Recipe, classes: list[ClassInfo]) -> Path:
-    """Write ``run.report``: run summary, CAS table and charts, real vs synthetic samples."""
+    """Write ``run.report`` from whatever the run folder holds: summary, stages, CAS table and
+    charts, scaling curves, per-class accuracy, confusion matrices, fidelity, real vs synthetic
+    samples, prompts, the Optuna study and provenance."""
     synthetic = _synthetic_rows(run, recipe, classes)
     counts = Counter(r["label"] for r in synthetic)
     n_real = Counter(lbl for _, lbl in _real_train(run))
-    cas = _read_json(run.evaluate / "cas.json")
-    provenance = _read_json(run.provenance)
+    cas = read_json(run.evaluate / "cas.json")
+    cas = cas if isinstance(cas, dict) else None
+    names = [c.name for c in classes]
     recipe_text = (
         run.recipe.read_text(encoding="utf-8") if run.recipe.exists() else dump_recipe(recipe)
     )
+    fidelity = read_json(run.evaluate / "fidelity.json")
+    samples_per_class = recipe.report.samples_per_class
+    builders: list[tuple[str, Callable[[], str]]] = [
+        ("Run", lambda: _summary_section(recipe, classes, counts, n_real)),
+        ("Stages", lambda: stages_section(run)),
+        ("CAS", lambda: cas_section(cas)),
+        ("Scaling", lambda: scaling_section(cas)),
+        ("Per-class accuracy", lambda: per_class_section(cas, names)),
+        ("Confusion matrices", lambda: confusion_section(cas, names)),
+        ("Training curves", lambda: curves_section(run.evaluate / "metrics.jsonl", cas)),
+        ("Fidelity", lambda: fidelity_section(fidelity)),
+        ("Samples", lambda: _samples_section(run, classes, samples_per_class, synthetic)),
+        ("Prompts", lambda: prompts_section(run.prompts, classes)),
+        ("Tuning", lambda: tune_section(run.root / "tune")),
+        ("Provenance", lambda: provenance_section(read_json(run.provenance), recipe_text)),
+    ]
+    sections = [_guarded(title, build) for title, build in builders]
+    body = "\n".join(s for s in sections if s)
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>synthset report: {escape(recipe.name)}</title><style>{CSS}</style></head><body>",
         f"<h1>synthset report: {escape(recipe.name)}</h1>",
         f"<p class=muted>Run folder: {escape(str(run.root))}</p>",
-        _summary_section(recipe, classes, counts, n_real),
-        _cas_section(cas, classes),
-        _samples_section(run, classes, recipe.report.samples_per_class, synthetic),
-        "<h2>Provenance</h2>",
-        _details("provenance.json", json.dumps(provenance, indent=2, sort_keys=True))
-        if provenance is not None
-        else "<p class=muted>No provenance.json in this run.</p>",
-        _details("Resolved recipe (recipe.yaml)", recipe_text),
+        _nav(body),
+        body,
         "</body></html>\n",
     ]
     atomic_write_text(run.report, "\n".join(parts))

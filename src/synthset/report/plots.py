@@ -1,4 +1,6 @@
-"""Pictures for the report, each returned as PNG bytes: CAS bar charts and image strips."""
+"""Pictures for the report, each returned as PNG bytes: CAS bars, scaling curves, per-class bars,
+confusion matrices, the Optuna history and image strips. Matplotlib ``Figure`` objects render
+through the Agg canvas directly (no pyplot, no display, no global backend switch)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, UnidentifiedImageError
+
+from synthset.report.cas_data import TrainSet, find, scaling_points, subset_points, train_sets
 
 TILE = 64
 GAP = 2
 COLORS = {"real": "#4c72b0", "synthetic": "#dd8452", "real+synthetic": "#55a868"}
-ORDER = ("real", "synthetic", "real+synthetic")
-
-
-def ordered_sets(sets: dict[str, Any]) -> list[str]:
-    """Train set names in the canonical order (cas.json stores keys sorted)."""
-    return sorted(sets, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
 def data_uri(png: bytes) -> str:
@@ -33,16 +32,22 @@ def _figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _color(t: TrainSet) -> str:
+    return COLORS.get(t.label, COLORS.get(t.kind, "#8172b3"))
+
+
 def cas_bar_chart(cas: dict[str, Any]) -> bytes:
     """Mean test accuracy (± std over seeds) per train set, values written on the bars."""
-    sets = cas["train_sets"]
-    names = ordered_sets(sets)
-    means = [sets[n]["summary"]["test_accuracy_mean"] for n in names]
-    stds = [sets[n]["summary"]["test_accuracy_std"] for n in names]
-    fig = Figure(figsize=(1.6 + 1.3 * len(names), 3.2))
+    sets = train_sets(cas)
+    means = [t.mean for t in sets]
+    fig = Figure(figsize=(min(16, 1.6 + 1.1 * len(sets)), 3.2))
     ax = fig.subplots()
     bars = ax.bar(
-        names, means, yerr=stds, capsize=4, color=[COLORS.get(n, "#8172b3") for n in names]
+        [t.label for t in sets],
+        means,
+        yerr=[t.std for t in sets],
+        capsize=4,
+        color=[_color(t) for t in sets],
     )
     for bar, mean in zip(bars, means, strict=True):
         ax.text(
@@ -53,6 +58,8 @@ def cas_bar_chart(cas: dict[str, Any]) -> bytes:
             va="bottom",
             fontsize=9,
         )
+    if len(sets) > 4:
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("real test accuracy")
     ax.set_title("CAS: trained on … , tested on real")
@@ -60,22 +67,24 @@ def cas_bar_chart(cas: dict[str, Any]) -> bytes:
     return _figure_png(fig)
 
 
+def chart_sets(sets: list[TrainSet], limit: int = 6) -> list[TrainSet]:
+    """The sets a grouped per-class chart shows: the plain three when present, else the first
+    ``limit`` (every set stays in the per-class table)."""
+    plain = [t for t in sets if t.canonical]
+    return plain if plain else sets[:limit]
+
+
 def per_class_chart(cas: dict[str, Any], class_names: list[str]) -> bytes:
-    """Grouped bars: per-class test accuracy (first seed) of each train set."""
-    sets = cas["train_sets"]
+    """Grouped bars: per-class test accuracy (mean over seeds) of each train set."""
+    sets = chart_sets(train_sets(cas))
     k = len(class_names)
     width = 0.8 / max(1, len(sets))
     fig = Figure(figsize=(min(16, 2 + 0.45 * k * max(1, len(sets))), 3.2))
     ax = fig.subplots()
-    for j, name in enumerate(ordered_sets(sets)):
-        acc = [a if a is not None else 0.0 for a in sets[name]["runs"][0]["per_class_accuracy"]]
-        ax.bar(
-            [i + j * width for i in range(k)],
-            acc,
-            width,
-            label=name,
-            color=COLORS.get(name, "#8172b3"),
-        )
+    for j, t in enumerate(sets):
+        acc = [a if a is not None else 0.0 for a in t.per_class[:k]]
+        acc += [0.0] * (k - len(acc))
+        ax.bar([i + j * width for i in range(k)], acc, width, label=t.label, color=_color(t))
     ax.set_xticks([i + width * (len(sets) - 1) / 2 for i in range(k)])
     ax.set_xticklabels(
         [n[:16] for n in class_names],
@@ -86,10 +95,194 @@ def per_class_chart(cas: dict[str, Any], class_names: list[str]) -> bytes:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("test accuracy")
     ax.legend(
-        fontsize=8, ncols=len(sets), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False
+        fontsize=8,
+        ncols=max(1, len(sets)),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        frameon=False,
     )
     ax.spines[["top", "right"]].set_visible(False)
     return _figure_png(fig)
+
+
+def _curve(ax: Any, points: list[tuple[float, TrainSet]], label: str, color: str) -> None:
+    xs = [x for x, _ in points]
+    ax.errorbar(
+        xs,
+        [t.mean for _, t in points],
+        yerr=[t.std for _, t in points],
+        marker="o",
+        capsize=4,
+        label=label,
+        color=color,
+    )
+
+
+def _baseline(ax: Any, base: TrainSet | None, label: str) -> None:
+    if base is None:
+        return
+    ax.axhline(base.mean, color=COLORS["real"], linestyle="--", label=label)
+    ax.axhspan(base.mean - base.std, base.mean + base.std, color=COLORS["real"], alpha=0.12)
+
+
+def _log_x_if_wide(ax: Any, xs: list[float]) -> None:
+    """Log-scaled x when the points span a factor of 4 or more, ticked at the points."""
+    if xs and min(xs) > 0 and max(xs) / min(xs) >= 4:
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
+        ticks = sorted(set(xs))
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+
+
+def scaling_chart(cas: dict[str, Any]) -> bytes | None:
+    """Test accuracy vs synthetic set size (± std over seeds), the real-only accuracy as a
+    dashed line; ``None`` when cas.json has no synthetic-multiplier sets."""
+    sets = train_sets(cas)
+    syn = scaling_points(sets, "synthetic")
+    mixed = scaling_points(sets, "real+synthetic")
+    if not syn and not mixed:
+        return None
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    if syn:
+        _curve(ax, syn, "synthetic only", COLORS["synthetic"])
+    if mixed:
+        _curve(ax, mixed, "real + synthetic", COLORS["real+synthetic"])
+    _baseline(ax, find(sets, "real"), "real only (baseline)")
+    xs = [x for x, _ in syn + mixed]
+    _log_x_if_wide(ax, xs)
+    by_count = all(t.n_synthetic for _, t in syn + mixed)
+    ax.set_xlabel("synthetic train images" if by_count else "synthetic multiplier k (× real size)")
+    ax.set_ylabel("real test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Scaling: accuracy vs synthetic set size")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _figure_png(fig)
+
+
+def subset_chart(cas: dict[str, Any]) -> bytes | None:
+    """Test accuracy vs fraction of the real train data, real only vs real + synthetic;
+    ``None`` when cas.json has no real-subset sets."""
+    sets = train_sets(cas)
+    if not any(t.real_subset is not None for t in sets):
+        return None
+    real = subset_points(sets, "real")
+    mixed = subset_points(sets, "real+synthetic")
+    fig = Figure(figsize=(6, 3.6))
+    ax = fig.subplots()
+    if real:
+        _curve(ax, [(100 * x, t) for x, t in real], "real only", COLORS["real"])
+    if mixed:
+        _curve(
+            ax,
+            [(100 * x, t) for x, t in mixed],
+            "real subset + synthetic",
+            COLORS["real+synthetic"],
+        )
+    _log_x_if_wide(ax, [100 * x for x, _ in real + mixed])
+    ax.set_xlabel("real train images used (%)")
+    ax.set_ylabel("real test accuracy")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Real-data efficiency: real subsets with and without synthetic data")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _figure_png(fig)
+
+
+def curves_chart(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes:
+    """One panel per metric (e.g. val_accuracy, val_loss): a line per train set over steps."""
+    metrics = list(curves)
+    fig = Figure(figsize=(5.2 * len(metrics), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics, strict=True):
+        for label, points in curves[metric].items():
+            xs, ys = zip(*sorted(points), strict=True)
+            color = COLORS.get(label)
+            ax.plot(xs, ys, marker=".", label=label, color=color)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(metric)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0].legend(fontsize=7, frameon=False)
+    return _figure_png(fig)
+
+
+def confusion_chart(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
+    """Heatmap of a confusion matrix (rows true, columns predicted), colored by row share,
+    counts written in the cells when there are at most 20 classes."""
+    k = len(matrix)
+    totals = [max(1, sum(row)) for row in matrix]
+    share = [[v / totals[i] for v in row] for i, row in enumerate(matrix)]
+    size = min(12, 2.5 + 0.35 * k)
+    fig = Figure(figsize=(size, size * 0.9))
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    if k <= 20:
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                color = "white" if share[i][j] > 0.6 else "black"
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color=color)
+    names = [n[:14] for n in class_names[:k]] + [str(i) for i in range(len(class_names), k)]
+    ticks = list(range(k)) if k <= 40 else []
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=7)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return _figure_png(fig)
+
+
+def optuna_chart(trials: list[dict[str, Any]], maximize: bool = True) -> bytes | None:
+    """Trial value vs trial number (finished trials as dots, pruned ones as grey crosses at their
+    last reported value) and the best-so-far line; ``None`` without any value."""
+    done = [(t["number"], t["value"]) for t in trials if _state(t) == "COMPLETE"]
+    done = [(n, v) for n, v in done if v is not None]
+    pruned = [(t["number"], _last(t)) for t in trials if _state(t) == "PRUNED"]
+    pruned = [(n, v) for n, v in pruned if v is not None]
+    if not done and not pruned:
+        return None
+    fig = Figure(figsize=(6, 3.4))
+    ax = fig.subplots()
+    if done:
+        ax.scatter(
+            *zip(*done, strict=True), color=COLORS["synthetic"], label="trial value", zorder=3
+        )
+        steps = best_so_far(done, maximize)
+        ax.step(*zip(*steps, strict=True), where="post", color=COLORS["real"], label="best so far")
+    if pruned:
+        ax.scatter(*zip(*pruned, strict=True), marker="x", color="#999999", label="pruned")
+    ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("objective value")
+    ax.set_title("Optuna history")
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _figure_png(fig)
+
+
+def best_so_far(points: list[tuple[int, float]], maximize: bool = True) -> list[tuple[int, float]]:
+    """(trial number, best value up to and including it), in trial order."""
+    best: float | None = None
+    out = []
+    for n, v in sorted(points):
+        best = v if best is None else (max(best, v) if maximize else min(best, v))
+        out.append((n, best))
+    return out
+
+
+def _state(trial: dict[str, Any]) -> str:
+    """``COMPLETE``/``PRUNED``/``FAIL``/... also from ``TrialState.COMPLETE`` spellings."""
+    return str(trial.get("state", "")).rsplit(".", 1)[-1].upper()
+
+
+def _last(trial: dict[str, Any]) -> float | None:
+    steps = trial.get("intermediate") or {}
+    if not isinstance(steps, dict) or not steps:
+        return None
+    key = max(steps, key=lambda s: float(s))
+    return steps[key]
 
 
 def _tile(path: Path, tile: int) -> Image.Image:
