@@ -59,6 +59,10 @@ def recipe_for(tmp_path: Path, **evaluate: object):
     )
 
 
+def decoded_cache_files(run) -> int:
+    return len(list((run.cache / "tensors").glob("*.npy")))
+
+
 def test_imagefolder_pair_is_scored_without_generation(tmp_path: Path) -> None:
     run = run_all(recipe_for(tmp_path), progress=False)
     cas = json.loads((run.evaluate / "cas.json").read_text())["train_sets"]
@@ -68,6 +72,18 @@ def test_imagefolder_pair_is_scored_without_generation(tmp_path: Path) -> None:
     assert cas["synthetic"]["summary"]["test_accuracy_mean"] > 0.9
     assert not run.images.exists()
     assert run.report.exists()
+    # the default JSONL tracker logged every epoch of every (train set, seed)
+    rows = [json.loads(line) for line in (run.evaluate / "metrics.jsonl").read_text().splitlines()]
+    per_prefix: dict[str, int] = {}
+    for row in rows:
+        per_prefix[row["prefix"]] = per_prefix.get(row["prefix"], 0) + 1
+    histories = {
+        f"{name}/seed{r['seed']}": len(r["val_accuracy_history"])
+        for name, res in cas.items()
+        for r in res["runs"]
+    }
+    assert per_prefix == histories
+    assert decoded_cache_files(run) >= 3  # real val, real test, synthetic, ...
 
 
 def test_synthetic_folder_with_unknown_class_is_one_line_error(tmp_path: Path) -> None:

@@ -278,6 +278,7 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
         return None
     from synthset.data.splits import load_splits, scan_imagefolder
     from synthset.evaluate.cas import run_cas
+    from synthset.evaluate.trackers import build_trackers, epoch_logger
 
     spec = recipe.evaluate
     fp = recipe.fingerprint("classes", "real", "evaluate") + generation_config(recipe)
@@ -297,7 +298,14 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
         synthetic = []
     names = [c.name for c in classes]
     cache = run.cache / "tensors"
-    result = run_cas(spec, real, synthetic, names, run.evaluate, progress, cache_dir=cache)
+    (run.evaluate / "metrics.jsonl").unlink(missing_ok=True)  # a rerun logs afresh
+    tracker = build_trackers(spec.trackers, run.root, recipe.model_dump(mode="json"))
+    try:
+        result = run_cas(
+            spec, real, synthetic, names, run.evaluate, progress, epoch_logger(tracker), cache
+        )
+    finally:
+        tracker.close()
     run.mark_done("evaluate", fp)
     return result
 
