@@ -292,6 +292,11 @@ class EvaluateSpec(Strict):
         description="Mixed sets: this share of every batch is real, the rest synthetic (like "
         "--real-bs/--syn-bs); an epoch is one pass over the real images. null: concatenate.",
     )
+    real_batchnorm: bool = Field(
+        False,
+        description="Mixed sets: after every epoch, re-estimate batch-norm statistics on the "
+        "real train images only (AdaBN), so evaluation on real images uses real statistics.",
+    )
     synthetic_multipliers: list[float] = Field(
         [],
         description="Scaling study: also train on synthetic sets of k x the real train size "

@@ -215,6 +215,26 @@ def _optimizer(model: nn.Module, spec: EvaluateSpec) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, data: TensorSet, device: torch.device) -> None:
+    """Re-estimate every batch-norm layer's running mean and variance on ``data`` (un-augmented),
+    as an exact average over the whole set (AdaBN: Li et al., 2016)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    for i in range(0, len(data), EVAL_BATCH):
+        model(to_input(data.images[i : i + EVAL_BATCH].to(device)))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 def train_classifier(
     model: nn.Module,
     train: TensorSet | TrainData,
@@ -250,6 +270,8 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+        if spec.real_batchnorm and data.second is not None:
+            recalibrate_batchnorm(model, data.first, device)
         val_acc, val_loss = accuracy_and_loss(model, val, device)
         best.val_history.append(val_acc)
         best.val_loss_history.append(val_loss)
