@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -376,3 +377,63 @@ def test_missing_clip_model_is_one_line_error(tmp_path: Path, real: dict[str, Sa
             tmp_path / "e",
             progress=False,
         )
+
+
+# ----------------------------------------------------------------------------- pipeline / CLI
+
+TOY = [
+    "adapt.channels=[8, 16]",
+    "adapt.steps=30",
+    "adapt.batch_size=32",
+    "generate.images_per_class=12",
+    "generate.batch_size=40",
+    "generate.generator.steps=5",
+    "evaluate.epochs=2",
+]
+
+
+def synthset(*args: str) -> Any:
+    """The real CLI app, in this process (no second interpreter start-up)."""
+    from typer.testing import CliRunner
+
+    from synthset.cli import app
+
+    return CliRunner().invoke(app, list(args), env={"COLUMNS": "250", "HF_HUB_OFFLINE": "1"})
+
+
+def test_fidelity_verb_on_a_tiny_digits_run(tmp_path: Path) -> None:
+    from synthset.cli import bundled_recipe
+
+    run = tmp_path / "digits"
+    sets = [a for item in TOY for a in ("--set", item)]
+    args = ["fidelity", str(bundled_recipe("digits")), "--out", str(run), "-q", *sets]
+    first = synthset(*args)
+    assert first.exit_code == 0, first.stderr[-3000:]
+    assert "features: classifier:small_cnn-real" in first.stdout
+    result = json.loads((run / "evaluate" / "fidelity.json").read_text())
+    assert result["extractor"] == "classifier:small_cnn-real"
+    assert result["n_synthetic"] == 120 and result["n_real"] == 1077
+    assert set(result["per_class"]) == {str(d) for d in range(10)}
+    assert all(math.isfinite(m["fid"]) for m in result["per_class"].values())
+    assert result["overall"]["fid"] > result["real_baseline"]["fid"] > 0
+    assert not (run / "evaluate" / "cas.json").exists()  # the verb runs no CAS
+
+    marker = run / "stages" / "fidelity.json"
+    done_at = marker.stat().st_mtime_ns
+    again = synthset(*args)  # finished: read back, nothing recomputed
+    assert again.exit_code == 0 and marker.stat().st_mtime_ns == done_at
+
+    bad = synthset(*args, "--set", "evaluate.fidelity.extractor=bogus")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().count("\n") == 0 and "unknown extractor 'bogus'" in bad.stderr
+
+
+def test_fidelity_settings_do_not_change_the_cas_fingerprint() -> None:
+    from synthset.recipe import recipe_from_dict
+
+    base = {"classes": {"dataset": "digits"}, "real": {"source": "digits"}}
+    base["evaluate"] = {"train_sets": ["real"]}
+    a = recipe_from_dict(base)
+    b = recipe_from_dict(base | {"evaluate": {"train_sets": ["real"], "fidelity": {"k": 7}}})
+    c = recipe_from_dict(base | {"evaluate": {"train_sets": ["real"], "epochs": 3}})
+    assert a.fingerprint("evaluate") == b.fingerprint("evaluate") != c.fingerprint("evaluate")

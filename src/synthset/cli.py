@@ -338,41 +338,36 @@ def cas_table(result: dict[str, Any]) -> Table:
 
 def fidelity_table(result: dict[str, Any]) -> Table:
     """A rich table of the fidelity metrics, overall and per class."""
-    from synthset.evaluate.fidelity import metric_label
-
     ext = result["extractor"]
     table = Table(
-        title=f"Fidelity vs real {result.get('real_split', 'train')} (features: {ext})",
-        caption="FID/KID lower is better; precision, recall, coverage higher is better",
+        title=f"Fidelity of the synthetic images vs real {result.get('real_split', 'train')} "
+        f"(features: {ext})",
+        caption="FID, KID: lower is better; precision, recall, density, coverage: higher is "
+        "better; diversity: mean pairwise feature distance within a class",
     )
-    keys = ["fid", "kid_mean", "precision", "recall", "density", "coverage"]
-    keys += ["diversity_real", "diversity_synthetic"]
+    keys = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall"}
+    keys |= {"density": "density", "coverage": "coverage"}
+    keys |= {"diversity_real": "diversity real", "diversity_synthetic": "diversity synth"}
     table.add_column("class")
-    for i, key in enumerate(keys):
-        table.add_column(
-            metric_label(key, ext) if i < 2 else key.replace("_", " "), justify="right"
-        )
+    for label in keys.values():
+        table.add_column(label, justify="right")
     clip = result.get("clip_score")
     if clip:
-        table.add_column(f"CLIP score ({clip['model']})", justify="right")
+        table.add_column("CLIP score", justify="right")
 
     def fmt(v: float | None) -> str:
-        return "-" if v is None else f"{v:.4g}"
+        return "-" if v is None else f"{v:.3g}"
 
     rows = [("overall", result["overall"], clip["mean"] if clip else None)]
     rows += [
         (name, m, clip["per_class"].get(name) if clip else None)
         for name, m in result["per_class"].items()
     ]
-    base = result.get("real_baseline")
+    if result.get("real_baseline"):
+        base = result["real_baseline"]
+        rows.append((f"real {base['real_split']} (baseline)", base, None))
     for name, m, c in rows:
         table.add_row(name, *[fmt(m.get(k)) for k in keys], *([fmt(c)] if clip else []))
-    if base:
-        table.add_row(
-            f"(real {base['real_split']} vs real)",
-            *[fmt(base.get(k)) for k in keys],
-            *(["-"] if clip else []),
-        )
     return table
 
 

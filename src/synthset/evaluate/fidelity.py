@@ -27,7 +27,7 @@ from synthset.evaluate.features import (
     inception_extractor,
     user_extractor,
 )
-from synthset.evaluate.fidelity_metrics import METRIC_KEYS, compare
+from synthset.evaluate.fidelity_metrics import METRIC_KEYS, compare, diversity
 from synthset.evaluate.tensors import check_labels, infer_format, load_tensors
 from synthset.recipe import EvaluateSpec
 from synthset.store.atomic import atomic_write_bytes, atomic_write_json
@@ -169,6 +169,13 @@ def _features(ext: Extractor, samples: Samples, what: str, n_cls: int, batch: in
     return ext(data.images, batch), data.labels
 
 
+def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor, n_cls: int) -> float | None:
+    """Mean over classes of the mean pairwise feature distance within the class."""
+    values = [diversity(features[labels == c]) for c in range(n_cls)]
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
 def _clip_scores(
     model: str,
     synthetic: Samples,
@@ -236,7 +243,7 @@ def run_fidelity(
         val_f = None
         if split == "train" and real.get("val"):  # held-out real images: the yardstick
             val = subsample(real["val"], fs.max_images_per_class, seed)
-            val_f, _ = _features(ext, val, "fidelity: real val", n_cls, fs.batch_size)
+            val_f, val_y = _features(ext, val, "fidelity: real val", n_cls, fs.batch_size)
     args = (fs.k, fs.kid_subset_size, fs.kid_subsets, seed)
     overall = compare(real_f, fake_f, *args)
     baseline = None
@@ -252,6 +259,12 @@ def run_fidelity(
             per_class[name] = dict.fromkeys(METRIC_KEYS)
             continue
         per_class[name] = compare(r, f, *args, f"class {name!r}")
+    # overall diversity: the mean over classes of the intra-class diversity
+    overall["diversity_real"] = intra_class_diversity(real_f, real_y, n_cls)
+    overall["diversity_synthetic"] = intra_class_diversity(fake_f, fake_y, n_cls)
+    if baseline is not None:
+        baseline["diversity_real"] = overall["diversity_real"]
+        baseline["diversity_synthetic"] = intra_class_diversity(val_f, val_y, n_cls)
     clip = None
     if fs.clip_model is not None:
         clip = _clip_scores(
