@@ -437,3 +437,43 @@ def test_fidelity_settings_do_not_change_the_cas_fingerprint() -> None:
     b = recipe_from_dict(base | {"evaluate": {"train_sets": ["real"], "fidelity": {"k": 7}}})
     c = recipe_from_dict(base | {"evaluate": {"train_sets": ["real"], "epochs": 3}})
     assert a.fingerprint("evaluate") == b.fingerprint("evaluate") != c.fingerprint("evaluate")
+
+
+def test_clip_score_with_a_local_open_clip_checkpoint(tmp_path: Path) -> None:
+    open_clip = pytest.importorskip("open_clip")
+    from safetensors.torch import save_file
+
+    from synthset.evaluate.clip_score import ClipScorer
+
+    config = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 16,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "synthset-tiny-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "cfg")
+    torch.manual_seed(0)
+    model = open_clip.create_model("synthset-tiny-clip")
+    ckpt = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+
+    scorer = ClipScorer(f"open_clip:synthset-tiny-clip@{ckpt}", torch.device("cpu"))
+    img = Image.new("RGB", (16, 16), (200, 30, 30))
+    a = scorer([img, img], ["a red square", "a photo of a dog on the beach"])
+    assert torch.isfinite(a).all() and a[0] != a[1]
+    assert torch.equal(a, scorer([img, img], ["a red square", "a photo of a dog on the beach"]))
+    with pytest.raises(SynthsetError, match="open_clip:<architecture>@<local checkpoint file>"):
+        ClipScorer("open_clip:synthset-tiny-clip@/no/such/file.pt", torch.device("cpu"))
