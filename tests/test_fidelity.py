@@ -477,3 +477,35 @@ def test_clip_score_with_a_local_open_clip_checkpoint(tmp_path: Path) -> None:
     assert torch.equal(a, scorer([img, img], ["a red square", "a photo of a dog on the beach"]))
     with pytest.raises(SynthsetError, match="open_clip:<architecture>@<local checkpoint file>"):
         ClipScorer("open_clip:synthset-tiny-clip@/no/such/file.pt", torch.device("cpu"))
+
+
+def test_pipeline_runs_fidelity_after_cas_and_redoes_only_it(tmp_path: Path) -> None:
+    from synthset.pipeline import run_all
+    from synthset.recipe import recipe_from_dict
+
+    make_samples(tmp_path / "real" / "train", 12, 0)
+    make_samples(tmp_path / "real" / "test", 4, 1)
+    make_samples(tmp_path / "syn", 8, 2)
+
+    def recipe(k: int) -> Any:
+        evaluate = {"synthetic_dir": str(tmp_path / "syn"), "train_sets": ["real"]}
+        evaluate |= {"epochs": 2, "batch_size": 16, "fidelity": {"k": k, "kid_subsets": 5}}
+        return recipe_from_dict(
+            {
+                "output_dir": str(tmp_path / "run"),
+                "classes": {"imagefolder": str(tmp_path / "real" / "train")},
+                "real": {"source": "imagefolder", "path": str(tmp_path / "real")},
+                "evaluate": evaluate,
+                "report": {"enabled": False},
+            }
+        )
+
+    run = run_all(recipe(k=2), progress=False)
+    cas, fidelity = run.evaluate / "cas.json", run.evaluate / "fidelity.json"
+    first = json.loads(fidelity.read_text())
+    assert first["n_synthetic"] == 24 and first["config"]["k"] == 2
+    assert set(first["per_class"]) == set(NAMES)
+    cas_at = cas.stat().st_mtime_ns
+    run_all(recipe(k=3), progress=False)
+    assert cas.stat().st_mtime_ns == cas_at  # CAS is not redone for a fidelity setting
+    assert json.loads(fidelity.read_text())["config"]["k"] == 3

@@ -259,7 +259,7 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
     table = Table(title=f"run folder {run.root}")
     table.add_column("stage")
     table.add_column("state")
-    for stage in ("classes", "data", "adapt", "prompts", "plan", "evaluate"):
+    for stage in ("classes", "data", "adapt", "prompts", "plan", "evaluate", "fidelity"):
         table.add_row(stage, "done" if run.stage_marker(stage).exists() else "-")
     finished, planned = generation_status(r, run)
     table.add_row("generate", f"{finished}/{planned} images")

@@ -283,7 +283,7 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
     fp = recipe.fingerprint("classes", "real", "evaluate") + generation_config(recipe)
     result_path = run.evaluate / "cas.json"
     if run.stage_done("evaluate", fp) and result_path.exists():
-        stage_fidelity(recipe, run, progress)
+        stage_fidelity(recipe, run, progress, generate=False)
         return json.loads(result_path.read_text())
     stage_data(recipe, run)
     classes = stage_classes(recipe, run)
@@ -298,13 +298,16 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
         synthetic = []
     result = run_cas(spec, real, synthetic, [c.name for c in classes], run.evaluate, progress)
     run.mark_done("evaluate", fp)
-    stage_fidelity(recipe, run, progress)
+    stage_fidelity(recipe, run, progress, generate=False)
     return result
 
 
-def stage_fidelity(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+def stage_fidelity(
+    recipe: Recipe, run: RunFolder, progress: bool = True, generate: bool = True
+) -> dict[str, Any] | None:
     """FID, KID, precision/recall, density/coverage, diversity and CLIP score of the synthetic
-    images against real ones (``evaluate/fidelity.json``); None when disabled or no images."""
+    images against real ones (``evaluate/fidelity.json``); None when disabled or no images.
+    With ``generate=False`` missing synthetic images are not generated (None instead)."""
     spec = recipe.evaluate
     if spec is None or not spec.fidelity.enabled:
         return None
@@ -323,7 +326,10 @@ def stage_fidelity(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
         synthetic = scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
         prompts = prompts_from_metadata(spec.synthetic_dir)
     elif recipe.generate is not None:
-        stage_generate(recipe, run, progress=progress)
+        if generate:
+            stage_generate(recipe, run, progress=progress)
+        elif not (run.images / "metadata.jsonl").exists():
+            return None
         synthetic, prompts = synthetic_samples(run), prompts_from_metadata(run.images)
     else:
         return None
