@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CLASSIFIER_WEIGHTS = "fidelity_classifier.safetensors"
 CLASSIFIER_META = "fidelity_classifier.json"
+DECODE_CHUNK = 2048  # images decoded at once
 
 
 def subsample(samples: Samples, per_class: int, seed: int) -> Samples:
@@ -163,10 +164,17 @@ def build_extractor(
 # ----------------------------------------------------------------------------- metrics
 
 
-def _features(ext: Extractor, samples: Samples, what: str, n_cls: int, batch: int) -> Any:
-    data = load_tensors(samples, ext.image_size, ext.channels, what)
-    check_labels(data, n_cls, what)
-    return ext(data.images, batch), data.labels
+def _features(
+    ext: Extractor, samples: Samples, what: str, n_cls: int, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features and labels of ``samples``, decoded in chunks so memory stays bounded."""
+    feats, labels = [], []
+    for i in range(0, len(samples), DECODE_CHUNK):
+        data = load_tensors(samples[i : i + DECODE_CHUNK], ext.image_size, ext.channels, what)
+        check_labels(data, n_cls, what)
+        feats.append(ext(data.images, batch))
+        labels.append(data.labels)
+    return torch.cat(feats), torch.cat(labels)
 
 
 def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor, n_cls: int) -> float | None:
@@ -202,6 +210,36 @@ def _clip_scores(
         for c, name in enumerate(class_names)
     }
     return {"model": model, "mean": float(scores.mean()), "n": len(pairs), "per_class": per_class}
+
+
+Features = tuple[torch.Tensor, torch.Tensor]  # (features N×d, labels N)
+
+
+def measure(
+    real: Features,
+    fake: Features,
+    class_names: list[str],
+    args: tuple[int, int, int, int],
+    per_class: bool = True,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every metric overall and (optionally) per class; ``args`` = (k, kid_subset_size,
+    kid_subsets, seed). Overall diversity is the mean of the per-class (intra-class) values."""
+    (real_f, real_y), (fake_f, fake_y) = real, fake
+    n_cls = len(class_names)
+    overall = compare(real_f, fake_f, *args)
+    overall["diversity_real"] = intra_class_diversity(real_f, real_y, n_cls)
+    overall["diversity_synthetic"] = intra_class_diversity(fake_f, fake_y, n_cls)
+    classes: dict[str, dict[str, Any]] = {}
+    for c, name in enumerate(class_names if per_class else []):
+        r, f = real_f[real_y == c], fake_f[fake_y == c]
+        if len(r) == 0 or len(f) == 0:
+            log.warning(
+                "fidelity: class %r has %d real / %d synthetic images", name, len(r), len(f)
+            )
+            classes[name] = dict.fromkeys(METRIC_KEYS)
+        else:
+            classes[name] = compare(r, f, *args, f"class {name!r}")
+    return overall, classes
 
 
 def run_fidelity(
@@ -240,31 +278,16 @@ def run_fidelity(
     with _cpu_threads(device, ext.work_size or ext.image_size):
         real_f, real_y = _features(ext, reference, f"fidelity: real {split}", n_cls, fs.batch_size)
         fake_f, fake_y = _features(ext, fake, "fidelity: synthetic", n_cls, fs.batch_size)
-        val_f = None
+        val_f = val_y = None
         if split == "train" and real.get("val"):  # held-out real images: the yardstick
             val = subsample(real["val"], fs.max_images_per_class, seed)
             val_f, val_y = _features(ext, val, "fidelity: real val", n_cls, fs.batch_size)
     args = (fs.k, fs.kid_subset_size, fs.kid_subsets, seed)
-    overall = compare(real_f, fake_f, *args)
+    overall, per_class = measure((real_f, real_y), (fake_f, fake_y), class_names, args)
     baseline = None
     if val_f is not None:
-        baseline = {"real_split": "val", "n": len(val_f), **compare(real_f, val_f, *args, "val")}
-    per_class: dict[str, dict[str, Any]] = {}
-    for c, name in enumerate(class_names):
-        r, f = real_f[real_y == c], fake_f[fake_y == c]
-        if len(r) == 0 or len(f) == 0:
-            log.warning(
-                "fidelity: class %r has %d real / %d synthetic images", name, len(r), len(f)
-            )
-            per_class[name] = dict.fromkeys(METRIC_KEYS)
-            continue
-        per_class[name] = compare(r, f, *args, f"class {name!r}")
-    # overall diversity: the mean over classes of the intra-class diversity
-    overall["diversity_real"] = intra_class_diversity(real_f, real_y, n_cls)
-    overall["diversity_synthetic"] = intra_class_diversity(fake_f, fake_y, n_cls)
-    if baseline is not None:
-        baseline["diversity_real"] = overall["diversity_real"]
-        baseline["diversity_synthetic"] = intra_class_diversity(val_f, val_y, n_cls)
+        base, _ = measure((real_f, real_y), (val_f, val_y), class_names, args, per_class=False)
+        baseline = {"real_split": "val", "n": len(val_f), **base}
     clip = None
     if fs.clip_model is not None:
         clip = _clip_scores(
