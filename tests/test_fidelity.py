@@ -182,6 +182,12 @@ def test_bad_extractor_inputs_are_one_line_errors(tmp_path: Path, real: dict[str
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SynthsetError, match="cannot load weights"):
         run_fidelity(spec(inception_weights=str(bad)), real, syn, None, NAMES, tmp_path / "e")
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"fc.weight": torch.zeros(10, 512)}, str(other))
+    with pytest.raises(SynthsetError, match="does not hold Inception-v3 weights"):
+        run_fidelity(spec(inception_weights=str(other)), real, syn, None, NAMES, tmp_path / "e")
     with pytest.raises(SynthsetError, match="no synthetic images"):
         run_fidelity(spec(), real, [], None, NAMES, tmp_path / "e")
 
