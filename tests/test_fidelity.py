@@ -52,7 +52,7 @@ def real(tmp_path: Path) -> dict[str, Samples]:
 
 
 def spec(**fidelity: object) -> EvaluateSpec:
-    fs = {"device": "cpu", "kid_subsets": 10, "k": 3} | fidelity
+    fs = {"device": "cpu", "kid_subsets": 10, "k": 3, "classifier_epochs": None} | fidelity
     return EvaluateSpec(epochs=4, batch_size=16, device="cpu", fidelity=FidelitySpec(**fs))
 
 
@@ -395,6 +395,7 @@ TOY = [
     "generate.batch_size=40",
     "generate.generator.steps=5",
     "evaluate.epochs=2",
+    "evaluate.fidelity.classifier_epochs=2",
 ]
 
 
@@ -495,7 +496,11 @@ def test_pipeline_runs_fidelity_after_cas_and_redoes_only_it(tmp_path: Path) -> 
 
     def recipe(k: int) -> Any:
         evaluate = {"synthetic_dir": str(tmp_path / "syn"), "train_sets": ["real"]}
-        evaluate |= {"epochs": 2, "batch_size": 16, "fidelity": {"k": k, "kid_subsets": 5}}
+        evaluate |= {
+            "epochs": 2,
+            "batch_size": 16,
+            "fidelity": {"k": k, "kid_subsets": 5, "classifier_epochs": 2},
+        }
         return recipe_from_dict(
             {
                 "output_dir": str(tmp_path / "run"),

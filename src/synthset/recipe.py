@@ -270,6 +270,12 @@ class FidelitySpec(Strict):
         description="Local Inception-v3 weights: torch-fidelity's pt_inception-2015-12-05 .pth "
         "(standard FID) or torchvision's inception_v3 weights (.pth / .safetensors).",
     )
+    classifier_epochs: int | None = Field(
+        10,
+        ge=1,
+        description="Training epochs of the 'classifier' extractor (on real train, selected on "
+        "val); null: evaluate.epochs.",
+    )
     weights: Path | None = Field(
         None, description="A .safetensors state dict for a torchvision:/timm: extractor."
     )

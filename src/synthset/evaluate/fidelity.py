@@ -106,6 +106,7 @@ def real_classifier(
         )
     name = f"classifier:{spec.classifier}-real"
     seed = spec.seeds[0]
+    spec = spec.model_copy(update={"epochs": spec.fidelity.classifier_epochs or spec.epochs})
     fp = _fingerprint(spec, size, channels, num_classes, train, val)
     weights, meta = cache_dir / CLASSIFIER_WEIGHTS, cache_dir / CLASSIFIER_META
     torch.manual_seed(seed)
