@@ -520,3 +520,16 @@ def test_pipeline_runs_fidelity_after_cas_and_redoes_only_it(tmp_path: Path) -> 
     run_all(recipe(k=3), progress=False)
     assert cas.stat().st_mtime_ns == cas_at  # CAS is not redone for a fidelity setting
     assert json.loads(fidelity.read_text())["config"]["k"] == 3
+
+
+def test_evaluate_does_not_generate_only_for_the_metrics(tmp_path: Path) -> None:
+    from synthset.cli import bundled_recipe
+    from synthset.pipeline import open_run, stage_fidelity
+    from synthset.recipe import load_recipe
+
+    recipe = load_recipe(
+        bundled_recipe("digits"), [f"output_dir={tmp_path / 'run'}", "evaluate.train_sets=[real]"]
+    )
+    run = open_run(recipe)
+    assert stage_fidelity(recipe, run, progress=False, generate=False) is None
+    assert not run.images.exists() and not run.adapt.exists()
