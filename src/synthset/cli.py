@@ -217,6 +217,28 @@ def evaluate(
 
 @app.command()
 @friendly_errors
+def fidelity(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """FID, KID, precision/recall, density/coverage, diversity and CLIP score of the synthetic
+    images against real ones, overall and per class (evaluate/fidelity.json)."""
+    from synthset.pipeline import stage_fidelity
+
+    r = _load(recipe, set_, out_dir)
+    if r.evaluate is None:
+        raise SynthsetError("fidelity: the recipe has no 'evaluate' section; add one")
+    if not r.evaluate.fidelity.enabled:
+        r.evaluate.fidelity.enabled = True  # asking for the verb is asking for the metrics
+    result = stage_fidelity(r, _open(r), progress=not quiet)
+    if result is None:
+        raise SynthsetError(
+            "fidelity: no synthetic images; add a 'generate' section or set evaluate.synthetic_dir"
+        )
+    out.print(fidelity_table(result))
+
+
+@app.command()
+@friendly_errors
 def report(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
     """Write report.html from whatever the run folder holds."""
     from synthset.pipeline import stage_report
@@ -237,7 +259,7 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
     table = Table(title=f"run folder {run.root}")
     table.add_column("stage")
     table.add_column("state")
-    for stage in ("classes", "data", "adapt", "prompts", "plan", "evaluate"):
+    for stage in ("classes", "data", "adapt", "prompts", "plan", "evaluate", "fidelity"):
         table.add_row(stage, "done" if run.stage_marker(stage).exists() else "-")
     finished, planned = generation_status(r, run)
     table.add_row("generate", f"{finished}/{planned} images")
@@ -281,6 +303,11 @@ def _run_and_summarize(recipe: Recipe, quiet: bool) -> None:
         import json
 
         out.print(cas_table(json.loads(cas_path.read_text())))
+    fidelity_path = run.evaluate / "fidelity.json"
+    if recipe.evaluate is not None and recipe.evaluate.fidelity.enabled and fidelity_path.exists():
+        import json
+
+        out.print(fidelity_table(json.loads(fidelity_path.read_text())))
     out.print(f"run folder: {run.root}   total: {total:.1f}s")
     if run.report.exists():
         out.print(f"report: {run.report}")
@@ -306,6 +333,41 @@ def cas_table(result: dict[str, Any]) -> Table:
             f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}",
             f"{val:.4f}",
         )
+    return table
+
+
+def fidelity_table(result: dict[str, Any]) -> Table:
+    """A rich table of the fidelity metrics, overall and per class."""
+    ext = result["extractor"]
+    table = Table(
+        title=f"Fidelity of the synthetic images vs real {result.get('real_split', 'train')} "
+        f"(features: {ext})",
+        caption="FID, KID: lower is better; precision, recall, density, coverage: higher is "
+        "better; diversity: mean pairwise feature distance within a class",
+    )
+    keys = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall"}
+    keys |= {"density": "density", "coverage": "coverage"}
+    keys |= {"diversity_real": "diversity real", "diversity_synthetic": "diversity synth"}
+    table.add_column("class")
+    for label in keys.values():
+        table.add_column(label, justify="right")
+    clip = result.get("clip_score")
+    if clip:
+        table.add_column("CLIP score", justify="right")
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3g}"
+
+    rows = [("overall", result["overall"], clip["mean"] if clip else None)]
+    rows += [
+        (name, m, clip["per_class"].get(name) if clip else None)
+        for name, m in result["per_class"].items()
+    ]
+    if result.get("real_baseline"):
+        base = result["real_baseline"]
+        rows.append((f"real {base['real_split']} (baseline)", base, None))
+    for name, m, c in rows:
+        table.add_row(name, *[fmt(m.get(k)) for k in keys], *([fmt(c)] if clip else []))
     return table
 
 

@@ -284,6 +284,7 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
     fp = recipe.fingerprint("classes", "real", "evaluate") + generation_config(recipe)
     result_path = run.evaluate / "cas.json"
     if run.stage_done("evaluate", fp) and result_path.exists():
+        stage_fidelity(recipe, run, progress, generate=False)
         return json.loads(result_path.read_text())
     stage_data(recipe, run)
     classes = stage_classes(recipe, run)
@@ -307,6 +308,46 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
     finally:
         tracker.close()
     run.mark_done("evaluate", fp)
+    stage_fidelity(recipe, run, progress, generate=False)
+    return result
+
+
+def stage_fidelity(
+    recipe: Recipe, run: RunFolder, progress: bool = True, generate: bool = True
+) -> dict[str, Any] | None:
+    """FID, KID, precision/recall, density/coverage, diversity and CLIP score of the synthetic
+    images against real ones (``evaluate/fidelity.json``); None when disabled or no images.
+    With ``generate=False`` missing synthetic images are not generated (None instead)."""
+    spec = recipe.evaluate
+    if spec is None or not spec.fidelity.enabled:
+        return None
+    from synthset.data.splits import load_splits, scan_imagefolder
+    from synthset.evaluate.fidelity import prompts_from_metadata, run_fidelity
+
+    own = json.dumps(spec.fidelity.model_dump(mode="json"), sort_keys=True).encode()
+    fp = recipe.fingerprint("classes", "real", "evaluate") + generation_config(recipe)
+    fp += hashlib.sha256(own).hexdigest()[:16]
+    result_path = run.evaluate / "fidelity.json"
+    if run.stage_done("fidelity", fp) and result_path.exists():
+        return json.loads(result_path.read_text())
+    classes = stage_classes(recipe, run)
+    if spec.synthetic_dir is not None:
+        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
+        synthetic = scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
+        prompts = prompts_from_metadata(spec.synthetic_dir)
+    elif recipe.generate is not None:
+        if generate:
+            stage_generate(recipe, run, progress=progress)
+        elif not (run.images / "metadata.jsonl").exists():
+            return None
+        synthetic, prompts = synthetic_samples(run), prompts_from_metadata(run.images)
+    else:
+        return None
+    stage_data(recipe, run)
+    real = load_splits(run.real / "splits.json")
+    names = [c.name for c in classes]
+    result = run_fidelity(spec, real, synthetic, prompts, names, run.evaluate, progress)
+    run.mark_done("fidelity", fp)
     return result
 
 

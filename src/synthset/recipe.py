@@ -252,6 +252,56 @@ class GenerateSpec(Strict):
     writer_threads: int = Field(2, ge=1, le=64, description="Threads encoding and writing images.")
 
 
+class FidelitySpec(Strict):
+    """FID, KID, precision/recall, density/coverage, diversity and CLIP score of the synthetic
+    set against the real one, overall and per class (``evaluate/fidelity.json``)."""
+
+    enabled: bool = Field(
+        True, description="Compute the metrics when there are synthetic images (a few seconds)."
+    )
+    extractor: str = Field(
+        "auto",
+        description="Feature extractor: auto (inception if inception_weights is set, else "
+        "classifier), inception, classifier (trained on the real train split), "
+        "torchscript:<file>, torchvision:<arch> or timm:<arch> (with 'weights').",
+    )
+    inception_weights: Path | None = Field(
+        None,
+        description="Local Inception-v3 weights: torch-fidelity's pt_inception-2015-12-05 .pth "
+        "(standard FID) or torchvision's inception_v3 weights (.pth / .safetensors).",
+    )
+    classifier_epochs: int | None = Field(
+        10,
+        ge=1,
+        description="Training epochs of the 'classifier' extractor (on real train, selected on "
+        "val); null: evaluate.epochs.",
+    )
+    weights: Path | None = Field(
+        None, description="A .safetensors state dict for a torchvision:/timm: extractor."
+    )
+    extractor_image_size: int = Field(
+        224, ge=8, description="Input size of a torchscript:/torchvision:/timm: extractor."
+    )
+    real_split: Literal["train", "val"] = Field(
+        "train", description="The real split the synthetic images are compared with."
+    )
+    max_images_per_class: int = Field(
+        500, ge=2, description="Seeded subsample per class and set (bounds time and memory)."
+    )
+    kid_subset_size: int = Field(
+        100, ge=2, description="KID subset size (shrinks to a smaller set's size)."
+    )
+    kid_subsets: int = Field(50, ge=1, description="Random KID subsets averaged.")
+    k: int = Field(5, ge=1, description="Nearest neighbours for precision/recall/density/coverage.")
+    clip_model: str | None = Field(
+        None,
+        description="Local CLIP (transformers folder or cached hub id) for the CLIP score; "
+        "null skips it.",
+    )
+    batch_size: int = Field(64, ge=1, description="Images per feature-extractor batch.")
+    device: str = "auto"
+
+
 class EvaluateSpec(Strict):
     """Classification Accuracy Score: train on each set, test on held-out real images."""
 
@@ -316,6 +366,7 @@ class EvaluateSpec(Strict):
     synthetic_dir: Path | None = Field(
         None, description="Evaluate another synthetic ImageFolder instead of this run's images."
     )
+    fidelity: FidelitySpec = Field(FidelitySpec(), description="Fidelity and diversity metrics.")
 
     @field_validator("synthetic_multipliers")
     @classmethod
@@ -381,7 +432,7 @@ class Recipe(Strict):
 
     def fingerprint(self, *parts: str) -> str:
         """A short hash of the named recipe parts and the seed: what a stage's output depends on."""
-        data = {p: _jsonable(getattr(self, p)) for p in parts}
+        data = {p: _jsonable(getattr(self, p), _OWN_STAGE.get(p)) for p in parts}
         data["seed"] = self.seed
         # input files count by content, so editing a caption or class file redoes its stages
         inputs = {"classes": self.classes.file, "prompts": self.prompts.file}
@@ -399,8 +450,12 @@ def _file_digest(path: Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _jsonable(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+#: Sub-sections with a stage (and fingerprint) of their own: changing them redoes only that stage.
+_OWN_STAGE: dict[str, set[str]] = {"evaluate": {"fidelity"}}
+
+
+def _jsonable(value: Any, exclude: set[str] | None = None) -> Any:
+    return value.model_dump(mode="json", exclude=exclude) if isinstance(value, BaseModel) else value
 
 
 # ----------------------------------------------------------------------------- loading
