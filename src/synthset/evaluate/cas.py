@@ -12,7 +12,7 @@ import contextlib
 import csv
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,9 +110,13 @@ def train_classifier(
     device: torch.device,
     progress: bool = True,
     desc: str = "train",
+    on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train``; return the weights with the best ``val`` accuracy, ties
-    (common on small validation sets) broken by the lower validation loss."""
+    (common on small validation sets) broken by the lower validation loss.
+
+    ``on_epoch(epoch, val_accuracy, val_loss)`` is called after every epoch (trackers, pruning);
+    it may raise to stop training."""
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
     n = len(train)
@@ -146,6 +150,8 @@ def train_classifier(
             best.best_val_accuracy, best.best_val_loss, best.best_epoch = val_acc, val_loss, epoch
             best.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bar.set_postfix(val=f"{val_acc:.3f}", best=f"{best.best_val_accuracy:.3f}")
+        if on_epoch is not None:
+            on_epoch(epoch, val_acc, val_loss)
     bar.close()
     return best
 
