@@ -86,6 +86,8 @@ def test_toy_study_writes_trials_best_and_a_loadable_best_recipe(
         assert all(0.0 <= v <= 1.0 for v in row["intermediate"].values())
         images = list((tune / "trials" / str(row["number"]) / "images").rglob("*.png"))
         assert len(images) == 10 * 5  # tune.images_per_class, not generate.images_per_class
+    # trial 0 tries the recipe's own guidance (2.0, inside the range); steps 5 is not a choice
+    assert rows[0]["params"]["generate.generator.guidance_scale"] == 2.0
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     top = max(complete, key=lambda r: r["value"])
     best = json.loads((tune / "best.json").read_text())

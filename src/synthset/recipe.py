@@ -382,6 +382,11 @@ class TuneSpec(Strict):
         20, ge=1, description="Synthetic images per class of each trial (smaller than a full run)."
     )
     proxy_epochs: int = Field(8, ge=1, description="Epochs of each trial's proxy classifier.")
+    start_from_recipe: bool = Field(
+        True,
+        description="The first trial of a study tries the recipe's own values (those inside "
+        "the space), so the best found is never worse than them on the proxy.",
+    )
     sampler: Literal["tpe", "random"] = Field(
         "tpe", description="Optuna sampler, seeded with the recipe seed."
     )

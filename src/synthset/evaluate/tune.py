@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from synthset.classes import ClassInfo
 from synthset.data.splits import Samples, load_splits
 from synthset.errors import SynthsetError
+from synthset.evaluate.tensors import TensorSet
 from synthset.recipe import (
     EvaluateSpec,
     Recipe,
@@ -55,7 +56,7 @@ class TuneContext:
     classes: list[ClassInfo]
     prompts: dict[int, list[str]]
     train: Samples
-    val: Any  # TensorSet of the real val split
+    val: TensorSet  # the real val split, decoded once
     size: int
     channels: int
     device: torch.device
@@ -117,6 +118,31 @@ def suggest(trial: Any, path: str, param: TuneParam) -> Any:
         step = int(param.step or 1)
         return trial.suggest_int(path, int(param.low), int(param.high), step=step, log=param.log)
     return trial.suggest_float(path, param.low, param.high, step=param.step, log=param.log)
+
+
+def recipe_values(recipe: Recipe, space: dict[str, TuneParam]) -> dict[str, Any]:
+    """The recipe's own values of the knobs whose range or choices contain them."""
+    values = {}
+    for path, param in space.items():
+        node: Any = recipe
+        for part in path.split("."):
+            node = getattr(node, part, None)
+        if param.choices is not None:
+            if node in param.choices:
+                values[path] = node
+        elif isinstance(node, int | float) and _in_range(float(node), param):
+            values[path] = int(node) if is_int_field(path) else float(node)
+    return values
+
+
+def _in_range(value: float, param: TuneParam) -> bool:
+    assert param.low is not None and param.high is not None
+    if not param.low <= value <= param.high:
+        return False
+    if param.step is None:
+        return True
+    steps = (value - param.low) / param.step
+    return abs(steps - round(steps)) < 1e-9
 
 
 def study_key(recipe: Recipe, space: dict[str, TuneParam]) -> str:
@@ -381,6 +407,8 @@ def run_tune(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
                 sampler=_sampler(optuna, spec, recipe.seed + index - 1),
                 pruner=_pruner(optuna, spec),
             )
+            if spec.start_from_recipe and not study.trials:
+                study.enqueue_trial(recipe_values(stage_recipe, space))
             _retry_killed(optuna, storage, study)
             earlier = list(rows)
 
