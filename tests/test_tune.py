@@ -88,6 +88,7 @@ def test_toy_study_writes_trials_best_and_a_loadable_best_recipe(
         assert len(images) == 10 * 5  # tune.images_per_class, not generate.images_per_class
     # trial 0 tries the recipe's own guidance (2.0, inside the range); steps 5 is not a choice
     assert rows[0]["params"]["generate.generator.guidance_scale"] == 2.0
+    assert not (tune / "adapt").exists()  # no adapt knob: every trial used the base model
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     top = max(complete, key=lambda r: r["value"])
     best = json.loads((tune / "best.json").read_text())
@@ -153,6 +154,48 @@ def test_two_stages_fix_the_first_stages_best(tmp_path: Path) -> None:
         trial = load_recipe(trials / f"s2-{row['number']}" / "recipe.yaml")
         assert trial.generate is not None
         assert trial.generate.generator.guidance_scale == pytest.approx(guidance)
+
+
+def test_adapt_knobs_retrain_once_per_setting_and_leave_the_base_model(tmp_path: Path) -> None:
+    data = toy(tmp_path / "run", n_trials=3, pruner="none")
+    data["tune"]["space"] = {"adapt.steps": {"choices": [8, 12]}}  # base: 20 steps
+    recipe = recipe_from_dict(data)
+    run = open_run(recipe)
+    from synthset.pipeline import stage_adapt
+
+    stage_adapt(recipe, run, progress=False)
+    base_model = (run.adapt / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    run_tune(recipe, progress=False)
+    rows = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())
+    used = {r["params"]["adapt.steps"] for r in rows}
+    models = [p for p in (tmp_path / "run" / "tune" / "adapt").iterdir() if p.is_dir()]
+    assert len(models) == len(used)  # one model per distinct adapt setting, shared by trials
+    for row in rows:
+        trial = load_recipe(
+            tmp_path / "run" / "tune" / "trials" / str(row["number"]) / "recipe.yaml"
+        )
+        assert trial.adapt is not None and trial.adapt.steps == row["params"]["adapt.steps"]
+    assert (run.adapt / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == base_model
+
+
+def test_recipe_values_only_inside_the_space() -> None:
+    from synthset.evaluate.tune import recipe_values
+    from synthset.recipe import TuneParam
+
+    recipe = recipe_from_dict(toy(Path("unused")))  # guidance 2.0, steps 5, scheduler ddim
+    space = {
+        "generate.generator.guidance_scale": TuneParam(low=0.5, high=3.0),
+        "generate.generator.steps": TuneParam(low=1, high=9, step=2),
+        "generate.generator.scheduler": TuneParam(choices=["euler", "ddim"]),
+    }
+    assert recipe_values(recipe, space) == {
+        "generate.generator.guidance_scale": 2.0,
+        "generate.generator.steps": 5,
+        "generate.generator.scheduler": "ddim",
+    }
+    space["generate.generator.steps"] = TuneParam(low=2, high=10, step=4)  # 2, 6, 10
+    space["generate.generator.guidance_scale"] = TuneParam(low=2.5, high=3.0)
+    assert recipe_values(recipe, space) == {"generate.generator.scheduler": "ddim"}
 
 
 @pytest.mark.parametrize(
