@@ -210,3 +210,30 @@ def test_recipe_checks_source_fields_and_test_fraction(tmp_path: Path) -> None:
             tmp_path / "real",
             seed=0,
         )
+
+
+def test_hf_source_through_the_data_stage_and_cas(tmp_path: Path) -> None:
+    from synthset.data.splits import load_splits
+    from synthset.evaluate.cas import run_cas
+    from synthset.pipeline import open_run, stage_data
+
+    src = tmp_path / "ds"
+    datasets.DatasetDict(
+        {"train": hf_split(PER_CLASS), "test": hf_split(3, offset=50)}
+    ).save_to_disk(src)
+    recipe = recipe_from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "classes": {"names": NAMES},
+            "real": {"source": "hf", "path": str(src)},
+            "evaluate": {"train_sets": ["real"], "epochs": 1, "device": "cpu"},
+        }
+    )
+    run = open_run(recipe)
+    assert stage_data(recipe, run) is True
+    assert stage_data(recipe, run) is False  # done: the rerun is skipped
+    splits = load_splits(run.real / "splits.json")
+    assert all(p.is_file() and run.real in p.parents for s in splits.values() for p, _ in s)
+    assert recipe.evaluate is not None
+    result = run_cas(recipe.evaluate, splits, [], NAMES, run.evaluate, progress=False)
+    assert result["config"]["n_test"] == 9 and result["config"]["channels"] == 3

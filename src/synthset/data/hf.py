@@ -83,6 +83,8 @@ def open_hf(spec: RealDataSpec) -> Source:
     for ours, theirs in names_of.items():
         ds = parts[theirs]
         raw = list(ds[spec.label_column])
+        if not raw:
+            raise SynthsetError(f"real.splits.{ours}: split {theirs!r} of {what} is empty")
         labels = [names.index(str(v)) for v in raw] if names and isinstance(raw[0], str) else raw
         if any(not isinstance(v, int) or v < 0 for v in labels):
             raise SynthsetError(
