@@ -179,7 +179,7 @@ def test_adapt_knobs_retrain_once_per_setting_and_leave_the_base_model(tmp_path:
 
 
 def test_recipe_values_only_inside_the_space() -> None:
-    from synthset.evaluate.tune import recipe_values
+    from synthset.evaluate.tune_space import recipe_values
     from synthset.recipe import TuneParam
 
     recipe = recipe_from_dict(toy(Path("unused")))  # guidance 2.0, steps 5, scheduler ddim
