@@ -239,6 +239,51 @@ def fidelity(
 
 @app.command()
 @friendly_errors
+def tune(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Optuna search over generation knobs (tune.space), scored on the real val split; writes
+    tune/best_recipe.yaml. A killed study resumes."""
+    import json
+
+    from synthset.evaluate.tune import run_tune, tune_folder
+
+    r = _load(recipe, set_, out_dir)
+    result = run_tune(r, progress=not quiet)
+    folder = tune_folder(RunFolder(r.output_dir))
+    out.print(tune_table(json.loads((folder / "trials.json").read_text()), result))
+    out.print(f"best: {result['value']:.4f} ({result['metric']})", highlight=False)
+    for path, value in result["params"].items():
+        out.print(f"  {path} = {value!r}", highlight=False)
+    out.print(f"best recipe: {folder / 'best_recipe.yaml'}", highlight=False)
+
+
+def tune_table(trials: list[dict[str, Any]], best: dict[str, Any]) -> Table:
+    """A rich table of the study's trials; the best of each stage is marked."""
+    table = Table(title="tune trials (proxy val accuracy)")
+    names = list(dict.fromkeys(k for t in trials for k in t["params"]))
+    multi = len({t["stage"] for t in trials}) > 1
+    for col in (["stage"] if multi else []) + ["trial", "state", "value", "seconds"]:
+        table.add_column(col, justify="right")
+    for name in names:
+        table.add_column(name.rsplit(".", 1)[-1], justify="right")
+    winners = {(i + 1, s["number"]) for i, s in enumerate(best.get("stages", []))}
+    for t in trials:
+        value = "-" if t["value"] is None else f"{t['value']:.4f}"
+        if (t["stage"], t["number"]) in winners:
+            value = f"[bold green]{value} *[/]"
+        cells = [str(t["number"]), t["state"].lower(), value, f"{t['seconds'] or 0:.1f}"]
+        params = [_fmt(t["params"].get(n)) for n in names]
+        table.add_row(*([str(t["stage"])] if multi else []), *cells, *params)
+    return table
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+@friendly_errors
 def report(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
     """Write report.html from whatever the run folder holds."""
     from synthset.pipeline import stage_report

@@ -53,19 +53,60 @@ class ClassesSpec(Strict):
 class RealDataSpec(Strict):
     """Real images: the adaptation data and the CAS train / validation / test splits."""
 
-    source: Literal["digits", "imagefolder"] = "digits"
+    source: Literal["digits", "imagefolder", "hf", "torchvision"] = Field(
+        "digits",
+        description="digits (bundled), imagefolder, hf (Hugging Face datasets) or torchvision.",
+    )
     path: Path | None = Field(
         None,
         description="imagefolder root: either train/ val/ test/ sub-folders, or class folders "
-        "that synthset splits itself.",
+        "that synthset splits itself. hf: a folder saved with save_to_disk, a local data folder "
+        "(parquet, imagefolder, ...) or a hub id (needs network).",
+    )
+    name: str | None = Field(
+        None, description="torchvision: the dataset class, e.g. CIFAR10, MNIST, FashionMNIST, SVHN."
+    )
+    root: Path | None = Field(
+        None,
+        description="torchvision: the folder holding the dataset's files in torchvision's layout "
+        "(never downloaded here).",
+    )
+    image_column: str = Field("image", description="hf: the column holding the images.")
+    label_column: str = Field("label", description="hf: the column holding the labels.")
+    splits: dict[Literal["train", "val", "test"], str] | None = Field(
+        None,
+        description="hf / torchvision: the source's split name for each of train / val / test, "
+        "e.g. {train: train, test: test}; a split left out is carved from train. "
+        "Default: train, validation (hf, if present), test.",
+    )
+    labels: Literal["auto", "name", "index"] = Field(
+        "auto",
+        description="hf / torchvision: match source labels to the recipe's classes by class name, "
+        "or by index (label k = the k-th class). auto: by name when the source has names.",
+    )
+    max_per_class: int | None = Field(
+        None, ge=1, description="hf / torchvision: at most this many images per class and split."
     )
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.25, gt=0, lt=0.5)
+    test_fraction: float = Field(
+        0.25,
+        ge=0,
+        lt=0.5,
+        description="Share held out for testing when the source has no test split (0: the "
+        "source must have one).",
+    )
 
     @model_validator(mode="after")
     def _path_needed(self) -> RealDataSpec:
-        if self.source == "imagefolder" and self.path is None:
-            raise ValueError("source 'imagefolder' needs 'path' (a folder of class folders)")
+        if self.source in ("imagefolder", "hf") and self.path is None:
+            what = "a folder of class folders" if self.source == "imagefolder" else "a dataset"
+            raise ValueError(f"source '{self.source}' needs 'path' ({what})")
+        if self.source == "torchvision" and (self.name is None or self.root is None):
+            raise ValueError(
+                "source 'torchvision' needs 'name' (e.g. CIFAR10) and 'root' (its files' folder)"
+            )
+        if self.splits is not None and "train" not in self.splits:
+            raise ValueError("splits must name the source's train split, e.g. {train: train}")
         return self
 
 
@@ -390,6 +431,141 @@ class ReportSpec(Strict):
     samples_per_class: int = Field(8, ge=1, le=64)
 
 
+TUNABLE_SECTIONS = ("generate", "prompts", "adapt")
+
+
+class TuneParam(Strict):
+    """One knob of a tuning search space: a range (``low``, ``high``) or a list of ``choices``.
+
+    Int fields (e.g. generate.generator.steps) are searched as integers, float fields as floats."""
+
+    low: float | None = Field(None, description="Range start (inclusive).")
+    high: float | None = Field(None, description="Range end (inclusive).")
+    log: bool = Field(False, description="Search the range on a log scale.")
+    step: float | None = Field(None, gt=0, description="Range step (int ranges default to 1).")
+    choices: list[str | int | float | bool | None] | None = Field(
+        None, min_length=1, description="Categorical values (instead of low/high)."
+    )
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> TuneParam:
+        has_range = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if has_range or self.log or self.step is not None:
+                raise ValueError("give either choices or low/high (with log/step), not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range) or choices (a list)")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+
+class TuneSpec(Strict):
+    """``synthset tune``: an Optuna search over generation knobs that maximizes the validation
+    accuracy of a short proxy classifier trained on the synthetic images only."""
+
+    space: dict[str, TuneParam] = Field(
+        {},
+        description="Knobs by dotted recipe path, e.g. {generate.generator.guidance_scale: "
+        "{low: 0.5, high: 3}, generate.generator.steps: {choices: [10, 20, 30]}}.",
+    )
+    stages: list[dict[str, TuneParam]] = Field(
+        [],
+        description="Several spaces searched one after another, each stage fixing the best "
+        "values of the ones before (instead of 'space').",
+    )
+    n_trials: int = Field(8, ge=1, description="Finished trials per stage (a rerun tops up).")
+    timeout: float | None = Field(
+        None, gt=0, description="Stop starting new trials of a stage after this many seconds."
+    )
+    images_per_class: int = Field(
+        20, ge=1, description="Synthetic images per class of each trial (smaller than a full run)."
+    )
+    proxy_epochs: int = Field(8, ge=1, description="Epochs of each trial's proxy classifier.")
+    start_from_recipe: bool = Field(
+        True,
+        description="The first trial of a study tries the recipe's own values (those inside "
+        "the space), so the best found is never worse than them on the proxy.",
+    )
+    sampler: Literal["tpe", "random"] = Field(
+        "tpe", description="Optuna sampler, seeded with the recipe seed."
+    )
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="Stop unpromising trials early on their per-epoch val accuracy."
+    )
+    pruner_startup_trials: int = Field(
+        3, ge=0, description="median: trials that are never pruned, to collect a baseline."
+    )
+    pruner_warmup_epochs: int = Field(
+        2, ge=0, description="median: epochs of every trial that are never pruned."
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _space_paths(cls, v: dict[str, TuneParam]) -> dict[str, TuneParam]:
+        for path in v:
+            check_tune_path(path)
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_paths(cls, v: list[dict[str, TuneParam]]) -> list[dict[str, TuneParam]]:
+        for i, stage in enumerate(v):
+            if not stage:
+                raise ValueError(f"stage {i + 1} is empty; give at least one knob")
+            for path in stage:
+                check_tune_path(path)
+        return v
+
+    @model_validator(mode="after")
+    def _one_space(self) -> TuneSpec:
+        if bool(self.space) == bool(self.stages):
+            raise ValueError("give exactly one of 'space' (one search) or 'stages' (several)")
+        return self
+
+    def spaces(self) -> list[dict[str, TuneParam]]:
+        """The search spaces in the order they are searched."""
+        return list(self.stages) if self.stages else [dict(self.space)]
+
+
+def tune_field(path: str) -> Any:
+    """The pydantic ``FieldInfo`` a dotted recipe path names (see :func:`check_tune_path`)."""
+    current: Any = Recipe
+    field = None
+    for part in path.split("."):
+        field = current.model_fields[part]
+        current = _model_in(field.annotation)
+    return field
+
+
+def check_tune_path(path: str) -> None:
+    """Raise ValueError unless ``path`` names a tunable value of the recipe model."""
+    parts = path.split(".")
+    if parts[0] not in TUNABLE_SECTIONS:
+        raise ValueError(
+            f"{path!r}: only knobs under {', '.join(TUNABLE_SECTIONS)} can be tuned "
+            "(real data, classes, seed and evaluation stay fixed)"
+        )
+    current: Any = Recipe
+    for i, part in enumerate(parts):
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            raise ValueError(f"{path!r}: {'.'.join(parts[:i])} is a value, not a section")
+        field = current.model_fields.get(part)
+        if field is None:
+            where = ".".join(parts[:i]) or "the recipe"
+            raise ValueError(
+                f"{path!r} is not a recipe field; {where} has: {', '.join(current.model_fields)}"
+            )
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        raise ValueError(f"{path!r} is a section; name one of its values, e.g. {path}.steps")
+
+
 class Recipe(Strict):
     """A whole synthset run."""
 
@@ -406,9 +582,17 @@ class Recipe(Strict):
     )
     evaluate: EvaluateSpec | None = None
     report: ReportSpec = ReportSpec()
+    tune: TuneSpec | None = Field(
+        None, description="'synthset tune': an Optuna search over generation knobs."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
+        if self.tune is not None and (self.generate is None or self.real is None):
+            raise ValueError(
+                "'tune' generates trial datasets and scores them on real validation images: "
+                "it needs 'generate' and 'real' sections"
+            )
         if self.generate is not None:
             gen = self.generate.generator
             if gen.kind == "tiny" and gen.model is None and self.adapt is None:

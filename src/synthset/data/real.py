@@ -50,14 +50,35 @@ def prepare_real_data(
 ) -> dict[str, Samples]:
     """Write ``out_dir/splits.json`` (and, for digits, the PNGs) and return the splits."""
     if spec.source == "digits":
+        _need_test_fraction(spec, "the bundled digits have")
         splits = _digits_splits(spec, classes, out_dir, seed)
-    else:
+    elif spec.source == "imagefolder":
         splits = _imagefolder_splits(spec, classes, seed)
+    else:
+        from synthset.data.sources import materialize_source
+
+        if spec.source == "hf":
+            from synthset.data.hf import open_hf
+
+            source = open_hf(spec)
+        else:
+            from synthset.data.tvision import open_torchvision
+
+            source = open_torchvision(spec)
+        splits = materialize_source(source, spec, classes, out_dir, seed)
     for name in SPLITS:
         if not splits.get(name):
             raise SynthsetError(f"real: the {name} split is empty; add images or change fractions")
     save_splits(out_dir / "splits.json", splits)
     return splits
+
+
+def _need_test_fraction(spec: RealDataSpec, what: str) -> None:
+    if spec.test_fraction == 0:
+        raise SynthsetError(
+            f"real.test_fraction is 0 but {what} no test split; a real test split is required: "
+            "set test_fraction > 0 (e.g. 0.25)"
+        )
 
 
 def _digits_splits(
@@ -106,6 +127,7 @@ def _imagefolder_splits(
             f"real.path: {root} has train/ but no test/; a real test split is required "
             "(add test/<class>/ images, or point path at class folders to split automatically)"
         )
+    _need_test_fraction(spec, f"real.path {root} (class folders without train/ test/) has")
     samples = scan_imagefolder(root, lookup, "real.path")
     labels = np.array([lbl for _, lbl in samples])
     index = stratified_split(labels, spec.val_fraction, spec.test_fraction, seed)

@@ -21,13 +21,16 @@ def save_splits(path: Path, splits: dict[str, Samples]) -> None:
     atomic_write_json(path, rows)
 
 
-def load_splits(path: Path) -> dict[str, Samples]:
-    """Read the split table written by :func:`save_splits`."""
+def load_splits(path: Path, names: tuple[str, ...] | None = None) -> dict[str, Samples]:
+    """Read the split table written by :func:`save_splits` (only the ``names`` splits if given;
+    the others are dropped unread, e.g. tuning never sees the test split)."""
     if not path.exists():
         raise SynthsetError(f"no real data splits at {path}: run 'synthset data' first")
     raw = json.loads(path.read_text(encoding="utf-8"))
     return {
-        name: [(_abs(p, path.parent), int(lbl)) for p, lbl in rows] for name, rows in raw.items()
+        name: [(_abs(p, path.parent), int(lbl)) for p, lbl in rows]
+        for name, rows in raw.items()
+        if names is None or name in names
     }
 
 
