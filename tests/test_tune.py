@@ -295,3 +295,22 @@ def test_sigkill_mid_study_then_rerun_completes_without_redoing(tmp_path: Path) 
     assert not (out / "tune" / "trials" / str(lost)).exists()
     assert len(list((out / "tune" / "trials" / str(retries[0]["number"])).rglob("*.png"))) == 100
     assert load_recipe(out / "tune" / "best_recipe.yaml").tune is not None
+
+
+def test_run_includes_the_study_and_the_report_shows_it(tmp_path: Path) -> None:
+    from synthset.pipeline import StageLog, run_all
+
+    spec = toy(tmp_path / "run", n_trials=2)
+    spec["generate"]["images_per_class"] = 10
+    spec["evaluate"] |= {"train_sets": ["synthetic"], "epochs": 2}
+    spec["evaluate"]["fidelity"] = {"enabled": False}
+    log = StageLog()
+    run = run_all(recipe_from_dict(spec), progress=False, log=log)
+    status = {name: state for name, state, _ in log.entries}
+    assert status["tune"] == "ran"
+    rows = json.loads((run.root / "tune" / "trials.json").read_text())
+    assert len(finished(rows)) == 2
+    assert "Optuna" in run.report.read_text()
+    again = StageLog()
+    run_all(recipe_from_dict(spec), progress=False, log=again)
+    assert {name: state for name, state, _ in again.entries}["tune"] == "skipped"

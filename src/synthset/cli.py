@@ -6,6 +6,7 @@ Bad input prints one line (``error: …``) and exits with status 2, never a trac
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -150,8 +151,6 @@ def prompts(
     n_classes = len({rec.class_id for rec in records})
     console.print(f"prompts: {len(records)} for {n_classes} classes in {run.prompts}")
     if run.prompts_report.exists():
-        import json
-
         stats = json.loads(run.prompts_report.read_text())["stats"].values()
         proposed = sum(st["proposed"] for st in stats) or 1
         repaired = sum(st["repaired"] for st in stats)
@@ -244,8 +243,6 @@ def tune(
 ) -> None:
     """Optuna search over generation knobs (tune.space), scored on the real val split; writes
     tune/best_recipe.yaml. A killed study resumes."""
-    import json
-
     from synthset.evaluate.tune import run_tune, tune_folder
 
     r = _load(recipe, set_, out_dir)
@@ -308,6 +305,11 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
         table.add_row(stage, "done" if run.stage_marker(stage).exists() else "-")
     finished, planned = generation_status(r, run)
     table.add_row("generate", f"{finished}/{planned} images")
+    if r.tune is not None:
+        trials = run.root / "tune" / "trials.json"
+        rows = json.loads(trials.read_text()) if trials.exists() else []
+        done = sum(1 for t in rows if t.get("state") in ("COMPLETE", "PRUNED"))
+        table.add_row("tune", f"{done}/{r.tune.n_trials} trials (last stage)")
     table.add_row("report", "written" if run.report.exists() else "-")
     out.print(table)
 
@@ -345,13 +347,9 @@ def _run_and_summarize(recipe: Recipe, quiet: bool) -> None:
     out.print(stages)
     cas_path = run.evaluate / "cas.json"
     if recipe.evaluate is not None and cas_path.exists():
-        import json
-
         out.print(cas_table(json.loads(cas_path.read_text())))
     fidelity_path = run.evaluate / "fidelity.json"
     if recipe.evaluate is not None and recipe.evaluate.fidelity.enabled and fidelity_path.exists():
-        import json
-
         out.print(fidelity_table(json.loads(fidelity_path.read_text())))
     out.print(f"run folder: {run.root}   total: {total:.1f}s")
     if run.report.exists():

@@ -351,6 +351,26 @@ def stage_fidelity(
     return result
 
 
+def stage_tune(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """The Optuna study of ``recipe.tune`` (None without one); a finished study is not redone.
+    Returns the best result plus ``generated``: the trials this call finished."""
+    if recipe.tune is None:
+        return None
+    from synthset.evaluate.tune import run_tune, tune_folder
+
+    trials = tune_folder(run) / "trials.json"
+    before = _finished_trials(trials)
+    result = run_tune(recipe, progress)
+    return result | {"generated": _finished_trials(trials) - before}
+
+
+def _finished_trials(path: Path) -> int:
+    if not path.exists():
+        return 0
+    rows = json.loads(path.read_text())
+    return sum(1 for r in rows if r.get("state") in ("COMPLETE", "PRUNED"))
+
+
 def stage_report(recipe: Recipe, run: RunFolder) -> Path | None:
     """Write ``report.html``."""
     if not recipe.report.enabled:
@@ -378,6 +398,7 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
             lambda: stage_generate(recipe, run, progress=progress) if recipe.generate else None,
         ),
         ("evaluate", lambda: stage_evaluate(recipe, run, progress)),
+        ("tune", lambda: stage_tune(recipe, run, progress)),
         ("report", lambda: stage_report(recipe, run)),
     ]
     for name, step in steps:
@@ -386,7 +407,7 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
         start = time.perf_counter()
         out = step()
         seconds = time.perf_counter() - start
-        if name == "generate":
+        if name in ("generate", "tune"):
             ran = out is not None and out["generated"] > 0
         elif name == "report" or out is None:
             ran = out is not None
