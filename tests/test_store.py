@@ -9,7 +9,7 @@ from PIL import Image
 
 from synthset.classes import ClassInfo
 from synthset.plan import WorkItem
-from synthset.store.atomic import atomic_write_bytes, read_jsonl
+from synthset.store.atomic import atomic_write_bytes, atomic_write_text, read_jsonl
 from synthset.store.imagefolder import encode_image, image_relpath, write_image, write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.names import folder_names, safe_folder_name
@@ -61,6 +61,15 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     atomic_write_bytes(path, b"two")
     assert path.read_bytes() == b"two"
     assert [p.name for p in path.parent.iterdir()] == ["f.bin"]
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic_write_text(tmp_path / "report.html", "<html></html>")
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_manifest_survives_a_torn_last_line(tmp_path: Path) -> None:
