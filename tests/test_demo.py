@@ -55,6 +55,8 @@ def test_toy_demo_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
     assert cas["train_sets"]["real"]["summary"]["n_train"] == 1077
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html
+    for stage in ("data", "adapt", "evaluate"):  # how long each took, for the report
+        assert json.loads((run / "stages" / f"{stage}.json").read_text())["seconds"] > 0
 
     second = demo(run, *TOY)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -414,4 +414,7 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
         else:
             ran = marker.exists() and marker.stat().st_mtime_ns != before
         log.record(name, "ran" if ran else "skipped", seconds)
+        if ran and marker.exists():  # the report's stage table shows how long it took
+            info = json.loads(marker.read_text())
+            atomic_write_json(marker, info | {"seconds": round(seconds, 2)})
     return run

@@ -125,6 +125,18 @@ def _baseline(ax: Any, base: TrainSet | None, label: str) -> None:
     ax.axhspan(base.mean - base.std, base.mean + base.std, color=COLORS["real"], alpha=0.12)
 
 
+def _zoom_y(ax: Any, sets: list[TrainSet]) -> None:
+    """Accuracy axis zoomed on the plotted values (with room for the error bars), so that
+    differences of a few tenths of a percent stay visible; never above 1.0 + a margin."""
+    lows = [t.mean - t.std for t in sets]
+    highs = [t.mean + t.std for t in sets]
+    if not lows:
+        return
+    lo, hi = min(lows), max(highs)
+    pad = max(0.005, 0.1 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(1.02, hi + pad))
+
+
 def _log_x_if_wide(ax: Any, xs: list[float]) -> None:
     """Log-scaled x when the points span a factor of 4 or more, ticked at the points."""
     if xs and min(xs) > 0 and max(xs) / min(xs) >= 4:
@@ -148,13 +160,14 @@ def scaling_chart(cas: dict[str, Any]) -> bytes | None:
         _curve(ax, syn, "synthetic only", COLORS["synthetic"])
     if mixed:
         _curve(ax, mixed, "real + synthetic", COLORS["real+synthetic"])
-    _baseline(ax, find(sets, "real"), "real only (baseline)")
+    base = find(sets, "real")
+    _baseline(ax, base, "real only (baseline)")
+    _zoom_y(ax, [t for _, t in syn + mixed] + ([base] if base else []))
     xs = [x for x, _ in syn + mixed]
     _log_x_if_wide(ax, xs)
     by_count = all(t.n_synthetic for _, t in syn + mixed)
     ax.set_xlabel("synthetic train images" if by_count else "synthetic multiplier k (× real size)")
     ax.set_ylabel("real test accuracy")
-    ax.set_ylim(0, 1.05)
     ax.set_title("Scaling: accuracy vs synthetic set size")
     ax.legend(fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
@@ -183,7 +196,7 @@ def subset_chart(cas: dict[str, Any]) -> bytes | None:
     _log_x_if_wide(ax, [100 * x for x, _ in real + mixed])
     ax.set_xlabel("real train images used (%)")
     ax.set_ylabel("real test accuracy")
-    ax.set_ylim(0, 1.05)
+    _zoom_y(ax, [t for _, t in real + mixed])
     ax.set_title("Real-data efficiency: real subsets with and without synthetic data")
     ax.legend(fontsize=8, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
