@@ -39,7 +39,7 @@ from synthset.recipe import EvaluateSpec
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 
 EVAL_BATCH = 1024
-TINY_IMAGE = 16  # at or below this size, CPU training runs on one thread (see _cpu_threads)
+TINY_IMAGE = 16  # at or below this size, CPU training runs on one thread (see cpu_threads)
 
 
 @dataclass
@@ -331,7 +331,7 @@ def _summary(runs: list[dict[str, Any]], plan: TrainSetSpec, data: TrainData) ->
 
 
 @contextlib.contextmanager
-def _cpu_threads(device: torch.device, size: int) -> Iterator[None]:
+def cpu_threads(device: torch.device, size: int) -> Iterator[None]:
     """Use one intra-op thread while training on tiny images on the CPU, then restore.
 
     Each op on a batch of 8×8 images is too small to split across threads: measured on a busy
@@ -453,7 +453,7 @@ def run_cas(
             hook = None
             if on_epoch is not None:
                 hook = functools.partial(on_epoch, plan.label, seed)
-            with _cpu_threads(device, size):
+            with cpu_threads(device, size):
                 run = _one_run(
                     spec,
                     train,

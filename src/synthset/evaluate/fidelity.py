@@ -96,7 +96,7 @@ def real_classifier(
     rerun loads them instead of training again."""
     from safetensors.torch import load_file, save
 
-    from synthset.evaluate.cas import _cpu_threads, train_classifier
+    from synthset.evaluate.cas import cpu_threads, train_classifier
 
     train, val = real.get("train") or [], real.get("val") or []
     if not train or not val:
@@ -119,7 +119,7 @@ def real_classifier(
         val_set = load_tensors(val, size, channels, "fidelity: real val")
         check_labels(train_set, num_classes, "fidelity: real train")
         start = time.perf_counter()
-        with _cpu_threads(device, size):
+        with cpu_threads(device, size):
             best = train_classifier(
                 model, train_set, val_set, spec, seed, device, progress, "fidelity extractor"
             )
@@ -255,7 +255,7 @@ def run_fidelity(
     """Compare ``synthetic`` with ``real[spec.fidelity.real_split]``; write
     ``out_dir/fidelity.json`` and return it. ``prompts_by_path`` maps ``str(path)`` of a
     synthetic image to its prompt (for the CLIP score)."""
-    from synthset.evaluate.cas import _cpu_threads
+    from synthset.evaluate.cas import cpu_threads
     from synthset.generators.base import resolve_device
 
     fs = spec.fidelity
@@ -276,7 +276,7 @@ def run_fidelity(
     device = resolve_device(fs.device)
     start = time.perf_counter()
     ext = build_extractor(spec, real, n_cls, size, channels, device, out_dir, progress)
-    with _cpu_threads(device, ext.work_size or ext.image_size):
+    with cpu_threads(device, ext.work_size or ext.image_size):
         real_f, real_y = _features(ext, reference, f"fidelity: real {split}", n_cls, fs.batch_size)
         fake_f, fake_y = _features(ext, fake, "fidelity: synthetic", n_cls, fs.batch_size)
         val_f = val_y = None

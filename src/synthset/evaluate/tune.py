@@ -40,7 +40,6 @@ from synthset.store.atomic import atomic_write_json, atomic_write_text
 from synthset.store.run_folder import RunFolder
 
 METRIC = "best real-val accuracy of a proxy classifier trained on the trial's synthetic images"
-TINY_IMAGE = 16  # at or below this size the proxy trains on one CPU thread (faster, see cas.py)
 
 
 @dataclass
@@ -69,20 +68,6 @@ def tune_splits(run: RunFolder) -> dict[str, Samples]:
 
 
 # ----------------------------------------------------------------------------- one trial
-
-
-@contextlib.contextmanager
-def _cpu_threads(device: torch.device, size: int) -> Iterator[None]:
-    """One intra-op thread for tiny images on the CPU (bigger ops are not worth splitting)."""
-    if device.type != "cpu" or size > TINY_IMAGE:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def trial_model(ctx: TuneContext, recipe: Recipe) -> Path | None:
@@ -159,7 +144,7 @@ def proxy_train(
     ctx: TuneContext, samples: Samples, on_epoch: Callable[[int, float, float], None]
 ) -> float:
     """Train the proxy classifier on ``samples``; its best accuracy on the real val split."""
-    from synthset.evaluate.cas import train_classifier
+    from synthset.evaluate.cas import cpu_threads, train_classifier
     from synthset.evaluate.classifiers import build_classifier
     from synthset.evaluate.tensors import check_labels, load_tensors
 
@@ -171,7 +156,7 @@ def proxy_train(
     check_labels(train, len(ctx.classes), "tune trial synthetic images")
     torch.manual_seed(ctx.recipe.seed)
     model = build_classifier(proxy.classifier, len(ctx.classes), ctx.channels, ctx.size)
-    with _cpu_threads(ctx.device, ctx.size):
+    with cpu_threads(ctx.device, ctx.size):
         best = train_classifier(
             model, train, ctx.val, proxy, ctx.recipe.seed, ctx.device, False, "proxy", on_epoch
         )
