@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthset.classes import ClassInfo, read_classes, resolve_classes, write_classes
 from synthset.errors import SynthsetError
 from synthset.plan import WorkItem, build_plan, load_plan, save_plan
 from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
-from synthset.recipe import Recipe, dump_recipe
+from synthset.recipe import GenerateSpec, GeneratorSpec, Recipe, dump_recipe
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 from synthset.store.imagefolder import write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from synthset.generators.base import Generator
 
 STAGES = ("classes", "data", "adapt", "prompts", "plan", "generate", "evaluate", "report")
 
@@ -169,14 +172,21 @@ def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
     """Write ``plan.jsonl``: every work item with its fixed seed."""
     if recipe.generate is None:
         return []
-    fp = recipe.fingerprint("classes", "prompts", "generate")
+    from_real = recipe.generate.members[0].uses_real_images
+    fp = recipe.fingerprint("classes", "prompts", "generate", *(["real"] if from_real else []))
     if run.stage_done("plan", fp) and run.plan.exists():
         return load_plan(run.plan)
     records = stage_prompts(recipe, run)
     prompts: dict[int, list[str]] = {}
     for rec in records:
         prompts.setdefault(rec.class_id, []).append(rec.prompt)
-    items = build_plan(recipe, stage_classes(recipe, run), prompts)
+    real = None
+    if from_real and recipe.real is not None:
+        from synthset.data.splits import load_splits
+
+        stage_data(recipe, run)
+        real = load_splits(run.real / "splits.json")["train"]
+    items = build_plan(recipe, stage_classes(recipe, run), prompts, real, run.root)
     save_plan(run.plan, items)
     run.mark_done("plan", fp, items=len(items))
     return items
@@ -187,14 +197,19 @@ def generation_config(recipe: Recipe) -> str:
     g = recipe.generate
     if g is None:
         return "none"
+    members = g.members
     parts = {
-        "generator": g.generator.model_dump(mode="json"),
+        "generator": g.generator.model_dump(mode="json")
+        if g.generators is None
+        else [m.model_dump(mode="json") for m in g.generators],
         "batch_size": g.batch_size,
         "format": [g.image_format, g.jpeg_quality],
         "adapt": recipe.fingerprint("classes", "real", "adapt")
-        if g.generator.kind == "tiny"
+        if any(m.kind == "tiny" for m in members)
         else None,
     }
+    if members[0].uses_real_images:  # the real images are inputs of every item
+        parts["real"] = recipe.fingerprint("classes", "real")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -215,12 +230,11 @@ def stage_generate(
     """Generate this shard's unfinished items into the store; when the whole plan is finished,
     write ``images/metadata.jsonl``."""
     from synthset.executors.local import finished_entries, run_generation
-    from synthset.generators.base import build_generator
 
     spec = recipe.generate
     if spec is None:
         raise SynthsetError("generate: the recipe has no 'generate' section; add one")
-    needs_model = spec.generator.kind == "tiny" and spec.generator.model is None
+    needs_model = any(m.kind == "tiny" and m.model is None for m in spec.members)
     shared_missing = not run.plan.exists() or (
         needs_model and not run.stage_marker("adapt").exists()
     )
@@ -237,7 +251,7 @@ def stage_generate(
     config = generation_config(recipe)
     result = run_generation(
         plan,
-        lambda: build_generator(spec.generator, run.adapt),
+        lambda: make_generator(spec, run),
         spec,
         run.images,
         manifest,
@@ -257,6 +271,18 @@ def stage_generate(
         "complete": complete,
         "seconds": result.seconds,
     }
+
+
+def make_generator(spec: GenerateSpec, run: RunFolder) -> Generator:
+    """The recipe's generator, or an ensemble that loads each member on first use."""
+    from synthset.generators.base import build_generator
+
+    if spec.generators is None:
+        return build_generator(spec.generator, run.adapt, run.root)
+    from synthset.generators.ensemble import EnsembleGenerator
+
+    members: dict[str, GeneratorSpec] = {m.name: m for m in spec.generators}
+    return EnsembleGenerator(members, lambda m: build_generator(m, run.adapt, run.root))
 
 
 def synthetic_samples(run: RunFolder) -> list[tuple[Path, int]]:

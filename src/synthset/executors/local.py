@@ -97,7 +97,9 @@ def run_generation(
         image = resize_for_saving(image, spec.generator.save_size)
         relpath = image_relpath(item, spec.image_format)
         write_image(images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality))
-        manifest.append({**_entry(item, relpath), "generator": generator.name, "config": config})
+        name_of = getattr(generator, "name_of", None)
+        name = name_of(item) if name_of else generator.name
+        manifest.append({**_entry(item, relpath), "generator": name, "config": config})
         bar.update(1)
 
     with ThreadPoolExecutor(max_workers=spec.writer_threads, thread_name_prefix="writer") as pool:
@@ -129,4 +131,5 @@ def _entry(item: WorkItem, relpath: str) -> dict:
         "prompt": item.prompt,
         "seed": item.seed,
         "mode": item.mode,
+        **{k: item.params[k] for k in ("image", "strength", "variant") if k in item.params},
     }
