@@ -105,6 +105,24 @@ def test_img2img_plan_labels_seeds_and_determinism(
         assert (root / "images" / m["file_name"]).read_bytes() == (
             root2 / "images" / m["file_name"]
         ).read_bytes()
+    # a re-run does nothing; a changed strength re-plans and regenerates every item
+    assert stage_generate(r, open_run(r), progress=False)["generated"] == 0
+    r_changed = recipe(
+        tmp_path / "a", real_folder, sd(tiny_sd_path, kind="img2img", strength=[0.6, 0.9])
+    )
+    assert generation_config(r_changed) != generation_config(r)
+    again = stage_generate(r_changed, open_run(r_changed), progress=False)
+    assert again["generated"] == 8 and again["complete"]
+    changed = [
+        (root / "images" / m["file_name"]).read_bytes()
+        != (root2 / "images" / m["file_name"]).read_bytes()
+        for m in meta
+    ]
+    assert any(changed)
+    assert {it.params["strength"] for it in stage_plan(r_changed, open_run(r_changed))} == {
+        0.6,
+        0.9,
+    }
 
 
 @pytest.fixture(scope="module")
