@@ -268,7 +268,7 @@ def test_inpaint_keeps_unmasked_pixels(
         assert repainted > 5 * max(kept, 0.5), repainted  # the background was regenerated
 
 
-def test_inpaint_box_and_saliency_masks(tiny_sd_path: Path, real_folder: Path) -> None:
+def test_box_and_saliency_masks_find_the_square(real_folder: Path) -> None:
     from synthset.generators.realimages import box_mask, saliency_mask
 
     img = Image.open(real_folder / "images" / "red" / "0.png")
@@ -276,6 +276,61 @@ def test_inpaint_box_and_saliency_masks(tiny_sd_path: Path, real_folder: Path) -
     box = np.asarray(box_mask(img.size, (0.25, 0.25, 0.75, 0.75))) > 0
     assert sal.sum() == box.sum() == 16 * 16
     assert (sal == box).all()
+
+
+def test_inverted_box_keeps_background_and_prompts_vary_the_scene(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    gen = sd(
+        tiny_sd_path,
+        kind="inpaint",
+        mask="box",
+        mask_box=[0.25, 0.25, 0.75, 0.75],
+        invert_mask=True,
+        variants_per_image=2,
+    )
+    r = recipe(tmp_path / "b", real_folder, gen, images_per_class=4)
+    r = r.model_copy(
+        update={
+            "prompts": r.prompts.model_copy(
+                update={
+                    "template": "a {class} square in {background}",
+                    "combine": "cross",
+                    "per_class": 2,
+                    "slots": {"background": ["a beach", "the snow"]},
+                }
+            )
+        }
+    )
+    root, meta = run_modes(r)
+    plan = {it.item_id: it for it in stage_plan(r, open_run(r))}
+    obj = np.zeros((SIZE, SIZE), dtype=bool)
+    obj[8:24, 8:24] = True
+    for m in meta:
+        it = plan[m["item_id"]]
+        out = pixels(root / "images" / m["file_name"])
+        src = pixels(root / it.params["image"])
+        assert np.abs(out[~obj] - src[~obj]).mean() < 1.0  # background kept
+        assert np.abs(out[obj] - src[obj]).mean() > 5.0  # object repainted
+    # both variants of one real image get different scenes
+    by_image: dict[str, set[str]] = {}
+    for it in plan.values():
+        by_image.setdefault(it.params["image"], set()).add(it.prompt)
+    assert all(len(p) == 2 for p in by_image.values()), by_image
+
+
+def test_missing_mask_file_fails_at_plan_time(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    masks = tmp_path / "masks"
+    (masks / "red").mkdir(parents=True)  # no masks for 'blue'
+    for p in (real_folder / "masks" / "red").glob("*.png"):
+        (masks / "red" / p.name).write_bytes(p.read_bytes())
+    gen = sd(tiny_sd_path, kind="inpaint", mask="folder", mask_dir=str(masks))
+    r = recipe(tmp_path / "n", real_folder, gen)
+    with pytest.raises(SynthsetError) as exc:
+        stage_plan(r, open_run(r))
+    assert "\n" not in str(exc.value) and "blue" in str(exc.value) and "mask_dir" in str(exc.value)
 
 
 def test_wrong_size_mask_is_a_one_line_error(

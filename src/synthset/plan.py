@@ -108,7 +108,7 @@ def _real_items(
     root: Path | None,
 ) -> list[WorkItem]:
     """Item ``k = j * variants + v`` of a class is variant ``v`` of the class's ``j``-th real
-    image; variant ``v`` uses strength ``v mod len`` and scene ``v mod len``."""
+    image; variant ``v`` uses strength ``v mod len``; prompts cycle as in text modes."""
     assert recipe.generate is not None
     spec = recipe.generate.members[0]
     strengths = spec.strengths or [1.0]
@@ -125,8 +125,6 @@ def _real_items(
             j, v = divmod(k, variants)
             item_id = f"{cls.id:04d}-{k:06d}"
             prompt = texts[k % len(texts)]
-            if spec.scenes:
-                prompt = prompt.replace("{scene}", spec.scenes[v % len(spec.scenes)])
             params: dict[str, Any] = {
                 "image": _stored_path(images[j], root),
                 "strength": strengths[v % len(strengths)],

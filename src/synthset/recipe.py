@@ -152,10 +152,6 @@ class GeneratorSpec(Strict):
     invert_mask: bool = Field(
         False, description="inpaint: keep the background and regenerate the object instead."
     )
-    scenes: list[str] = Field(
-        [], description="inpaint: values for a '{scene}' slot in the prompt, cycled per variant."
-    )
-
     @property
     def strengths(self) -> list[float]:
         """The strength list (one value when a single number is given)."""
