@@ -452,7 +452,8 @@ def test_ensemble_records_each_items_generator(
     for m in meta:
         same = np.abs(px(root, m) - px(solo_root, m)).max() < 2
         assert same == (m["generator"] == "second"), m
-    # a changed member setting changes the generation fingerprint (so items regenerate)
+    # a changed member setting regenerates that member's items only
+    before = {m["item_id"]: (root / "images" / m["file_name"]).read_bytes() for m in meta}
     members[1]["steps"] = 5
     r2 = recipe_from_dict(
         {
@@ -464,3 +465,10 @@ def test_ensemble_records_each_items_generator(
         }
     )
     assert generation_config(r2) != generation_config(r)
+    result = stage_generate(r2, open_run(r2), progress=False)
+    assert result["complete"] and result["generated"] == sum(
+        m["generator"] == "second" for m in meta
+    )
+    for m in meta:
+        now = (root / "images" / m["file_name"]).read_bytes()
+        assert (now == before[m["item_id"]]) == (m["generator"] == "first"), m

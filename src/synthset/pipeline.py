@@ -197,18 +197,30 @@ def generation_config(recipe: Recipe) -> str:
     g = recipe.generate
     if g is None:
         return "none"
-    members = g.members
+    if g.generators is None:
+        return _config_hash(recipe, g.generator.model_dump(mode="json"), g.generator.kind)
+    return _config_hash(recipe, sorted(item_configs(recipe).items()), "ensemble")
+
+
+def item_configs(recipe: Recipe) -> str | dict[str, str]:
+    """The fingerprint recorded with each image: :func:`generation_config`, or for an ensemble
+    one per member name (editing one member regenerates only that member's images)."""
+    g = recipe.generate
+    if g is None or g.generators is None:
+        return generation_config(recipe)
+    return {m.name: _config_hash(recipe, m.model_dump(mode="json"), m.kind) for m in g.generators}
+
+
+def _config_hash(recipe: Recipe, generator: Any, kind: str) -> str:
+    g = recipe.generate
+    assert g is not None
     parts = {
-        "generator": g.generator.model_dump(mode="json")
-        if g.generators is None
-        else [m.model_dump(mode="json") for m in g.generators],
+        "generator": generator,
         "batch_size": g.batch_size,
         "format": [g.image_format, g.jpeg_quality],
-        "adapt": recipe.fingerprint("classes", "real", "adapt")
-        if any(m.kind == "tiny" for m in members)
-        else None,
+        "adapt": recipe.fingerprint("classes", "real", "adapt") if kind == "tiny" else None,
     }
-    if members[0].uses_real_images:  # the real images are inputs of every item
+    if g.members[0].uses_real_images:  # the real images are inputs of every item
         parts["real"] = recipe.fingerprint("classes", "real")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -220,7 +232,7 @@ def generation_status(recipe: Recipe, run: RunFolder) -> tuple[int, int]:
     if not run.plan.exists():
         return 0, 0
     plan = load_plan(run.plan)
-    config = generation_config(recipe)
+    config = item_configs(recipe)
     return len(finished_ids(Manifest(run.manifest), plan, config)), len(plan)
 
 
@@ -248,7 +260,7 @@ def stage_generate(
     if needs_model:
         stage_adapt(recipe, run, progress)
     manifest = Manifest(run.manifest, shard)
-    config = generation_config(recipe)
+    config = item_configs(recipe)
     result = run_generation(
         plan,
         lambda: make_generator(spec, run),
