@@ -472,3 +472,26 @@ def test_ensemble_records_each_items_generator(
     for m in meta:
         now = (root / "images" / m["file_name"]).read_bytes()
         assert (now == before[m["item_id"]]) == (m["generator"] == "first"), m
+
+
+def test_ensemble_of_real_image_modes(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    members = [
+        {"name": "vary", "kind": "img2img", **sd(tiny_sd_path, strength=0.5)},
+        {
+            "name": "scene",
+            "kind": "inpaint",
+            **sd(tiny_sd_path, mask="box", mask_box=[0.25, 0.25, 0.75, 0.75]),
+        },
+    ]
+    r = recipe(tmp_path / "er", real_folder, generators=members)
+    root, meta = run_modes(r)
+    plan = {it.item_id: it for it in stage_plan(r, open_run(r))}
+    assert len(meta) == len(plan) == 4
+    assert {m["generator"] for m in meta} == {"vary", "scene"}
+    for m in meta:
+        it = plan[m["item_id"]]
+        assert m["generator"] == it.params["generator"]
+        assert it.mode == {"vary": "img2img", "scene": "inpaint"}[m["generator"]]
+        assert it.params["strength"] == {"vary": 0.5, "scene": 1.0}[m["generator"]]

@@ -15,7 +15,7 @@ from typing import Any
 from synthset.classes import ClassInfo
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
-from synthset.recipe import Recipe
+from synthset.recipe import GeneratorSpec, Recipe
 from synthset.store.atomic import read_jsonl, write_jsonl
 
 
@@ -69,7 +69,7 @@ def build_plan(
         items = _text_items(recipe, classes, prompts or {})
     if recipe.generate.generators is None:
         return items
-    return [_assign(recipe, it) for it in items]
+    return [_assign(recipe, it, root) for it in items]
 
 
 def _class_texts(recipe: Recipe, cls: ClassInfo, prompts: dict[int, list[str]]) -> list[str]:
@@ -131,7 +131,7 @@ def _real_items(
                 "variant": v,
             }
             if spec.kind == "inpaint" and spec.mask == "folder":
-                params["mask"] = _stored_path(_mask_path(recipe, images[j]), root)
+                params["mask"] = _stored_path(_mask_path(recipe, spec, images[j]), root)
             items.append(
                 WorkItem(
                     item_id=item_id,
@@ -147,10 +147,10 @@ def _real_items(
     return items
 
 
-def _mask_path(recipe: Recipe, image: Path) -> Path:
+def _mask_path(recipe: Recipe, spec: GeneratorSpec, image: Path) -> Path:
     """The mask of a real image: same path relative to the real ImageFolder, under mask_dir."""
-    assert recipe.generate is not None and recipe.real is not None
-    mask_dir = recipe.generate.members[0].mask_dir
+    assert recipe.real is not None
+    mask_dir = spec.mask_dir
     assert mask_dir is not None
     base = recipe.real.path
     try:
@@ -196,11 +196,21 @@ def pick_member(recipe_seed: int, item_id: str, weights: list[float]) -> int:
     return len(weights) - 1
 
 
-def _assign(recipe: Recipe, item: WorkItem) -> WorkItem:
+def _assign(recipe: Recipe, item: WorkItem, root: Path | None) -> WorkItem:
+    """The item with its ensemble member; real-image items take that member's strength and
+    mask (the variant count comes from the first member)."""
     assert recipe.generate is not None and recipe.generate.generators is not None
     members = recipe.generate.generators
     member = members[pick_member(recipe.seed, item.item_id, [m.weight for m in members])]
-    return replace(item, mode=member.kind, params={**item.params, "generator": member.name})
+    params = {**item.params, "generator": member.name}
+    if "variant" in params:
+        strengths = member.strengths or [1.0]
+        params["strength"] = strengths[int(params["variant"]) % len(strengths)]
+        params.pop("mask", None)
+        if member.kind == "inpaint" and member.mask == "folder":
+            image = resolve_item_path(str(params["image"]), root)
+            params["mask"] = _stored_path(_mask_path(recipe, member, image), root)
+    return replace(item, mode=member.kind, params=params)
 
 
 def save_plan(path: Path, items: list[WorkItem]) -> None:
