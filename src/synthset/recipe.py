@@ -152,6 +152,7 @@ class GeneratorSpec(Strict):
     invert_mask: bool = Field(
         False, description="inpaint: keep the background and regenerate the object instead."
     )
+
     @property
     def strengths(self) -> list[float]:
         """The strength list (one value when a single number is given)."""

@@ -8,6 +8,7 @@ real image's class is the label. One pipeline call per distinct strength in a ba
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,12 +60,14 @@ class Img2ImgGenerator:
                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             ) from None
         self.pipe.set_progress_bar_config(disable=True)
+        self._call_params = set(inspect.signature(self.pipe.__call__).parameters)
         self.spec = spec
         self.root = root
         self.device = base.device
         self.name = f"{self.mode}:{spec.model}"
 
-    def _kwargs(self, items: list[WorkItem], strength: float) -> dict[str, Any]:
+    def _kwargs(self, items: list[WorkItem], strength: float, **more: Any) -> dict[str, Any]:
+        """The pipeline's arguments for one group, keeping only those its ``__call__`` takes."""
         kwargs: dict[str, Any] = {
             "prompt": [it.prompt for it in items],
             "num_inference_steps": self.spec.steps,
@@ -75,16 +78,14 @@ class Img2ImgGenerator:
         }
         if self.spec.negative_prompt is not None:
             kwargs["negative_prompt"] = [self.spec.negative_prompt] * len(items)
-        return kwargs
-
-    def _inputs(self, items: list[WorkItem]) -> tuple[list[Image.Image], tuple[int, int]]:
-        images = [load_real_image(it, self.root) for it in items]
-        size = work_size(images[0], self.spec.width, self.spec.height)
-        return [img.resize(size, Image.Resampling.LANCZOS) for img in images], size
+        kwargs.update(more)
+        return {k: v for k, v in kwargs.items() if k in self._call_params}
 
     def _run(self, items: list[WorkItem], strength: float) -> list[Image.Image]:
-        images, _ = self._inputs(items)
-        out = self.pipe(image=images, **self._kwargs(items, strength)).images
+        images = [load_real_image(it, self.root) for it in items]
+        size = work_size(images[0], self.spec.width, self.spec.height)
+        images = [img.resize(size, Image.Resampling.LANCZOS) for img in images]
+        out = self.pipe(**self._kwargs(items, strength, image=images)).images
         return [img.convert("RGB") for img in out]
 
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
