@@ -495,3 +495,33 @@ def test_ensemble_of_real_image_modes(
         assert m["generator"] == it.params["generator"]
         assert it.mode == {"vary": "img2img", "scene": "inpaint"}[m["generator"]]
         assert it.params["strength"] == {"vary": 0.5, "scene": 1.0}[m["generator"]]
+
+
+def test_bad_mask_midway_keeps_finished_images(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    """A wrong-size mask of a later chunk stops the run; the earlier chunk's images stay
+    recorded, and once the mask is fixed only the rest is generated."""
+    masks = tmp_path / "masks"
+    for p in (real_folder / "masks").rglob("*.png"):
+        (masks / p.parent.name).mkdir(parents=True, exist_ok=True)
+        img = Image.open(p)
+        (img.resize((16, 16)) if p.parent.name == "blue" else img).save(
+            masks / p.parent.name / p.name
+        )
+    gen = sd(tiny_sd_path, kind="inpaint", mask="folder", mask_dir=str(masks))
+    r = recipe(tmp_path / "mid", real_folder, gen, images_per_class=2, batch_size=2)
+    with pytest.raises(SynthsetError, match="16x16"):
+        stage_generate(r, open_run(r), progress=False)
+    rows = read_jsonl(tmp_path / "mid" / "manifest.jsonl")
+    assert sorted(row["class_name"] for row in rows) == ["red", "red"]
+    kept = {
+        row["file_name"]: (tmp_path / "mid" / "images" / row["file_name"]).read_bytes()
+        for row in rows
+    }
+    for p in (real_folder / "masks" / "blue").glob("*.png"):
+        (masks / "blue" / p.name).write_bytes(p.read_bytes())
+    result = stage_generate(r, open_run(r), progress=False)
+    assert result["generated"] == 2 and result["complete"]
+    for name, data in kept.items():
+        assert (tmp_path / "mid" / "images" / name).read_bytes() == data
