@@ -478,7 +478,7 @@ def test_ensemble_of_real_image_modes(
     tiny_sd_path: Path, real_folder: Path, tmp_path: Path
 ) -> None:
     members = [
-        {"name": "vary", "kind": "img2img", **sd(tiny_sd_path, strength=0.5)},
+        {"name": "vary", "kind": "img2img", **sd(tiny_sd_path, strength=0.5, save_size=16)},
         {
             "name": "scene",
             "kind": "inpaint",
@@ -495,6 +495,14 @@ def test_ensemble_of_real_image_modes(
         assert m["generator"] == it.params["generator"]
         assert it.mode == {"vary": "img2img", "scene": "inpaint"}[m["generator"]]
         assert it.params["strength"] == {"vary": 0.5, "scene": 1.0}[m["generator"]]
+        size = Image.open(root / "images" / m["file_name"]).size
+        assert size == {"vary": (16, 16), "scene": (SIZE, SIZE)}[m["generator"]]
+    from synthset.classes import read_classes
+    from synthset.report.html import write_report
+
+    run = open_run(r)
+    html = write_report(run, r, read_classes(run.classes)).read_text()
+    assert "vary img2img" in html and "scene inpaint" in html
 
 
 def test_bad_mask_midway_keeps_finished_images(

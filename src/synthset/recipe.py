@@ -371,6 +371,13 @@ class GenerateSpec(Strict):
                 )
         return self
 
+    def member_of(self, name: object) -> GeneratorSpec:
+        """The ensemble member called ``name`` (the single generator without an ensemble)."""
+        for member in self.generators or []:
+            if member.name == name:
+                return member
+        return self.generator
+
     @property
     def members(self) -> list[GeneratorSpec]:
         """The generators of this recipe: the ensemble's members, or the single generator."""

@@ -105,7 +105,7 @@ def run_generation(
     max_in_flight = 2 * spec.batch_size
 
     def save(item: WorkItem, image: Image.Image) -> None:
-        image = resize_for_saving(image, spec.generator.save_size)
+        image = resize_for_saving(image, spec.member_of(item.params.get("generator")).save_size)
         relpath = image_relpath(item, spec.image_format)
         write_image(images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality))
         name_of = getattr(generator, "name_of", None)
