@@ -314,3 +314,20 @@ def test_run_includes_the_study_and_the_report_shows_it(tmp_path: Path) -> None:
     again = StageLog()
     run_all(recipe_from_dict(spec), progress=False, log=again)
     assert {name: state for name, state, _ in again.entries}["tune"] == "skipped"
+
+
+@pytest.mark.parametrize(
+    "generate",
+    [
+        {"generators": [{"name": "a", "kind": "tiny"}, {"name": "b", "kind": "tiny"}]},
+        {"generator": {"kind": "tiny", "strength": 0.5}},
+    ],
+)
+def test_tune_needs_one_text_conditioned_generator(
+    tmp_path: Path, generate: dict[str, Any]
+) -> None:
+    data = toy(tmp_path / "run")
+    data["generate"] = {"images_per_class": 5} | generate
+    with pytest.raises(SynthsetError) as err:
+        recipe_from_dict(data)
+    assert "\n" not in str(err.value) and "'tune' searches one" in str(err.value)

@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthset.classes import ClassInfo, read_classes, resolve_classes, write_classes
 from synthset.errors import SynthsetError
 from synthset.plan import WorkItem, build_plan, load_plan, save_plan
 from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
-from synthset.recipe import Recipe, dump_recipe
+from synthset.recipe import GenerateSpec, GeneratorSpec, Recipe, dump_recipe
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 from synthset.store.imagefolder import write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from synthset.generators.base import Generator
 
 STAGES = ("classes", "data", "adapt", "prompts", "plan", "generate", "evaluate", "report")
 
@@ -169,14 +172,21 @@ def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
     """Write ``plan.jsonl``: every work item with its fixed seed."""
     if recipe.generate is None:
         return []
-    fp = recipe.fingerprint("classes", "prompts", "generate")
+    from_real = recipe.generate.members[0].uses_real_images
+    fp = recipe.fingerprint("classes", "prompts", "generate", *(["real"] if from_real else []))
     if run.stage_done("plan", fp) and run.plan.exists():
         return load_plan(run.plan)
     records = stage_prompts(recipe, run)
     prompts: dict[int, list[str]] = {}
     for rec in records:
         prompts.setdefault(rec.class_id, []).append(rec.prompt)
-    items = build_plan(recipe, stage_classes(recipe, run), prompts)
+    real = None
+    if from_real and recipe.real is not None:
+        from synthset.data.splits import load_splits
+
+        stage_data(recipe, run)
+        real = load_splits(run.real / "splits.json")["train"]
+    items = build_plan(recipe, stage_classes(recipe, run), prompts, real, run.root)
     save_plan(run.plan, items)
     run.mark_done("plan", fp, items=len(items))
     return items
@@ -187,14 +197,31 @@ def generation_config(recipe: Recipe) -> str:
     g = recipe.generate
     if g is None:
         return "none"
+    if g.generators is None:
+        return _config_hash(recipe, g.generator.model_dump(mode="json"), g.generator.kind)
+    return _config_hash(recipe, sorted(item_configs(recipe).items()), "ensemble")
+
+
+def item_configs(recipe: Recipe) -> str | dict[str, str]:
+    """The fingerprint recorded with each image: :func:`generation_config`, or for an ensemble
+    one per member name (editing one member regenerates only that member's images)."""
+    g = recipe.generate
+    if g is None or g.generators is None:
+        return generation_config(recipe)
+    return {m.name: _config_hash(recipe, m.model_dump(mode="json"), m.kind) for m in g.generators}
+
+
+def _config_hash(recipe: Recipe, generator: Any, kind: str) -> str:
+    g = recipe.generate
+    assert g is not None
     parts = {
-        "generator": g.generator.model_dump(mode="json"),
+        "generator": generator,
         "batch_size": g.batch_size,
         "format": [g.image_format, g.jpeg_quality],
-        "adapt": recipe.fingerprint("classes", "real", "adapt")
-        if g.generator.kind == "tiny"
-        else None,
+        "adapt": recipe.fingerprint("classes", "real", "adapt") if kind == "tiny" else None,
     }
+    if g.members[0].uses_real_images:  # the real images are inputs of every item
+        parts["real"] = recipe.fingerprint("classes", "real")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -205,7 +232,7 @@ def generation_status(recipe: Recipe, run: RunFolder) -> tuple[int, int]:
     if not run.plan.exists():
         return 0, 0
     plan = load_plan(run.plan)
-    config = generation_config(recipe)
+    config = item_configs(recipe)
     return len(finished_ids(Manifest(run.manifest), plan, config)), len(plan)
 
 
@@ -215,12 +242,11 @@ def stage_generate(
     """Generate this shard's unfinished items into the store; when the whole plan is finished,
     write ``images/metadata.jsonl``."""
     from synthset.executors.local import finished_entries, run_generation
-    from synthset.generators.base import build_generator
 
     spec = recipe.generate
     if spec is None:
         raise SynthsetError("generate: the recipe has no 'generate' section; add one")
-    needs_model = spec.generator.kind == "tiny" and spec.generator.model is None
+    needs_model = any(m.kind == "tiny" and m.model is None for m in spec.members)
     shared_missing = not run.plan.exists() or (
         needs_model and not run.stage_marker("adapt").exists()
     )
@@ -234,10 +260,10 @@ def stage_generate(
     if needs_model:
         stage_adapt(recipe, run, progress)
     manifest = Manifest(run.manifest, shard)
-    config = generation_config(recipe)
+    config = item_configs(recipe)
     result = run_generation(
         plan,
-        lambda: build_generator(spec.generator, run.adapt),
+        lambda: make_generator(spec, run),
         spec,
         run.images,
         manifest,
@@ -257,6 +283,18 @@ def stage_generate(
         "complete": complete,
         "seconds": result.seconds,
     }
+
+
+def make_generator(spec: GenerateSpec, run: RunFolder) -> Generator:
+    """The recipe's generator, or an ensemble that loads each member on first use."""
+    from synthset.generators.base import build_generator
+
+    if spec.generators is None:
+        return build_generator(spec.generator, run.adapt, run.root)
+    from synthset.generators.ensemble import EnsembleGenerator
+
+    members: dict[str, GeneratorSpec] = {m.name: m for m in spec.generators}
+    return EnsembleGenerator(members, lambda m: build_generator(m, run.adapt, run.root))
 
 
 def synthetic_samples(run: RunFolder) -> list[tuple[Path, int]]:

@@ -8,13 +8,14 @@ items), so a resumed or sharded run feeds the model exactly the same batches.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from synthset.classes import ClassInfo
+from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
-from synthset.recipe import Recipe
+from synthset.recipe import GeneratorSpec, Recipe
 from synthset.store.atomic import read_jsonl, write_jsonl
 
 
@@ -42,22 +43,95 @@ def item_seed(recipe_seed: int, item_id: str) -> int:
 
 
 def build_plan(
-    recipe: Recipe, classes: list[ClassInfo], prompts: dict[int, list[str]] | None = None
+    recipe: Recipe,
+    classes: list[ClassInfo],
+    prompts: dict[int, list[str]] | None = None,
+    real: Samples | None = None,
+    root: Path | None = None,
 ) -> list[WorkItem]:
     """``images_per_class`` items per class; item ``k`` of a class takes the class's prompt
     ``k mod n``. Ids are ``<class id>-<index>`` so growing the plan keeps every existing item
-    (and its image) unchanged. Without ``prompts``, the recipe's single template is used."""
+    (and its image) unchanged. Without ``prompts``, the recipe's single template is used.
+
+    Real-image modes (img2img, inpaint) get one item per (real image, variant) instead, from
+    ``real`` (any list of (path, label)); image paths are stored relative to ``root`` when
+    inside it. An ensemble assigns each item to one member (see :func:`pick_member`)."""
     if recipe.generate is None:
         return []
-    mode = recipe.generate.generator.kind
+    members = recipe.generate.members
+    if members[0].uses_real_images:
+        if real is None:
+            raise SynthsetError(
+                "generate: img2img/inpaint start from real images: add a 'real' section"
+            )
+        items = _real_items(recipe, classes, prompts or {}, real, root)
+    else:
+        items = _text_items(recipe, classes, prompts or {})
+    if recipe.generate.generators is None:
+        return items
+    return [_assign(recipe, it, root) for it in items]
+
+
+def _class_texts(recipe: Recipe, cls: ClassInfo, prompts: dict[int, list[str]]) -> list[str]:
+    return prompts.get(cls.id) or [recipe.prompts.template.replace("{class}", cls.name)]
+
+
+def _text_items(
+    recipe: Recipe, classes: list[ClassInfo], prompts: dict[int, list[str]]
+) -> list[WorkItem]:
+    assert recipe.generate is not None
+    mode = recipe.generate.members[0].kind
     items = []
     for cls in classes:
-        texts = (prompts or {}).get(cls.id) or [
-            recipe.prompts.template.replace("{class}", cls.name)
-        ]
+        texts = _class_texts(recipe, cls, prompts)
         for k in range(recipe.generate.images_per_class):
-            prompt = texts[k % len(texts)]
             item_id = f"{cls.id:04d}-{k:06d}"
+            items.append(
+                WorkItem(
+                    item_id=item_id,
+                    class_id=cls.id,
+                    class_name=cls.name,
+                    folder=cls.folder,
+                    prompt=texts[k % len(texts)],
+                    seed=item_seed(recipe.seed, item_id),
+                    mode=mode,
+                )
+            )
+    return items
+
+
+def _real_items(
+    recipe: Recipe,
+    classes: list[ClassInfo],
+    prompts: dict[int, list[str]],
+    real: Samples,
+    root: Path | None,
+) -> list[WorkItem]:
+    """Item ``k = j * variants + v`` of a class is variant ``v`` of the class's ``j``-th real
+    image; variant ``v`` uses strength ``v mod len``; prompts cycle as in text modes."""
+    assert recipe.generate is not None
+    spec = recipe.generate.members[0]
+    strengths = spec.strengths or [1.0]
+    variants = spec.variants_per_image or len(strengths)
+    by_class: dict[int, list[Path]] = {}
+    for path, label in real:
+        by_class.setdefault(int(label), []).append(Path(path))
+    items = []
+    for cls in classes:
+        texts = _class_texts(recipe, cls, prompts)
+        images = by_class.get(cls.id, [])
+        n = min(recipe.generate.images_per_class, len(images) * variants)
+        for k in range(n):
+            j, v = divmod(k, variants)
+            item_id = f"{cls.id:04d}-{k:06d}"
+            prompt = texts[k % len(texts)]
+            params: dict[str, Any] = {
+                "image": _stored_path(images[j], root),
+                "strength": strengths[v % len(strengths)],
+                "variant": v,
+            }
+            if spec.kind == "inpaint" and spec.mask == "folder":
+                params["mask"] = _stored_path(_mask_path(recipe, spec, images[j]), root)
             items.append(
                 WorkItem(
                     item_id=item_id,
@@ -66,10 +140,77 @@ def build_plan(
                     folder=cls.folder,
                     prompt=prompt,
                     seed=item_seed(recipe.seed, item_id),
-                    mode=mode,
+                    mode=spec.kind,
+                    params=params,
                 )
             )
     return items
+
+
+def _mask_path(recipe: Recipe, spec: GeneratorSpec, image: Path) -> Path:
+    """The mask of a real image: same path relative to the real ImageFolder, under mask_dir."""
+    assert recipe.real is not None
+    mask_dir = spec.mask_dir
+    assert mask_dir is not None
+    base = recipe.real.path
+    try:
+        rel = image.resolve().relative_to(Path(base).resolve()) if base else None
+    except ValueError:
+        rel = None
+    if rel is None:  # e.g. the bundled digits: <split>/<class>/<file>
+        rel = Path(*image.parts[-2:])
+    mask = Path(mask_dir) / rel.with_suffix(".png")
+    if not mask.is_file():
+        raise SynthsetError(
+            f"generate.generator.mask_dir: no mask {mask} for real image {image}; masks must "
+            "mirror the real ImageFolder (same relative path, .png)"
+        )
+    return mask
+
+
+def _stored_path(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return str(Path(path).resolve().relative_to(Path(root).resolve()))
+        except ValueError:
+            pass
+    return str(Path(path).resolve())
+
+
+def resolve_item_path(text: str, root: Path | None) -> Path:
+    """A path stored in an item's params, back as a path (relative ones are under ``root``)."""
+    path = Path(text)
+    return path if path.is_absolute() or root is None else Path(root) / path
+
+
+def pick_member(recipe_seed: int, item_id: str, weights: list[float]) -> int:
+    """The ensemble member of an item: a uniform draw from (seed, item id) against the
+    cumulative weights, so it never changes when the plan grows or is resharded."""
+    u = item_seed(recipe_seed, f"generator:{item_id}") / float(1 << 63)
+    total = sum(weights)
+    acc = 0.0
+    for i, w in enumerate(weights):
+        acc += w / total
+        if u < acc:
+            return i
+    return len(weights) - 1
+
+
+def _assign(recipe: Recipe, item: WorkItem, root: Path | None) -> WorkItem:
+    """The item with its ensemble member; real-image items take that member's strength and
+    mask (the variant count comes from the first member)."""
+    assert recipe.generate is not None and recipe.generate.generators is not None
+    members = recipe.generate.generators
+    member = members[pick_member(recipe.seed, item.item_id, [m.weight for m in members])]
+    params = {**item.params, "generator": member.name}
+    if "variant" in params:
+        strengths = member.strengths or [1.0]
+        params["strength"] = strengths[int(params["variant"]) % len(strengths)]
+        params.pop("mask", None)
+        if member.kind == "inpaint" and member.mask == "folder":
+            image = resolve_item_path(str(params["image"]), root)
+            params["mask"] = _stored_path(_mask_path(recipe, member, image), root)
+    return replace(item, mode=member.kind, params=params)
 
 
 def save_plan(path: Path, items: list[WorkItem]) -> None:

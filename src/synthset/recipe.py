@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -142,7 +143,12 @@ class AdaptSpec(Strict):
 class GeneratorSpec(Strict):
     """One image generator and its sampling settings."""
 
-    kind: Literal["tiny", "text2image"] = "tiny"
+    kind: Literal["tiny", "text2image", "img2img", "inpaint"] = Field(
+        "tiny",
+        description="tiny (adapted model), text2image, img2img (noise then denoise real images) "
+        "or inpaint (regenerate the background of real images). 'tiny' also does img2img when "
+        "'strength' is set.",
+    )
     model: str | None = Field(
         None,
         description="Diffusers model: hub id or local folder. For 'tiny', defaults to the "
@@ -162,6 +168,80 @@ class GeneratorSpec(Strict):
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     device: str = "auto"
     variant: str | None = Field(None, description="Weights variant, e.g. fp16.")
+    strength: float | list[float] | None = Field(
+        None,
+        description="img2img/inpaint noise level in (0, 1]: small keeps the real image, 1 ignores "
+        "it. A list sweeps levels: variant v of a real image uses strength[v mod len]. Setting it "
+        "on kind 'tiny' makes the tiny model noise-then-denoise real images too.",
+    )
+    variants_per_image: int | None = Field(
+        None, ge=1, description="Images made per real image (default: one per strength)."
+    )
+    mask: Literal["folder", "box", "saliency"] = Field(
+        "saliency",
+        description="inpaint mask source: folder (mask_dir), box (mask_box) or saliency (pixels "
+        "far in colour from the border's median colour are the object).",
+    )
+    mask_dir: Path | None = Field(
+        None,
+        description="Masks parallel to the real ImageFolder: same relative path, .png, white = "
+        "object.",
+    )
+    mask_box: tuple[float, float, float, float] | None = Field(
+        None, description="Object box [x0, y0, x1, y1] as fractions of the image size."
+    )
+    invert_mask: bool = Field(
+        False, description="inpaint: keep the background and regenerate the object instead."
+    )
+
+    @property
+    def strengths(self) -> list[float]:
+        """The strength list (one value when a single number is given)."""
+        if self.strength is None:
+            return []
+        return list(self.strength) if isinstance(self.strength, list) else [self.strength]
+
+    @property
+    def uses_real_images(self) -> bool:
+        """Whether this generator makes one item per (real image, variant)."""
+        return self.kind in ("img2img", "inpaint") or (
+            self.kind == "tiny" and self.strength is not None
+        )
+
+    @field_validator("strength")
+    @classmethod
+    def _strength_range(cls, v: float | list[float] | None) -> float | list[float] | None:
+        values = v if isinstance(v, list) else [] if v is None else [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one strength")
+        if any(not 0 < s <= 1 for s in values):
+            raise ValueError("strength must be in (0, 1], e.g. 0.5")
+        return v
+
+    @field_validator("mask_box")
+    @classmethod
+    def _box_fractions(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if v is not None:
+            x0, y0, x1, y1 = v
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise ValueError("mask_box is [x0, y0, x1, y1] fractions with 0 <= x0 < x1 <= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> GeneratorSpec:
+        too_small = [s for s in self.strengths if int(self.steps * s) < 1]
+        if too_small and self.kind in ("img2img", "inpaint"):
+            raise ValueError(
+                f"strength {too_small[0]} x steps {self.steps} leaves no denoising step; "
+                f"raise steps to at least {math.ceil(1 / too_small[0])}"
+            )
+        if self.kind == "inpaint" and self.mask == "folder" and self.mask_dir is None:
+            raise ValueError("mask 'folder' needs mask_dir (masks parallel to the real images)")
+        if self.kind == "inpaint" and self.mask == "box" and self.mask_box is None:
+            raise ValueError("mask 'box' needs mask_box: [x0, y0, x1, y1] fractions")
+        return self
 
     @field_validator("save_size")
     @classmethod
@@ -282,15 +362,67 @@ class PromptsSpec(Strict):
         return self
 
 
-class GenerateSpec(Strict):
-    """The plan's size and the generator that fills it."""
+class EnsembleMember(GeneratorSpec):
+    """One generator of an ensemble: a name (recorded per image) and a sampling weight."""
 
-    images_per_class: int = Field(100, ge=1)
+    name: str = Field(description="Recorded in the manifest as the image's generator.")
+    weight: float = Field(1.0, description="Relative share of the plan's items (> 0).")
+
+    @field_validator("weight")
+    @classmethod
+    def _positive_weight(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("weight must be > 0, e.g. 1")
+        return v
+
+
+class GenerateSpec(Strict):
+    """The plan's size and the generator(s) that fill it."""
+
+    images_per_class: int = Field(
+        100,
+        ge=1,
+        description="Items per class. For real-image modes (img2img, inpaint): at most this many "
+        "(real image, variant) items per class.",
+    )
     batch_size: int = Field(64, ge=1)
     generator: GeneratorSpec = GeneratorSpec()
+    generators: list[EnsembleMember] | None = Field(
+        None,
+        min_length=1,
+        description="An ensemble instead of 'generator': each item goes to one member, drawn "
+        "from (seed, item id) with probability proportional to its weight.",
+    )
     image_format: Literal["png", "jpeg", "webp"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     writer_threads: int = Field(2, ge=1, le=64, description="Threads encoding and writing images.")
+
+    @model_validator(mode="after")
+    def _one_generator_form(self) -> GenerateSpec:
+        if self.generators is not None:
+            if "generator" in self.model_fields_set:
+                raise ValueError("give either 'generator' or 'generators' (an ensemble), not both")
+            names = [g.name for g in self.generators]
+            if len(set(names)) != len(names):
+                raise ValueError(f"generators: names must be unique, got {names}")
+            real = {g.uses_real_images for g in self.generators}
+            if len(real) > 1:
+                raise ValueError(
+                    "generators: mix real-image modes (img2img, inpaint) only with each other"
+                )
+        return self
+
+    def member_of(self, name: object) -> GeneratorSpec:
+        """The ensemble member called ``name`` (the single generator without an ensemble)."""
+        for member in self.generators or []:
+            if member.name == name:
+                return member
+        return self.generator
+
+    @property
+    def members(self) -> list[GeneratorSpec]:
+        """The generators of this recipe: the ensemble's members, or the single generator."""
+        return list(self.generators) if self.generators is not None else [self.generator]
 
 
 class FidelitySpec(Strict):
@@ -593,14 +725,28 @@ class Recipe(Strict):
                 "'tune' generates trial datasets and scores them on real validation images: "
                 "it needs 'generate' and 'real' sections"
             )
-        if self.generate is not None:
-            gen = self.generate.generator
+        gspec = self.generate
+        if (
+            self.tune is not None
+            and gspec is not None
+            and (gspec.generators is not None or gspec.generator.uses_real_images)
+        ):
+            raise ValueError(
+                "'tune' searches one text-conditioned generator's knobs: use "
+                "'generate.generator' without real-image modes (img2img, inpaint, strength)"
+            )
+        for gen in self.generate.members if self.generate is not None else []:
             if gen.kind == "tiny" and gen.model is None and self.adapt is None:
                 raise ValueError(
                     "generate.generator.kind 'tiny' needs an 'adapt' section or generator.model"
                 )
-            if gen.kind == "text2image" and gen.model is None:
-                raise ValueError("generate.generator.kind 'text2image' needs generator.model")
+            if gen.kind in ("text2image", "img2img", "inpaint") and gen.model is None:
+                raise ValueError(f"generate.generator.kind {gen.kind!r} needs generator.model")
+            if gen.uses_real_images and self.real is None:
+                raise ValueError(
+                    f"generate.generator.kind {gen.kind!r} starts from real images: add a "
+                    "'real' section (e.g. real: {source: imagefolder, path: data/train})"
+                )
         if self.adapt is not None and self.real is None:
             raise ValueError("'adapt' trains on real images: add a 'real' section")
         if self.evaluate is not None:

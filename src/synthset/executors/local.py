@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +43,20 @@ def pending_chunks(
     return [c for c in mine if any(it.item_id not in done for it in c)]
 
 
-def finished_entries(manifest: Manifest, plan: list[WorkItem], config: str) -> dict[str, dict]:
+Config = str | Mapping[str, str]
+
+
+def item_config(config: Config, item: WorkItem) -> str:
+    """The settings fingerprint of one item: ``config`` itself, or for an ensemble (a mapping
+    from member name) that of the item's member, so editing one member redoes only its items."""
+    if isinstance(config, str):
+        return config
+    return config.get(str(item.params.get("generator", "")), "")
+
+
+def finished_entries(manifest: Manifest, plan: list[WorkItem], config: Config) -> dict[str, dict]:
     """Manifest entries (by item id) of items recorded with the seed and prompt the plan gives
-    them now and made with the same generation settings (``config``)."""
+    them now and made with the same generation settings (``config``, see :func:`item_config`)."""
     by_id = {it.item_id: it for it in plan}
     done: dict[str, dict] = {}
     for entry in manifest.rows():
@@ -54,13 +65,13 @@ def finished_entries(manifest: Manifest, plan: list[WorkItem], config: str) -> d
             item
             and entry.get("seed") == item.seed
             and entry.get("prompt") == item.prompt
-            and entry.get("config") == config
+            and entry.get("config") == item_config(config, item)
         ):
             done[item.item_id] = entry
     return done
 
 
-def finished_ids(manifest: Manifest, plan: list[WorkItem], config: str) -> set[str]:
+def finished_ids(manifest: Manifest, plan: list[WorkItem], config: Config) -> set[str]:
     """Ids of the items :func:`finished_entries` finds."""
     return set(finished_entries(manifest, plan, config))
 
@@ -71,7 +82,7 @@ def run_generation(
     spec: GenerateSpec,
     images_dir: Path,
     manifest: Manifest,
-    config: str,
+    config: Config,
     shard: tuple[int, int] = (0, 1),
     progress: bool = True,
 ) -> GenerationResult:
@@ -94,10 +105,14 @@ def run_generation(
     max_in_flight = 2 * spec.batch_size
 
     def save(item: WorkItem, image: Image.Image) -> None:
-        image = resize_for_saving(image, spec.generator.save_size)
+        image = resize_for_saving(image, spec.member_of(item.params.get("generator")).save_size)
         relpath = image_relpath(item, spec.image_format)
         write_image(images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality))
-        manifest.append({**_entry(item, relpath), "generator": generator.name, "config": config})
+        name_of = getattr(generator, "name_of", None)
+        name = name_of(item) if name_of else generator.name
+        manifest.append(
+            {**_entry(item, relpath), "generator": name, "config": item_config(config, item)}
+        )
         bar.update(1)
 
     with ThreadPoolExecutor(max_workers=spec.writer_threads, thread_name_prefix="writer") as pool:
@@ -129,4 +144,5 @@ def _entry(item: WorkItem, relpath: str) -> dict:
         "prompt": item.prompt,
         "seed": item.seed,
         "mode": item.mode,
+        **{k: item.params[k] for k in ("image", "strength", "variant") if k in item.params},
     }

@@ -79,8 +79,11 @@ def resize_for_saving(image: Image.Image, save_size: int | tuple[int, int] | Non
     return image.resize(size, Image.Resampling.LANCZOS)
 
 
-def build_generator(spec: GeneratorSpec, adapted_model: Path | None) -> Generator:
-    """The generator a recipe asks for, with its model loaded."""
+def build_generator(
+    spec: GeneratorSpec, adapted_model: Path | None, root: Path | None = None
+) -> Generator:
+    """The generator a recipe asks for, with its model loaded. ``root`` resolves the relative
+    real-image paths of img2img / inpaint items (the run folder)."""
     if spec.kind == "tiny":
         from synthset.generators.tiny import TinyDiffusionGenerator
 
@@ -89,9 +92,17 @@ def build_generator(spec: GeneratorSpec, adapted_model: Path | None) -> Generato
             raise SynthsetError(
                 f"generate.generator.model: no tiny model at {model}; run 'synthset adapt' first"
             )
-        return TinyDiffusionGenerator(model, spec)
+        return TinyDiffusionGenerator(model, spec, root)
     if spec.kind == "text2image":
         from synthset.generators.text2image import Text2ImageGenerator
 
         return Text2ImageGenerator(spec)
+    if spec.kind == "img2img":
+        from synthset.generators.img2img import Img2ImgGenerator
+
+        return Img2ImgGenerator(spec, root)
+    if spec.kind == "inpaint":
+        from synthset.generators.inpaint import InpaintGenerator
+
+        return InpaintGenerator(spec, root)
     raise SynthsetError(f"generate.generator.kind: unknown kind {spec.kind!r}")

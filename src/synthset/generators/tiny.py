@@ -32,7 +32,7 @@ META_FILE = "synthset_model.json"
 class TinyDiffusionGenerator:
     """Generates images of class ``item.class_id`` from a tiny model folder written by adapt."""
 
-    def __init__(self, model_path: Path, spec: GeneratorSpec) -> None:
+    def __init__(self, model_path: Path, spec: GeneratorSpec, root: Path | None = None) -> None:
         from diffusers import DDPMScheduler, UNet2DModel
 
         model_path = Path(model_path)
@@ -44,6 +44,7 @@ class TinyDiffusionGenerator:
             )
         self.meta: dict[str, Any] = json.loads(meta_file.read_text(encoding="utf-8"))
         self.spec = spec
+        self.root = root
         self.name = f"tiny:{model_path.name}"
         self.device = resolve_device(spec.device)
         self.dtype = resolve_dtype(spec.dtype, self.device)
@@ -74,11 +75,38 @@ class TinyDiffusionGenerator:
                 "retrain it (synthset adapt) for this recipe's classes"
             )
         with torch.inference_mode():
-            x = self._sample(items)
+            if self.spec.strength is None:
+                x = self._sample(items)
+            else:
+                from synthset.generators.img2img import by_strength
+
+                def run(idx: list[int], strength: float) -> list[Image.Image]:
+                    sub = [items[i] for i in idx]
+                    return [self._to_image(a) for a in _to_uint8(self._sample(sub, strength))]
+
+                return by_strength(items, run)
         return [self._to_image(arr) for arr in _to_uint8(x)]
 
-    def _sample(self, items: Sequence[WorkItem]) -> torch.Tensor:
-        """The denoising loop; returns images in [-1, 1] at the model's training size."""
+    def _real_batch(self, items: Sequence[WorkItem]) -> torch.Tensor:
+        """The items' real images in [-1, 1] at the model's size and channels."""
+        from synthset.generators.realimages import load_real_image
+
+        cfg = self.unet.config
+        mode = "L" if cfg.in_channels == 1 else "RGB"
+        size = (cfg.sample_size, cfg.sample_size)
+        arrs = [
+            np.asarray(
+                load_real_image(it, self.root, mode).resize(size, Image.Resampling.LANCZOS),
+                dtype=np.float32,
+            )
+            for it in items
+        ]
+        x = torch.from_numpy(np.stack(arrs)).reshape(len(items), *size, cfg.in_channels)
+        return (x.permute(0, 3, 1, 2) / 127.5 - 1.0).to(self.device, self.dtype)
+
+    def _sample(self, items: Sequence[WorkItem], strength: float | None = None) -> torch.Tensor:
+        """The denoising loop; returns images in [-1, 1] at the model's training size. With a
+        ``strength``, start from the real images noised to the matching step (img2img)."""
         from diffusers.utils.torch_utils import randn_tensor
 
         cfg = self.unet.config
@@ -87,13 +115,19 @@ class TinyDiffusionGenerator:
         gens = item_generators(items, self.device)
         shape = (len(items), cfg.in_channels, cfg.sample_size, cfg.sample_size)
         x = randn_tensor(shape, generator=gens, device=self.device, dtype=self.dtype)
-        x = x * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        if strength is None:
+            x = x * scheduler.init_noise_sigma
+        else:  # noise then denoise, as diffusers' img2img pipelines do
+            n = min(max(int(round(self.spec.steps * strength)), 1), len(timesteps))
+            timesteps = timesteps[len(timesteps) - n :]
+            x = scheduler.add_noise(self._real_batch(items), x, timesteps[:1].repeat(len(items)))
         labels = torch.tensor([it.class_id for it in items], device=self.device)
         nulls = torch.full_like(labels, self.null_class)
         g = float(self.spec.guidance_scale)
         stochastic = "generator" in inspect.signature(scheduler.step).parameters
         extra = {"generator": gens} if stochastic else {}
-        for t in scheduler.timesteps:
+        for t in timesteps:
             x_in = scheduler.scale_model_input(x, t)
             if g == 1.0:
                 eps = self.unet(x_in, t, class_labels=labels).sample

@@ -79,9 +79,15 @@ def _summary_section(
     total = sum(counts.values())
     items = [("Recipe", recipe.name), ("Seed", str(recipe.seed)), ("Classes", str(len(classes)))]
     if recipe.generate is not None:
-        gen = recipe.generate.generator
+        described = [
+            (f"{getattr(g, 'name', '')} " if recipe.generate.generators else "")
+            + g.kind
+            + (f" ({g.model})" if g.model else "")
+            + (f", strength {g.strength}" if g.strength is not None else "")
+            for g in recipe.generate.members
+        ]
         items += [
-            ("Generator", f"{gen.kind}" + (f" ({gen.model})" if gen.model else "")),
+            ("Generator" if len(described) == 1 else "Generators", "; ".join(described)),
             ("Planned images per class", str(recipe.generate.images_per_class)),
         ]
     synthetic_dir = recipe.evaluate.synthetic_dir if recipe.evaluate else None
