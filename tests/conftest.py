@@ -10,6 +10,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+#: Side of the real test images (``real_folder``), in pixels.
+REAL_SIZE = 32
+
 
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -17,3 +20,42 @@ def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from synthset.testing import build_tiny_sd_pipeline
 
     return build_tiny_sd_pipeline(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SDXL pipeline folder (two text encoders)."""
+    from synthset.testing import build_tiny_sdxl_pipeline
+
+    return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Diffusion 3 pipeline folder (MMDiT transformer, no T5)."""
+    from synthset.testing import build_tiny_sd3_pipeline
+
+    return build_tiny_sd3_pipeline(tmp_path_factory.mktemp("tiny-sd3"))
+
+
+@pytest.fixture(scope="session")
+def real_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ImageFolder of 2 classes x 4 images: a coloured square on a grey background, plus a
+    parallel mask folder (white = the square)."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("real")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["red", "blue"]):
+        for i in range(4):
+            arr = np.full((REAL_SIZE, REAL_SIZE, 3), 128, dtype=np.uint8)
+            arr += rng.integers(0, 8, arr.shape, dtype=np.uint8)
+            arr[8:24, 8:24] = [220, 30, 30] if c == 0 else [30, 30, 220]
+            (root / "images" / name).mkdir(parents=True, exist_ok=True)
+            (root / "masks" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / "images" / name / f"{i}.png")
+            mask = np.zeros((REAL_SIZE, REAL_SIZE), dtype=np.uint8)
+            mask[8:24, 8:24] = 255
+            Image.fromarray(mask).save(root / "masks" / name / f"{i}.png")
+    return root

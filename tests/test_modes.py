@@ -19,26 +19,6 @@ from synthset.store.atomic import read_jsonl
 SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def real_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An ImageFolder of 2 classes x 4 images: a coloured square on a grey background, plus a
-    parallel mask folder (white = the square)."""
-    root = tmp_path_factory.mktemp("real")
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["red", "blue"]):
-        for i in range(4):
-            arr = np.full((SIZE, SIZE, 3), 128, dtype=np.uint8)
-            arr += rng.integers(0, 8, arr.shape, dtype=np.uint8)
-            arr[8:24, 8:24] = [220, 30, 30] if c == 0 else [30, 30, 220]
-            (root / "images" / name).mkdir(parents=True, exist_ok=True)
-            (root / "masks" / name).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(arr).save(root / "images" / name / f"{i}.png")
-            mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-            mask[8:24, 8:24] = 255
-            Image.fromarray(mask).save(root / "masks" / name / f"{i}.png")
-    return root
-
-
 def recipe(out: Path, real: Path, generator: dict[str, Any] | None = None, **gen: Any) -> Any:
     data: dict[str, Any] = {
         "seed": 3,

@@ -140,6 +140,26 @@ class AdaptSpec(Strict):
     device: str = "auto"
 
 
+class LoraSpec(Strict):
+    """LoRA weights loaded into a diffusers pipeline (``pipe.load_lora_weights``)."""
+
+    path: str = Field(description="A .safetensors file, a folder or a hub id holding LoRA weights.")
+    weight_name: str | None = Field(
+        None, description="File inside a folder or hub repo, e.g. pytorch_lora_weights.safetensors."
+    )
+    scale: float = Field(1.0, description="Strength of this LoRA (0 = off, 1 = as trained).")
+
+
+class TextualInversionSpec(Strict):
+    """A textual-inversion embedding (``pipe.load_textual_inversion``): a new prompt token."""
+
+    path: str = Field(description="A .safetensors/.bin embedding file, a folder or a hub id.")
+    token: str | None = Field(
+        None, description="The token prompts use, e.g. '<my-style>' (default: the file's own)."
+    )
+    weight_name: str | None = Field(None, description="File inside a folder or hub repo.")
+
+
 class GeneratorSpec(Strict):
     """One image generator and its sampling settings."""
 
@@ -193,6 +213,39 @@ class GeneratorSpec(Strict):
     invert_mask: bool = Field(
         False, description="inpaint: keep the background and regenerate the object instead."
     )
+    prompt_embeds: Path | None = Field(
+        None,
+        description="A .safetensors file of text embeddings used instead of encoding prompts: "
+        "one tensor [tokens, dim] per class name (and '<class>.pooled' [dim] for SDXL/SD3); "
+        "e.g. embeddings learned by diffusion inversion or a class encoder.",
+    )
+    lora: list[LoraSpec] = Field([], description="LoRA weights to load (fused at load time).")
+    textual_inversion: list[TextualInversionSpec] = Field(
+        [], description="Textual-inversion embeddings to load; their tokens can appear in prompts."
+    )
+    tiny_vae: str | None = Field(
+        None,
+        description="Decode (and encode) with a tiny autoencoder instead of the pipeline's VAE: "
+        "a folder or hub id of an AutoencoderKL-compatible AutoencoderTiny, e.g. "
+        "madebyollin/taesd (SD 1.x/2.x), madebyollin/taesdxl, madebyollin/taesd3. Drafts: much "
+        "faster decoding, slightly softer images.",
+    )
+    channels_last: bool = Field(
+        False, description="Run the UNet/transformer and VAE in channels-last memory format."
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the UNet/transformer (slow first batch, faster after; GPU).",
+    )
+    attention_slicing: bool = Field(
+        False, description="Compute attention in slices: less memory, a little slower."
+    )
+    vae_tiling: bool = Field(False, description="Decode large images tile by tile (less memory).")
+    cpu_offload: Literal["none", "model", "sequential"] = Field(
+        "none",
+        description="Keep weights in CPU memory and move each model (or each layer: "
+        "'sequential') to the GPU only while it runs: for GPUs with little memory.",
+    )
 
     @property
     def strengths(self) -> list[float]:
@@ -241,7 +294,19 @@ class GeneratorSpec(Strict):
             raise ValueError("mask 'folder' needs mask_dir (masks parallel to the real images)")
         if self.kind == "inpaint" and self.mask == "box" and self.mask_box is None:
             raise ValueError("mask 'box' needs mask_box: [x0, y0, x1, y1] fractions")
+        if self.kind == "tiny" and (used := self.diffusers_options()):
+            raise ValueError(
+                f"{used[0]} needs a diffusers pipeline (kind text2image, img2img or inpaint); "
+                "the tiny model does not take it"
+            )
         return self
+
+    def diffusers_options(self) -> list[str]:
+        """The options set here that only diffusers pipelines take (not the tiny model)."""
+        names = ["prompt_embeds", "lora", "textual_inversion", "tiny_vae", "channels_last"]
+        names += ["compile", "attention_slicing", "vae_tiling"]
+        used = [n for n in names if getattr(self, n)]
+        return used + (["cpu_offload"] if self.cpu_offload != "none" else [])
 
     @field_validator("save_size")
     @classmethod

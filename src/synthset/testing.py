@@ -81,8 +81,8 @@ def _tiny_sd_components(
 ) -> dict[str, Any]:
     """Seeded tiny UNet, VAE and CLIP text encoder plus a DDIM scheduler (diffusers' test sizes)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -98,27 +98,9 @@ def _tiny_sd_components(
             time_cond_proj_dim=time_cond_proj_dim,
         )
         torch.manual_seed(seed + 1)
-        vae = AutoencoderKL(
-            block_out_channels=[32, 64],
-            in_channels=3,
-            out_channels=3,
-            down_block_types=["DownEncoderBlock2D"] * 2,
-            up_block_types=["UpDecoderBlock2D"] * 2,
-            latent_channels=4,
-        )
+        vae = _tiny_vae()
         torch.manual_seed(seed + 2)
-        text_config = CLIPTextConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=5,
-            vocab_size=TINY_TEXT_VOCAB_SIZE,
-        )
-        text_encoder = CLIPTextModel(text_config)
+        text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -155,6 +137,217 @@ def build_tiny_lcm_pipeline(out_dir: Path, seed: int = 0) -> Path:
     components = _tiny_sd_components(_tokenizer(), seed, time_cond_proj_dim=32)
     components["scheduler"] = LCMScheduler.from_config(components["scheduler"].config)
     return _save_tiny_pipeline(LatentConsistencyModelPipeline, components, out_dir)
+
+
+def _tiny_clip_config(tokenizer: Any, projection_dim: int | None = None) -> Any:
+    """A 5-layer, 32-wide CLIP text config over the tiny vocabulary."""
+    from transformers import CLIPTextConfig
+
+    extra = {"projection_dim": projection_dim} if projection_dim else {}
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=TINY_TEXT_VOCAB_SIZE,
+        **extra,
+    )
+
+
+def build_tiny_sdxl_pipeline(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random SDXL pipeline: two CLIP text encoders (the second with a projection, whose
+    pooled output feeds the UNet's ``text_time`` embedding), Euler scheduler, default 64 px."""
+    import torch
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = _tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled text
+            cross_attention_dim=64,  # both encoders' hidden states side by side
+            norm_num_groups=1,
+        )
+        torch.manual_seed(seed + 1)
+        vae = _tiny_vae()
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer, projection_dim=32))
+        torch.manual_seed(seed + 3)
+        text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer, 32))
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
+
+
+def build_tiny_sd3_pipeline(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random Stable Diffusion 3 pipeline: an MMDiT transformer (``SD3Transformer2DModel``)
+    over two CLIP encoders with projections, flow-matching Euler scheduler; the optional T5
+    encoder is left out (``text_encoder_3=None``), as SD3 allows."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = _tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = SD3Transformer2DModel(
+            sample_size=32,
+            patch_size=1,
+            in_channels=16,  # SD3's 16 latent channels (its inpainting pipeline requires them)
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=64,  # the two CLIP encoders' hidden states side by side
+            pooled_projection_dim=64,
+            out_channels=16,
+        )
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(32, 64),
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            layers_per_block=1,
+            latent_channels=16,
+            norm_num_groups=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+        )
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer, 32))
+        torch.manual_seed(seed + 3)
+        text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer, 32))
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer.eval(),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
+
+
+def _tiny_vae() -> Any:
+    """The tiny SD-style KL autoencoder (4 latent channels, downsampling factor 2)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+    )
+
+
+def build_tiny_taesd(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random ``AutoencoderTiny`` (the TAESD architecture, 4 latent channels, factor 2),
+    saved with ``save_pretrained``: a stand-in for ``madebyollin/taesd``."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderTiny(
+            encoder_block_out_channels=(16, 16),
+            decoder_block_out_channels=(16, 16),
+            num_encoder_blocks=(1, 1),
+            num_decoder_blocks=(1, 1),
+            latent_channels=4,
+        )
+    vae.save_pretrained(out_dir, safe_serialization=True)
+    return Path(out_dir)
+
+
+def write_tiny_lora(pipeline_dir: Path, out_dir: Path, rank: int = 4, seed: int = 0) -> Path:
+    """LoRA weights for the UNet of the tiny SD pipeline at ``pipeline_dir`` (random, non-zero
+    up-projections so they change the images), saved by diffusers' ``save_lora_weights`` as
+    ``pytorch_lora_weights.safetensors`` in ``out_dir``."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(
+            LoraConfig(
+                r=rank,
+                lora_alpha=rank,
+                target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                init_lora_weights=False,
+            )
+        )
+    StableDiffusionPipeline.save_lora_weights(
+        out_dir, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True
+    )
+    return Path(out_dir) / "pytorch_lora_weights.safetensors"
+
+
+def write_tiny_textual_inversion(out_file: Path, token: str, seed: int = 0) -> Path:
+    """A textual-inversion embedding for the tiny CLIP text encoder (width 32), in the
+    ``{token: tensor}`` safetensors layout that ``load_textual_inversion`` reads."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({token: torch.randn(1, 32, generator=generator) * 2.0}, str(out_file))
+    return out_file
 
 
 def _tokenizer() -> Any:

@@ -50,8 +50,8 @@ class InpaintGenerator(Img2ImgGenerator):
         size = work_size(originals[0], self.spec.width, self.spec.height)
         images = [img.resize(size, Image.Resampling.LANCZOS) for img in originals]
         masks = [m.resize(size, Image.Resampling.NEAREST) for m in masks]
-        kwargs: dict[str, Any] = self._kwargs(
-            items, strength, image=images, mask_image=masks, height=size[1], width=size[0]
+        kwargs: dict[str, Any] = self.call_kwargs(
+            items, image=images, mask_image=masks, strength=strength, height=size[1], width=size[0]
         )
         out = self.pipe(**kwargs).images
         return [

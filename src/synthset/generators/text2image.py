@@ -19,6 +19,8 @@ from PIL import Image
 
 from synthset.errors import SynthsetError
 from synthset.generators.base import item_generators, resolve_device, resolve_dtype
+from synthset.generators.embeddings import PromptEmbeddings
+from synthset.generators.pipeline_setup import configure, first_line, load_extras
 from synthset.generators.schedulers import make_scheduler, scheduler_class
 
 if TYPE_CHECKING:
@@ -33,42 +35,57 @@ class Text2ImageGenerator:
     """Generates one image per work item from its prompt with a diffusers text-to-image pipeline.
 
     The safety checker is never loaded (``safety_checker=None``): a synthetic dataset should not
-    contain silently blacked-out images.
+    contain silently blacked-out images. Subclasses turn the loaded pipeline into another mode's
+    with ``from_pipe`` (:meth:`for_mode`), so the weights load once.
     """
 
-    def __init__(self, spec: GeneratorSpec) -> None:
+    mode = "text2image"
+
+    def __init__(self, spec: GeneratorSpec, root: Path | None = None) -> None:
         if not spec.model:
-            raise SynthsetError(f"{_FIELD}: text2image needs a model (hub id or local folder)")
+            raise SynthsetError(f"{_FIELD}: {self.mode} needs a model (hub id or local folder)")
         if spec.scheduler:
             scheduler_class(spec.scheduler)  # fail on a bad name before loading any weights
         self.spec = spec
-        self.name = f"text2image:{spec.model}"
+        self.root = root
+        self.name = f"{self.mode}:{spec.model}"
         self.device = resolve_device(spec.device)
         self.dtype = resolve_dtype(spec.dtype, self.device)
-        self.pipe = load_pipeline(spec.model, dtype=self.dtype, variant=spec.variant)
-        self.pipe.to(self.device)
-        self.pipe.set_progress_bar_config(disable=True)
+        self.embeddings = PromptEmbeddings(spec.prompt_embeds) if spec.prompt_embeds else None
+        pipe = load_pipeline(spec.model, dtype=self.dtype, variant=spec.variant)
         if spec.scheduler:
-            self.pipe.scheduler = make_scheduler(spec.scheduler, self.pipe.scheduler.config)
+            pipe.scheduler = make_scheduler(spec.scheduler, pipe.scheduler.config)
+        load_extras(pipe, spec)
+        self.pipe = self.for_mode(pipe)
+        configure(self.pipe, spec, self.device, self.dtype)
+        self.pipe.set_progress_bar_config(disable=True)
         self._call_params = set(inspect.signature(self.pipe.__call__).parameters)
 
-    def call_kwargs(self, items: Sequence[WorkItem]) -> dict[str, Any]:
+    def for_mode(self, pipe: Any) -> Any:
+        """The pipeline this mode calls, made from the loaded text-to-image one."""
+        return pipe
+
+    def call_kwargs(self, items: Sequence[WorkItem], **more: Any) -> dict[str, Any]:
         """The pipeline's arguments for one batch, keeping only those its ``__call__`` accepts."""
         spec = self.spec
         kwargs: dict[str, Any] = {
-            "prompt": [it.prompt for it in items],
             "num_inference_steps": spec.steps,
             "guidance_scale": spec.guidance_scale,
             "generator": item_generators(items, self.device),
             "output_type": "pil",
             "num_images_per_prompt": 1,
         }
+        if self.embeddings is not None:
+            kwargs.update(self.embeddings.kwargs(items, self.device, self.dtype))
+        else:
+            kwargs["prompt"] = [it.prompt for it in items]
         if spec.negative_prompt is not None:
             kwargs["negative_prompt"] = [spec.negative_prompt] * len(items)
         if spec.height is not None:
             kwargs["height"] = spec.height
         if spec.width is not None:
             kwargs["width"] = spec.width
+        kwargs.update(more)
         return {k: v for k, v in kwargs.items() if k in self._call_params}
 
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
@@ -95,13 +112,13 @@ def load_pipeline(model: str, dtype: Any = None, variant: str | None = None) -> 
     from diffusers import AutoPipelineForText2Image
 
     config = _pipeline_config(model)
-    kwargs = {**_no_safety_checker(config), "dtype": dtype}
+    kwargs = {**_null_components(config), **_no_safety_checker(config), "dtype": dtype}
     if variant:
         kwargs["variant"] = variant
     try:
         return AutoPipelineForText2Image.from_pretrained(model, **kwargs)
     except (OSError, ValueError) as exc:
-        raise SynthsetError(f"{_FIELD}: cannot load {model!r}: {_first_line(exc)}") from None
+        raise SynthsetError(f"{_FIELD}: cannot load {model!r}: {first_line(exc)}") from None
 
 
 def is_local_path(model: str) -> bool:
@@ -144,7 +161,7 @@ def _local_config(path: Path) -> dict[str, Any]:
         return dict(DiffusionPipeline.load_config(str(path)))
     except (OSError, ValueError) as exc:
         raise SynthsetError(
-            f"{_FIELD}: {path / 'model_index.json'} is unreadable: {_first_line(exc)}"
+            f"{_FIELD}: {path / 'model_index.json'} is unreadable: {first_line(exc)}"
         ) from None
 
 
@@ -159,10 +176,22 @@ def _hub_error(model: str, exc: Exception) -> str:
             f"first with `hf download {model}` or give a local folder"
         )
     return (
-        f"{_FIELD}: {model!r} is not found locally or on the hub ({_first_line(exc)}); check "
+        f"{_FIELD}: {model!r} is not found locally or on the hub ({first_line(exc)}); check "
         f"the id (gated models need `hf auth login`), download it with `hf download {model}`, "
         "or give a local folder"
     )
+
+
+def _null_components(config: dict[str, Any]) -> dict[str, None]:
+    """Components saved as absent (``[null, null]`` in ``model_index.json``, e.g. SD3 without
+    its T5 encoder): diffusers loads such a folder only when they are passed as ``None``."""
+    return {
+        name: None
+        for name, value in config.items()
+        if not name.startswith("_")
+        and isinstance(value, list | tuple)
+        and list(value)[:1] == [None]
+    }
 
 
 def _no_safety_checker(config: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +206,3 @@ def _no_safety_checker(config: dict[str, Any]) -> dict[str, Any]:
     if "requires_safety_checker" in config or "requires_safety_checker" in params:
         kwargs["requires_safety_checker"] = False
     return kwargs
-
-
-def _first_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,77 @@
+"""Text embeddings given instead of prompts (``generate.generator.prompt_embeds``).
+
+A ``.safetensors`` file holds one tensor ``[tokens, dim]`` per class name — what diffusion
+inversion or a class encoder learns — and, for pipelines with a pooled text embedding (SDXL,
+SD3, Flux), ``<class>.pooled`` ``[dim]``. Each item is conditioned on its class's tensors; the
+pipeline still encodes the negative prompt itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from synthset.errors import SynthsetError
+
+if TYPE_CHECKING:
+    import torch
+
+    from synthset.plan import WorkItem
+
+_FIELD = "generate.generator.prompt_embeds"
+POOLED = ".pooled"
+
+
+class PromptEmbeddings:
+    """Per-class prompt embeddings read from a safetensors file."""
+
+    def __init__(self, path: Path) -> None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise SynthsetError(f"{_FIELD}: no such file {str(path)!r}; give a .safetensors file")
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise SynthsetError(
+                f"{_FIELD}: {str(path)!r} is not a safetensors file ({exc}); save one with "
+                "safetensors.torch.save_file({class_name: tensor})"
+            ) from None
+        self.path = path
+        self.tokens = {k: v for k, v in tensors.items() if not k.endswith(POOLED)}
+        self.pooled = {k[: -len(POOLED)]: v for k, v in tensors.items() if k.endswith(POOLED)}
+        bad = [k for k, v in self.tokens.items() if v.ndim != 2]
+        if bad:
+            raise SynthsetError(
+                f"{_FIELD}: tensor {bad[0]!r} has shape {tuple(self.tokens[bad[0]].shape)}; "
+                "each class needs [tokens, dim]"
+            )
+
+    def _lookup(self, table: dict[str, torch.Tensor], key: str, what: str) -> torch.Tensor:
+        if key not in table:
+            known = ", ".join(sorted(table)[:5]) or "none"
+            raise SynthsetError(
+                f"{_FIELD}: {self.path.name} has no {what} for class {key!r} (it has: {known}); "
+                "add it or re-export the embeddings"
+            )
+        return table[key]
+
+    def kwargs(
+        self, items: Sequence[WorkItem], device: torch.device, dtype: torch.dtype
+    ) -> dict[str, Any]:
+        """``prompt_embeds`` (and ``pooled_prompt_embeds`` when the file has them) for a batch."""
+        import torch
+
+        out: dict[str, Any] = {
+            "prompt_embeds": torch.stack(
+                [self._lookup(self.tokens, it.class_name, "embedding") for it in items]
+            ).to(device, dtype)
+        }
+        if self.pooled:
+            out["pooled_prompt_embeds"] = torch.stack(
+                [self._lookup(self.pooled, it.class_name, "pooled embedding") for it in items]
+            ).to(device, dtype)
+        return out
