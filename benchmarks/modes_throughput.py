@@ -86,9 +86,9 @@ def make_recipe(mode: str, model: Path, real: Path, out: Path, args: argparse.Na
         },
     }
     if mode != "text2image":
-        # every real image is a train image: the plan needs images_per_class of them per class
-        data["real"] = {"source": "imagefolder", "path": str(real), "val_fraction": 0.01,
-                        "test_fraction": 0.0}  # fmt: skip
+        # the train split (80%) holds at least images_per_class real images per class
+        data["real"] = {"source": "imagefolder", "path": str(real), "val_fraction": 0.1,
+                        "test_fraction": 0.1}  # fmt: skip
     return recipe_from_dict(data)
 
 
@@ -270,7 +270,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         model = build_tiny_sd_pipeline(tmp / "tiny-sd")
-        real = write_real_folder(tmp / "real", args.images // len(CLASSES) + 4, args.size)
+        per_class = args.images // len(CLASSES)
+        real = write_real_folder(tmp / "real", per_class * 5 // 4 + 4, args.size)
         for mode in args.modes:
             recipe = make_recipe(mode, model, real, tmp / mode, args)
             run, plan, generator = prepare(recipe)

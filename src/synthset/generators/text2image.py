@@ -60,6 +60,11 @@ class Text2ImageGenerator:
         configure(self.pipe, spec, self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self._call_params = set(inspect.signature(self.pipe.__call__).parameters)
+        if self.embeddings is not None and "prompt_embeds" not in self._call_params:
+            raise SynthsetError(
+                f"generate.generator.prompt_embeds: {type(self.pipe).__name__} takes no "
+                "prompt_embeds; remove the field or use an SD, SDXL, SD3, Flux or PixArt model"
+            )
 
     def for_mode(self, pipe: Any) -> Any:
         """The pipeline this mode calls, made from the loaded text-to-image one."""
