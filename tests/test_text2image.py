@@ -196,3 +196,10 @@ def test_pipeline_with_other_call_arguments(tmp_path: Path) -> None:
     first = g.generate(items)
     assert [img.size for img in first] == [(48, 32)] * 2
     assert [img.tobytes() for img in first] == [img.tobytes() for img in g.generate(items)]
+
+
+def test_inputs_the_pipeline_refuses_are_a_one_line_error(tiny_sd_path: Path) -> None:
+    gen = Text2ImageGenerator(spec(tiny_sd_path, height=36, width=36))  # not a multiple of 8
+    with pytest.raises(SynthsetError, match="StableDiffusionPipeline refused the batch") as err:
+        gen.generate(make_items([1]))
+    assert "divisible by 8" in str(err.value) and "\n" not in str(err.value)

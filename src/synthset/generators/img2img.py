@@ -63,7 +63,7 @@ class Img2ImgGenerator(Text2ImageGenerator):
         kwargs = self.call_kwargs(
             items, image=images, strength=strength, width=size[0], height=size[1]
         )
-        return [img.convert("RGB") for img in self.pipe(**kwargs).images]
+        return [img.convert("RGB") for img in self.call_pipe(kwargs)]
 
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
         """One image per item, in order."""

@@ -53,7 +53,7 @@ class InpaintGenerator(Img2ImgGenerator):
         kwargs: dict[str, Any] = self.call_kwargs(
             items, image=images, mask_image=masks, strength=strength, height=size[1], width=size[0]
         )
-        out = self.pipe(**kwargs).images
+        out = self.call_pipe(kwargs)
         return [
             Image.composite(gen.convert("RGB").resize(size), img, m)
             for gen, img, m in zip(out, images, masks, strict=True)

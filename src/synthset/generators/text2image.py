@@ -93,6 +93,16 @@ class Text2ImageGenerator:
         kwargs.update(more)
         return {k: v for k, v in kwargs.items() if k in self._call_params}
 
+    def call_pipe(self, kwargs: dict[str, Any]) -> list[Image.Image]:
+        """The pipeline's images for one call; inputs it refuses become a one-line error."""
+        try:
+            return list(self.pipe(**kwargs).images)
+        except (ValueError, TypeError) as exc:
+            raise SynthsetError(
+                f"{self.name}: the {type(self.pipe).__name__} refused the batch: "
+                f"{first_line(exc)}; check generate.generator for this model family"
+            ) from None
+
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]:
         """One image per item, in order, from a single pipeline call."""
         import torch
@@ -100,8 +110,7 @@ class Text2ImageGenerator:
         if not items:
             return []
         with torch.inference_mode():
-            output = self.pipe(**self.call_kwargs(items))
-        images = list(output.images)
+            images = self.call_pipe(self.call_kwargs(items))
         if len(images) != len(items):
             raise SynthsetError(
                 f"{self.name}: the pipeline returned {len(images)} images for {len(items)} prompts"
