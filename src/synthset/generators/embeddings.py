@@ -65,13 +65,11 @@ class PromptEmbeddings:
         """``prompt_embeds`` (and ``pooled_prompt_embeds`` when the file has them) for a batch."""
         import torch
 
-        out: dict[str, Any] = {
-            "prompt_embeds": torch.stack(
-                [self._lookup(self.tokens, it.class_name, "embedding") for it in items]
-            ).to(device, dtype)
-        }
+        def stacked(table: dict[str, torch.Tensor], what: str) -> torch.Tensor:
+            rows = [self._lookup(table, it.class_name, what) for it in items]
+            return torch.stack(rows).to(device, dtype)
+
+        out: dict[str, Any] = {"prompt_embeds": stacked(self.tokens, "embedding")}
         if self.pooled:
-            out["pooled_prompt_embeds"] = torch.stack(
-                [self._lookup(self.pooled, it.class_name, "pooled embedding") for it in items]
-            ).to(device, dtype)
+            out["pooled_prompt_embeds"] = stacked(self.pooled, "pooled embedding")
         return out

@@ -16,12 +16,12 @@ if TYPE_CHECKING:
 _FIELD = "generate.generator"
 
 
-def denoiser(pipe: Any) -> Any:
-    """The pipeline's denoising network: its UNet, or its transformer (SD3, Flux, PixArt)."""
+def denoiser_name(pipe: Any) -> str | None:
+    """Which attribute holds the pipeline's denoising network: its UNet, or its transformer
+    (SD3, Flux, PixArt), or a prior."""
     for name in ("unet", "transformer", "prior"):
-        module = getattr(pipe, name, None)
-        if module is not None:
-            return module
+        if getattr(pipe, name, None) is not None:
+            return name
     return None
 
 
@@ -83,7 +83,8 @@ def configure(pipe: Any, spec: GeneratorSpec, device: torch.device, dtype: torch
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.enable_sequential_cpu_offload(device=device)
-    net = denoiser(pipe)
+    net_name = denoiser_name(pipe)
+    net = getattr(pipe, net_name) if net_name else None
     if spec.channels_last:
         for module in (net, getattr(pipe, "vae", None)):
             if module is not None:
@@ -93,12 +94,9 @@ def configure(pipe: Any, spec: GeneratorSpec, device: torch.device, dtype: torch
     if spec.vae_tiling:
         pipe.vae.enable_tiling()
     if spec.compile:
-        if net is None:
+        if net_name is None:
             raise SynthsetError(f"{_FIELD}.compile: {type(pipe).__name__} has no UNet/transformer")
-        compiled = torch.compile(net, fullgraph=False)
-        for name in ("unet", "transformer", "prior"):
-            if getattr(pipe, name, None) is net:
-                setattr(pipe, name, compiled)
+        setattr(pipe, net_name, torch.compile(net, fullgraph=False))
 
 
 def load_tiny_vae(source: str, dtype: torch.dtype) -> Any:
