@@ -266,3 +266,57 @@ def test_decoded_tensors_are_cached_memory_mapped_and_invalidated(
     changed = load_tensors(samples, 8, 1, "real train", cache)
     assert int(changed.images[0].min()) == 255
     assert len(list(cache.glob("*.npy"))) == 2
+
+
+def test_ema_keeps_the_moving_average_of_every_step(real: dict[str, Samples]) -> None:
+    """With ``ema_epochs`` the weights validated and kept are an exponential moving average of
+    the weights (and batch-norm statistics) after every optimizer step, with decay
+    ``1 - 1 / (ema_epochs × steps per epoch)``; recomputed here by hand from real snapshots."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from synthset.evaluate.tensors import load_tensors
+
+    train = load_tensors(real["train"], 8, 1, "train")  # 30 images: 4 batches of 8
+    val = load_tensors(real["val"], 8, 1, "val")
+    model = build_classifier("small_cnn", 3, 1, 8)
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def snapshot(*_: object) -> None:
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    handle = register_optimizer_step_post_hook(snapshot)
+    try:
+        s = spec(epochs=1, batch_size=8, ema_epochs=2)
+        best = train_classifier(model, train, val, s, 0, torch.device("cpu"), False)
+    finally:
+        handle.remove()
+
+    assert len(snapshots) == 4
+    decay = 1 - 1 / (2 * 4)
+    expected = dict(snapshots[0])
+    for snap in snapshots[1:]:
+        for k, v in snap.items():
+            if v.is_floating_point():
+                expected[k] = decay * expected[k] + (1 - decay) * v
+    assert best.state.keys() == expected.keys()
+    for k, v in expected.items():
+        if v.is_floating_point():
+            assert torch.allclose(best.state[k], v, atol=1e-6), k
+    raw = snapshots[-1]["features.0.weight"]
+    assert not torch.allclose(best.state["features.0.weight"], raw)  # not the last raw weights
+    # the averaged weights are what validation scored
+    model.load_state_dict(best.state)
+    from synthset.evaluate.cas import accuracy_and_loss
+
+    assert accuracy_and_loss(model, val, torch.device("cpu"))[0] == best.best_val_accuracy
+
+
+def test_ema_scores_separable_data_high(tmp_path: Path, real: dict[str, Samples]) -> None:
+    synthetic = make_samples(tmp_path / "syn", 12, 3)
+    s = spec(epochs=12, ema_epochs=2, real_batch_fraction=0.5)
+    result = run_cas(s, real, synthetic, NAMES, tmp_path / "e", progress=False)
+    assert result["config"]["ema_epochs"] == 2
+    for name in ("real", "synthetic", "real+synthetic"):
+        assert result["train_sets"][name]["summary"]["test_accuracy_mean"] >= 0.9, name
+    with pytest.raises(ValueError, match="ema_epochs"):
+        EvaluateSpec(ema_epochs=0)

@@ -230,3 +230,14 @@ def test_a_section_that_still_fails_becomes_a_one_line_note() -> None:
         "&#x27;&lt;b&gt;&#x27;).</p>"
     )
     assert _guarded("Run", lambda: "<h2>ok</h2>") == "<h2>ok</h2>"
+
+
+def test_cas_section_says_when_weights_were_averaged(tmp_path: Path) -> None:
+    from synthset.report.eval_sections import cas_section
+
+    _, _, inputs = make_full_run(tmp_path)
+    cas = json.loads(json.dumps(inputs["cas"]))
+    cas["config"].pop("ema_epochs", None)
+    assert "EMA" not in cas_section(cas)
+    cas["config"]["ema_epochs"] = 3.0
+    assert "weights averaged (EMA) over about 3 epochs" in cas_section(cas)

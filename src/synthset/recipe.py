@@ -585,6 +585,14 @@ class EvaluateSpec(Strict):
         description="Mixed sets: after every epoch, re-estimate batch-norm statistics on the "
         "real train images only (AdaBN), so evaluation on real images uses real statistics.",
     )
+    ema_epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Score and keep an exponential moving average of the classifier's weights "
+        "(and batch-norm statistics) over about this many recent epochs instead of the raw "
+        "weights: smooths the epoch-to-epoch noise that model selection on a small validation "
+        "split would otherwise pick from. null: the raw weights.",
+    )
     synthetic_multipliers: list[float] = Field(
         [],
         description="Scaling study: also train on synthetic sets of k x the real train size "

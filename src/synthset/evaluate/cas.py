@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from synthset.data.splits import Samples
@@ -235,6 +236,17 @@ def recalibrate_batchnorm(model: nn.Module, data: TensorSet, device: torch.devic
     model.train(was_training)
 
 
+def weight_average(
+    model: nn.Module, ema_epochs: float | None, steps_per_epoch: int
+) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and batch-norm buffers that forgets
+    with a horizon of about ``ema_epochs`` epochs (decay ``1 - 1 / (ema_epochs × steps)``)."""
+    if ema_epochs is None:
+        return None
+    decay = 1.0 - 1.0 / max(1.0, ema_epochs * steps_per_epoch)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_classifier(
     model: nn.Module,
     train: TensorSet | TrainData,
@@ -247,7 +259,8 @@ def train_classifier(
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train``; return the weights with the best ``val`` accuracy, ties
-    (common on small validation sets) broken by the lower validation loss.
+    (common on small validation sets) broken by the lower validation loss. With
+    ``spec.ema_epochs`` the weights validated and kept are the moving average's.
 
     ``on_epoch(epoch, val_accuracy, val_loss)`` is called after every epoch (trackers, pruning);
     it may raise to stop training."""
@@ -255,7 +268,10 @@ def train_classifier(
     model.to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = _optimizer(model, spec)
-    steps = spec.epochs * data.steps_per_epoch(spec.batch_size)
+    steps_per_epoch = data.steps_per_epoch(spec.batch_size)
+    steps = spec.epochs * steps_per_epoch
+    averaged = weight_average(model, spec.ema_epochs, steps_per_epoch)
+    scored = model if averaged is None else averaged.module  # what validation sees and keeps
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     pad = max(1, round(data.image_size / 8))
     best = TrainResult(state={}, best_epoch=-1, best_val_accuracy=-1.0)
@@ -270,14 +286,16 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
         if spec.real_batchnorm and data.second is not None:
-            recalibrate_batchnorm(model, data.first, device)
-        val_acc, val_loss = accuracy_and_loss(model, val, device)
+            recalibrate_batchnorm(scored, data.first, device)
+        val_acc, val_loss = accuracy_and_loss(scored, val, device)
         best.val_history.append(val_acc)
         best.val_loss_history.append(val_loss)
         if (val_acc, -val_loss) > (best.best_val_accuracy, -best.best_val_loss):
             best.best_val_accuracy, best.best_val_loss, best.best_epoch = val_acc, val_loss, epoch
-            best.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best.state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
         bar.set_postfix(val=f"{val_acc:.3f}", best=f"{best.best_val_accuracy:.3f}")
         if on_epoch is not None:
             on_epoch(epoch, val_acc, val_loss)
@@ -485,6 +503,7 @@ def run_cas(
             "weight_decay": spec.weight_decay,
             "augment": spec.augment,
             "real_batch_fraction": spec.real_batch_fraction,
+            "ema_epochs": spec.ema_epochs,
             "seeds": list(spec.seeds),
             "device": str(device),
             "class_names": list(class_names),

@@ -79,6 +79,8 @@ def cas_section(cas: dict[str, Any] | None) -> str:
         f"{cfg.get('epochs')} epochs, optimizer {cfg.get('optimizer', 'adamw')}, "
         f"{cfg.get('n_val')} real val / {cfg.get('n_test')} real test images"
     )
+    if cfg.get("ema_epochs"):
+        config += f", weights averaged (EMA) over about {cfg['ema_epochs']:g} epochs"
     return (
         heading("cas", CAS_TITLE)
         + f"<p class=muted>{escape(config)}. Model selection uses the real validation split; the "
