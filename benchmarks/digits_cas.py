@@ -3,9 +3,10 @@ synthetic-only accuracy >= 0.95 x real-only accuracy, and real + synthetic >= re
 
 Each seed is a whole ``synthset demo`` run (own split, own model, own images, own classifiers).
 
-    python benchmarks/digits_cas.py [--seeds 0 1 2] [--out runs/digits-cas]
+    python benchmarks/digits_cas.py [--seeds 0 1 2] [--out runs/digits-cas] [--set key=value]
+                                    [--json benchmarks/results/digits_cas.json]
 
-Writes ``benchmarks/results/digits_cas.json``.
+Writes ``benchmarks/results/digits_cas.json`` (or ``--json``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/digits-cas"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--json", type=Path, default=RESULTS / "digits_cas.json")
     args = parser.parse_args()
 
     import torch
@@ -39,6 +41,7 @@ def main() -> None:
     from synthset.recipe import load_recipe
 
     per_seed: dict[int, dict[str, float]] = {}
+    val_per_seed: dict[int, dict[str, float]] = {}
     seconds: dict[int, float] = {}
     for seed in args.seeds:
         recipe = load_recipe(
@@ -52,6 +55,10 @@ def main() -> None:
         per_seed[seed] = {
             name: res["summary"]["test_accuracy_mean"] for name, res in cas["train_sets"].items()
         }
+        val_per_seed[seed] = {
+            name: res["summary"]["best_val_accuracy_mean"]
+            for name, res in cas["train_sets"].items()
+        }
         print(f"seed {seed}: {per_seed[seed]} ({seconds[seed]} s)", flush=True)
 
     sets = list(next(iter(per_seed.values())))
@@ -63,6 +70,11 @@ def main() -> None:
         "seeds": args.seeds,
         "test_accuracy": summary,
         "per_seed": {str(k): v for k, v in per_seed.items()},
+        "best_val_accuracy": {s: mean_std([val_per_seed[k][s] for k in per_seed]) for s in sets},
+        "real+synthetic minus real, per seed": {
+            str(k): round(v["real+synthetic"] - v["real"], 4) for k, v in per_seed.items()
+        },
+        "overrides": args.overrides,
         "seconds_per_run": {str(k): v for k, v in seconds.items()},
         "synthetic_over_real": round(syn / real, 4),
         "targets": {
@@ -71,8 +83,8 @@ def main() -> None:
         },
         "machine": {"platform": platform.platform(), "torch": torch.__version__},
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "digits_cas.json"
+    path = args.json
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written: {path}")
