@@ -74,6 +74,8 @@ def _fingerprint(spec: EvaluateSpec, size: int, channels: int, n_cls: int, *sets
         "channels": channels,
         "classes": n_cls,
         "train": [spec.epochs, spec.batch_size, spec.lr, spec.weight_decay, spec.augment],
+        "optimizer": spec.optimizer,
+        "ema_epochs": spec.ema_epochs,
         "seed": spec.seeds[0],
         "samples": [[[str(p), int(lbl)] for p, lbl in s] for s in sets],
     }
