@@ -154,3 +154,50 @@ def test_changed_sampling_settings_regenerate(
     )
     assert "600 new" in out
     assert image_bytes(run) != reference
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from synthset.store.manifest import Manifest
+with Manifest(Path(sys.argv[1])).exclusive():
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_of_the_same_shard_is_refused_until_the_first_dies(
+    trained: tuple[Path, Path], reference: dict[str, bytes]
+) -> None:
+    """Another process holds the run's manifest lock: generate refuses with one line and writes
+    nothing; another shard is not blocked; once the holder is SIGKILLed, the kernel has released
+    the lock and generate finishes the plan."""
+    recipe, base = trained
+    run = base.parent / "locked"
+    shutil.copytree(base, run)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run / "manifest.jsonl")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env(),
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        refused = subprocess.run(
+            cli("generate", str(recipe), "--out", str(run), "-q"),
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=600,
+        )
+        assert refused.returncode != 0
+        assert "another 'synthset generate' is writing" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not (run / "manifest.jsonl").exists() and not image_bytes(run)
+        run_ok("generate", str(recipe), "--out", str(run), "--shard", "0/3", "-q")
+        assert (run / "manifest.shard0of3.jsonl").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    run_ok("generate", str(recipe), "--out", str(run), "-q")
+    assert image_bytes(run) == reference

@@ -87,7 +87,22 @@ def run_generation(
     progress: bool = True,
 ) -> GenerationResult:
     """Generate every unfinished item of this shard; finished items are never redone.
-    ``config`` fingerprints the generation settings and is recorded with every item."""
+    ``config`` fingerprints the generation settings and is recorded with every item. Only one
+    process at a time may write a manifest file (see ``Manifest.exclusive``)."""
+    with manifest.exclusive():
+        return _generate(plan, make_generator, spec, images_dir, manifest, config, shard, progress)
+
+
+def _generate(
+    plan: list[WorkItem],
+    make_generator: Callable[[], Generator],
+    spec: GenerateSpec,
+    images_dir: Path,
+    manifest: Manifest,
+    config: Config,
+    shard: tuple[int, int],
+    progress: bool,
+) -> GenerationResult:
     start = time.perf_counter()
     manifest.repair()
     done = finished_ids(manifest, plan, config)

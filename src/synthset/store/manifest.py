@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+from synthset.errors import SynthsetError
 from synthset.store.atomic import read_jsonl
 
 
@@ -25,6 +30,25 @@ class Manifest:
             path if count == 1 else path.with_name(f"{path.stem}.shard{index}of{count}.jsonl")
         )
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the writer lock of this manifest file while generating into it: an OS file lock
+        (``<manifest>.lock``) that the kernel releases even when the process is killed. A second
+        process on the same run folder and shard gets a one-line error instead of racing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.path.with_name(self.path.name + ".lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise SynthsetError(
+                f"another 'synthset generate' is writing {self.path} right now; wait for it to "
+                "finish, or run this one with another --shard or --out"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def files(self) -> list[Path]:
         """Every manifest file of this run (the unsharded one and each shard's)."""
