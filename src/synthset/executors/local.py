@@ -90,64 +90,57 @@ def run_generation(
     ``config`` fingerprints the generation settings and is recorded with every item. Only one
     process at a time may write a manifest file (see ``Manifest.exclusive``)."""
     with manifest.exclusive():
-        return _generate(plan, make_generator, spec, images_dir, manifest, config, shard, progress)
-
-
-def _generate(
-    plan: list[WorkItem],
-    make_generator: Callable[[], Generator],
-    spec: GenerateSpec,
-    images_dir: Path,
-    manifest: Manifest,
-    config: Config,
-    shard: tuple[int, int],
-    progress: bool,
-) -> GenerationResult:
-    start = time.perf_counter()
-    manifest.repair()
-    done = finished_ids(manifest, plan, config)
-    todo = pending_chunks(plan, done, spec.batch_size, shard)
-    n_shard = sum(len(c) for c in shard_chunks(chunks(plan, spec.batch_size), *shard))
-    n_todo = sum(1 for c in todo for it in c if it.item_id not in done)
-    if not todo:
-        return GenerationResult(0, n_shard, n_shard, time.perf_counter() - start)
-    unfinished = [it for c in todo for it in c if it.item_id not in done]
-    remove_stale_temp_files(images_dir, [image_relpath(it, spec.image_format) for it in unfinished])
-
-    generator = make_generator()
-    bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)
-    in_flight: deque[Future[None]] = deque()
-    max_in_flight = 2 * spec.batch_size
-
-    def save(item: WorkItem, image: Image.Image) -> None:
-        image = resize_for_saving(image, spec.member_of(item.params.get("generator")).save_size)
-        relpath = image_relpath(item, spec.image_format)
-        write_image(images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality))
-        name_of = getattr(generator, "name_of", None)
-        name = name_of(item) if name_of else generator.name
-        manifest.append(
-            {**_entry(item, relpath), "generator": name, "config": item_config(config, item)}
+        start = time.perf_counter()
+        manifest.repair()
+        done = finished_ids(manifest, plan, config)
+        todo = pending_chunks(plan, done, spec.batch_size, shard)
+        n_shard = sum(len(c) for c in shard_chunks(chunks(plan, spec.batch_size), *shard))
+        n_todo = sum(1 for c in todo for it in c if it.item_id not in done)
+        if not todo:
+            return GenerationResult(0, n_shard, n_shard, time.perf_counter() - start)
+        unfinished = [it for c in todo for it in c if it.item_id not in done]
+        remove_stale_temp_files(
+            images_dir, [image_relpath(it, spec.image_format) for it in unfinished]
         )
-        bar.update(1)
 
-    with ThreadPoolExecutor(max_workers=spec.writer_threads, thread_name_prefix="writer") as pool:
-        try:
-            for chunk in todo:
-                images = generator.generate(chunk)
-                if len(images) != len(chunk):
-                    raise RuntimeError(
-                        f"{generator.name} returned {len(images)} images for {len(chunk)} items"
-                    )
-                for item, image in zip(chunk, images, strict=True):
-                    if item.item_id not in done:
-                        in_flight.append(pool.submit(save, item, image))
-                while len(in_flight) > max_in_flight:
+        generator = make_generator()
+        bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)
+        in_flight: deque[Future[None]] = deque()
+        max_in_flight = 2 * spec.batch_size
+
+        def save(item: WorkItem, image: Image.Image) -> None:
+            image = resize_for_saving(image, spec.member_of(item.params.get("generator")).save_size)
+            relpath = image_relpath(item, spec.image_format)
+            write_image(
+                images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality)
+            )
+            name_of = getattr(generator, "name_of", None)
+            name = name_of(item) if name_of else generator.name
+            manifest.append(
+                {**_entry(item, relpath), "generator": name, "config": item_config(config, item)}
+            )
+            bar.update(1)
+
+        with ThreadPoolExecutor(
+            max_workers=spec.writer_threads, thread_name_prefix="writer"
+        ) as pool:
+            try:
+                for chunk in todo:
+                    images = generator.generate(chunk)
+                    if len(images) != len(chunk):
+                        raise RuntimeError(
+                            f"{generator.name} returned {len(images)} images for {len(chunk)} items"
+                        )
+                    for item, image in zip(chunk, images, strict=True):
+                        if item.item_id not in done:
+                            in_flight.append(pool.submit(save, item, image))
+                    while len(in_flight) > max_in_flight:
+                        in_flight.popleft().result()
+                while in_flight:
                     in_flight.popleft().result()
-            while in_flight:
-                in_flight.popleft().result()
-        finally:
-            bar.close()
-    return GenerationResult(n_todo, n_shard - n_todo, n_shard, time.perf_counter() - start)
+            finally:
+                bar.close()
+        return GenerationResult(n_todo, n_shard - n_todo, n_shard, time.perf_counter() - start)
 
 
 def _entry(item: WorkItem, relpath: str) -> dict:
