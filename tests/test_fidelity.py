@@ -148,7 +148,10 @@ def test_classifier_features_identical_vs_inverted_sets(
     assert weights.stat().st_mtime_ns == trained_at  # the extractor was reused, not retrained
     assert shifted["overall"]["fid"] > 10 * same["real_baseline"]["fid"]
     assert shifted["overall"]["precision"] < 0.5
-    # training settings the extractor depends on retrain it
+    # settings its training never sees reuse it; training settings it depends on retrain it
+    other_study = spec().model_copy(update={"train_sets": ["real"], "trackers": []})
+    run_fidelity(other_study, real, inverted, None, NAMES, out, progress=False)
+    assert weights.stat().st_mtime_ns == trained_at
     averaged = spec().model_copy(update={"ema_epochs": 2.0})
     run_fidelity(averaged, real, inverted, None, NAMES, out, progress=False)
     assert weights.stat().st_mtime_ns != trained_at

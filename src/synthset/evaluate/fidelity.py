@@ -67,15 +67,32 @@ def prompts_from_metadata(images_dir: Path) -> dict[str, str] | None:
 # ----------------------------------------------------------------------------- extractor
 
 
+# EvaluateSpec fields that never reach the extractor's training (a fresh model, real train only,
+# one seed). Every other field is fingerprinted, so a new training setting retrains the cached
+# extractor instead of silently reusing weights trained without it.
+_NOT_EXTRACTOR_TRAINING = {
+    "train_sets",
+    "seeds",
+    "image_size",
+    "channels",
+    "classifier_weights",
+    "real_batch_fraction",
+    "real_batchnorm",
+    "synthetic_multipliers",
+    "real_subsets",
+    "device",
+    "trackers",
+    "synthetic_dir",
+    "fidelity",
+}
+
+
 def _fingerprint(spec: EvaluateSpec, size: int, channels: int, n_cls: int, *sets: Samples) -> str:
     data = {
-        "classifier": spec.classifier,
+        "spec": spec.model_dump(mode="json", exclude=_NOT_EXTRACTOR_TRAINING),
         "size": size,
         "channels": channels,
         "classes": n_cls,
-        "train": [spec.epochs, spec.batch_size, spec.lr, spec.weight_decay, spec.augment],
-        "optimizer": spec.optimizer,
-        "ema_epochs": spec.ema_epochs,
         "seed": spec.seeds[0],
         "samples": [[[str(p), int(lbl)] for p, lbl in s] for s in sets],
     }
