@@ -310,31 +310,62 @@ def synthetic_samples(run: RunFolder) -> list[tuple[Path, int]]:
     return [(run.images / r["file_name"], int(r["label"])) for r in read_jsonl(meta)]
 
 
+def synthetic_set(
+    recipe: Recipe,
+    run: RunFolder,
+    classes: list[ClassInfo],
+    progress: bool = True,
+    generate: bool = True,
+) -> list[tuple[Path, int]] | None:
+    """The synthetic images evaluation reads: ``evaluate.synthetic_dir`` when set, else the
+    run's own (with ``generate``, generated first when unfinished); None when there are none."""
+    from synthset.data.splits import scan_imagefolder
+
+    spec = recipe.evaluate
+    assert spec is not None
+    if spec.synthetic_dir is not None:
+        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
+        return scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
+    if recipe.generate is None:
+        return None
+    if generate:
+        stage_generate(recipe, run, progress=progress)
+    elif not (run.images / "metadata.jsonl").exists():
+        return None
+    return synthetic_samples(run)
+
+
+def _reads_digest(recipe: Recipe, run: RunFolder) -> str:
+    """The digest of the files evaluation reads: the class list, the real splits and the
+    synthetic set's index (its metadata, or the listing of ``evaluate.synthetic_dir``)."""
+    from synthset.store.digests import inputs_digest
+
+    spec = recipe.evaluate
+    synthetic = spec.synthetic_dir if spec is not None and spec.synthetic_dir else None
+    index = Path(synthetic) if synthetic is not None else run.images / "metadata.jsonl"
+    return inputs_digest([run.classes, run.real / "splits.json", index])
+
+
 def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
     """CAS: train on real / synthetic / both, test on the held-out real test split."""
     if recipe.evaluate is None:
         return None
-    from synthset.data.splits import load_splits, scan_imagefolder
+    from synthset.data.splits import load_splits
     from synthset.evaluate.cas import run_cas
     from synthset.evaluate.trackers import build_trackers, epoch_logger
 
     spec = recipe.evaluate
-    fp = recipe.fingerprint("classes", "real", "evaluate") + generation_config(recipe)
+    stage_data(recipe, run)
+    classes = stage_classes(recipe, run)
+    wanted = any("synthetic" in s for s in spec.train_sets)
+    synthetic = synthetic_set(recipe, run, classes, progress, generate=wanted) if wanted else None
+    fp = recipe.fingerprint("classes", "real", "evaluate") + _reads_digest(recipe, run)
     result_path = run.evaluate / "cas.json"
     if run.stage_done("evaluate", fp) and result_path.exists():
         stage_fidelity(recipe, run, progress, generate=False)
         return json.loads(result_path.read_text())
-    stage_data(recipe, run)
-    classes = stage_classes(recipe, run)
     real = load_splits(run.real / "splits.json")
-    if spec.synthetic_dir is not None:
-        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
-        synthetic = scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
-    elif any("synthetic" in s for s in spec.train_sets):
-        stage_generate(recipe, run, progress=progress)
-        synthetic = synthetic_samples(run)
-    else:
-        synthetic = []
+    synthetic = synthetic or []
     names = [c.name for c in classes]
     cache = run.cache / "tensors"
     (run.evaluate / "metrics.jsonl").unlink(missing_ok=True)  # a rerun logs afresh
@@ -359,29 +390,22 @@ def stage_fidelity(
     spec = recipe.evaluate
     if spec is None or not spec.fidelity.enabled:
         return None
-    from synthset.data.splits import load_splits, scan_imagefolder
+    from synthset.data.splits import load_splits
     from synthset.evaluate.fidelity import prompts_from_metadata, run_fidelity
 
+    classes = stage_classes(recipe, run)
+    synthetic = synthetic_set(recipe, run, classes, progress, generate=generate)
+    if synthetic is None:
+        return None
+    stage_data(recipe, run)
     own = json.dumps(spec.fidelity.model_dump(mode="json"), sort_keys=True).encode()
-    fp = recipe.fingerprint("classes", "real", "evaluate") + generation_config(recipe)
+    fp = recipe.fingerprint("classes", "real", "evaluate") + _reads_digest(recipe, run)
     fp += hashlib.sha256(own).hexdigest()[:16]
     result_path = run.evaluate / "fidelity.json"
     if run.stage_done("fidelity", fp) and result_path.exists():
         return json.loads(result_path.read_text())
-    classes = stage_classes(recipe, run)
-    if spec.synthetic_dir is not None:
-        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
-        synthetic = scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
-        prompts = prompts_from_metadata(spec.synthetic_dir)
-    elif recipe.generate is not None:
-        if generate:
-            stage_generate(recipe, run, progress=progress)
-        elif not (run.images / "metadata.jsonl").exists():
-            return None
-        synthetic, prompts = synthetic_samples(run), prompts_from_metadata(run.images)
-    else:
-        return None
-    stage_data(recipe, run)
+    folder = spec.synthetic_dir if spec.synthetic_dir is not None else run.images
+    prompts = prompts_from_metadata(folder)
     real = load_splits(run.real / "splits.json")
     names = [c.name for c in classes]
     result = run_fidelity(spec, real, synthetic, prompts, names, run.evaluate, progress)

@@ -71,6 +71,8 @@ def write_metadata(images_dir: Path, entries: list[dict[str, Any]]) -> Path:
             "seed": e["seed"],
             "item_id": e["item_id"],
             "generator": e.get("generator", ""),
+            # the settings the image was made with: the index changes when an image does
+            "config": e.get("config", ""),
         }
         for e in entries
     ]
