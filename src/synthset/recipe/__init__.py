@@ -1,0 +1,57 @@
+"""The recipe: pydantic models of each stage's settings, read from YAML; one module per section."""
+
+from synthset.recipe.adapt import AdaptSpec
+from synthset.recipe.base import Strict
+from synthset.recipe.data import ClassesSpec, RealDataSpec
+from synthset.recipe.evaluate import EvaluateSpec, FidelitySpec, ReportSpec
+from synthset.recipe.generate import (
+    EnsembleMember,
+    GenerateSpec,
+    GeneratorSpec,
+    LoraSpec,
+    TextualInversionSpec,
+)
+from synthset.recipe.load import (
+    apply_overrides,
+    dump_recipe,
+    format_validation_error,
+    load_recipe,
+    recipe_from_dict,
+)
+from synthset.recipe.model import (
+    TUNABLE_SECTIONS,
+    Recipe,
+    TuneParam,
+    TuneSpec,
+    check_tune_path,
+    tune_field,
+)
+from synthset.recipe.prompts import LLMSpec, PromptsSpec
+
+__all__ = [
+    "TUNABLE_SECTIONS",
+    "AdaptSpec",
+    "ClassesSpec",
+    "EnsembleMember",
+    "EvaluateSpec",
+    "FidelitySpec",
+    "GenerateSpec",
+    "GeneratorSpec",
+    "LLMSpec",
+    "LoraSpec",
+    "PromptsSpec",
+    "Recipe",
+    "RealDataSpec",
+    "ReportSpec",
+    "Strict",
+    "TextualInversionSpec",
+    "TuneParam",
+    "TuneSpec",
+    "apply_overrides",
+    "check_tune_path",
+    "dump_recipe",
+    "format_validation_error",
+    "load_recipe",
+    "recipe_from_dict",
+    "tune_field",
+]

@@ -1,0 +1,156 @@
+"""The evaluate and report sections: CAS, fidelity metrics and the HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from synthset.recipe.base import Strict
+
+
+class FidelitySpec(Strict):
+    """FID, KID, precision/recall, density/coverage, diversity and CLIP score of the synthetic
+    set against the real one, overall and per class (``evaluate/fidelity.json``)."""
+
+    enabled: bool = Field(
+        True, description="Compute the metrics when there are synthetic images (a few seconds)."
+    )
+    extractor: str = Field(
+        "auto",
+        description="Feature extractor: auto (inception if inception_weights is set, else "
+        "classifier), inception, classifier (trained on the real train split), "
+        "torchscript:<file>, torchvision:<arch> or timm:<arch> (with 'weights').",
+    )
+    inception_weights: Path | None = Field(
+        None,
+        description="Local Inception-v3 weights: torch-fidelity's pt_inception-2015-12-05 .pth "
+        "(standard FID) or torchvision's inception_v3 weights (.pth / .safetensors).",
+    )
+    classifier_epochs: int | None = Field(
+        10,
+        ge=1,
+        description="Training epochs of the 'classifier' extractor (on real train, selected on "
+        "val); null: evaluate.epochs.",
+    )
+    weights: Path | None = Field(
+        None, description="A .safetensors state dict for a torchvision:/timm: extractor."
+    )
+    extractor_image_size: int = Field(
+        224, ge=8, description="Input size of a torchscript:/torchvision:/timm: extractor."
+    )
+    real_split: Literal["train", "val"] = Field(
+        "train", description="The real split the synthetic images are compared with."
+    )
+    max_images_per_class: int = Field(
+        500, ge=2, description="Seeded subsample per class and set (bounds time and memory)."
+    )
+    kid_subset_size: int = Field(
+        100, ge=2, description="KID subset size (shrinks to a smaller set's size)."
+    )
+    kid_subsets: int = Field(50, ge=1, description="Random KID subsets averaged.")
+    k: int = Field(5, ge=1, description="Nearest neighbours for precision/recall/density/coverage.")
+    clip_model: str | None = Field(
+        None,
+        description="Local CLIP (transformers folder or cached hub id) for the CLIP score; "
+        "null skips it.",
+    )
+    batch_size: int = Field(64, ge=1, description="Images per feature-extractor batch.")
+    device: str = "auto"
+
+
+class EvaluateSpec(Strict):
+    """Classification Accuracy Score: train on each set, test on held-out real images."""
+
+    train_sets: list[Literal["real", "synthetic", "real+synthetic"]] = Field(
+        ["real", "synthetic", "real+synthetic"], min_length=1
+    )
+    classifier: str = Field(
+        "small_cnn",
+        description="small_cnn, a torchvision model name (resnet18, ...), or timm:<name>.",
+    )
+    image_size: int | None = Field(
+        None, ge=4, description="Resize every image to this size; default: the real images' size."
+    )
+    channels: Literal[1, 3] | None = Field(None, description="Default: the real images' channels.")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    seeds: list[int] = Field([0], min_length=1)
+    augment: bool | Literal["shift", "shift+flip"] = Field(
+        True,
+        description="true/shift: random shifts of up to 1/8 of the side (random crop of the "
+        "zero-padded image); shift+flip also flips left-right (natural images, not digits or "
+        "text); false: none. Runs on the training device.",
+    )
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw, or sgd with momentum 0.9 and Nesterov; both cosine-annealed."
+    )
+    classifier_weights: Path | None = Field(
+        None,
+        description="Start from these local weights (.safetensors, or a .pt/.pth state dict) "
+        "instead of from scratch; the head is re-initialised when its shape differs.",
+    )
+    real_batch_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Mixed sets: this share of every batch is real, the rest synthetic (like "
+        "--real-bs/--syn-bs); an epoch is one pass over the real images. null: concatenate.",
+    )
+    real_batchnorm: bool = Field(
+        False,
+        description="Mixed sets: after every epoch, re-estimate batch-norm statistics on the "
+        "real train images only (AdaBN), so evaluation on real images uses real statistics.",
+    )
+    ema_epochs: float | None = Field(
+        None,
+        gt=0,
+        description="Score and keep an exponential moving average of the classifier's weights "
+        "(and batch-norm statistics) over about this many recent epochs instead of the raw "
+        "weights: smooths the epoch-to-epoch noise that model selection on a small validation "
+        "split would otherwise pick from. null: the raw weights.",
+    )
+    synthetic_multipliers: list[float] = Field(
+        [],
+        description="Scaling study: also train on synthetic sets of k x the real train size "
+        "(per class), e.g. [0.5, 1, 2, 4].",
+    )
+    real_subsets: list[float] = Field(
+        [],
+        description="Sample-complexity study: also train on these fractions of the real train "
+        "split, alone and with all synthetic images, e.g. [0.1, 0.25, 0.5].",
+    )
+    device: str = "auto"
+    trackers: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
+        ["jsonl"],
+        description="Training curves go to: jsonl (evaluate/metrics.jsonl), tensorboard, wandb "
+        "(offline) or mlflow (file store in the run folder).",
+    )
+    synthetic_dir: Path | None = Field(
+        None, description="Evaluate another synthetic ImageFolder instead of this run's images."
+    )
+    fidelity: FidelitySpec = Field(FidelitySpec(), description="Fidelity and diversity metrics.")
+
+    @field_validator("synthetic_multipliers")
+    @classmethod
+    def _positive_multipliers(cls, v: list[float]) -> list[float]:
+        if any(k <= 0 for k in v):
+            raise ValueError("every multiplier must be > 0, e.g. [0.5, 1, 2, 4]")
+        return sorted(set(v))
+
+    @field_validator("real_subsets")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v):
+            raise ValueError("every real subset is a fraction between 0 and 1, e.g. [0.1, 0.5]")
+        return sorted(set(v))
+
+
+class ReportSpec(Strict):
+    """The HTML report."""
+
+    enabled: bool = True
+    samples_per_class: int = Field(8, ge=1, le=64)

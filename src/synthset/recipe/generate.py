@@ -1,0 +1,251 @@
+"""The generate section: the generator (or ensemble), its add-ons and the plan's size."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from synthset.recipe.base import Strict
+
+
+class LoraSpec(Strict):
+    """LoRA weights loaded into a diffusers pipeline (``pipe.load_lora_weights``)."""
+
+    path: str = Field(description="A .safetensors file, a folder or a hub id holding LoRA weights.")
+    weight_name: str | None = Field(
+        None, description="File inside a folder or hub repo, e.g. pytorch_lora_weights.safetensors."
+    )
+    scale: float = Field(1.0, description="Strength of this LoRA (0 = off, 1 = as trained).")
+
+
+class TextualInversionSpec(Strict):
+    """A textual-inversion embedding (``pipe.load_textual_inversion``): a new prompt token."""
+
+    path: str = Field(description="A .safetensors/.bin embedding file, a folder or a hub id.")
+    token: str | None = Field(
+        None, description="The token prompts use, e.g. '<my-style>' (default: the file's own)."
+    )
+    weight_name: str | None = Field(None, description="File inside a folder or hub repo.")
+
+
+class GeneratorSpec(Strict):
+    """One image generator and its sampling settings."""
+
+    kind: Literal["tiny", "text2image", "img2img", "inpaint"] = Field(
+        "tiny",
+        description="tiny (adapted model), text2image, img2img (noise then denoise real images) "
+        "or inpaint (regenerate the background of real images). 'tiny' also does img2img when "
+        "'strength' is set.",
+    )
+    model: str | None = Field(
+        None,
+        description="Diffusers model: hub id or local folder. For 'tiny', defaults to the "
+        "checkpoint the adapt stage wrote.",
+    )
+    steps: int = Field(30, ge=1, le=1000)
+    guidance_scale: float = Field(2.0, ge=0)
+    negative_prompt: str | None = None
+    scheduler: str | None = Field(
+        None, description="Scheduler class or alias, e.g. ddim, euler, dpm++, unipc, lcm."
+    )
+    height: int | None = Field(None, ge=8)
+    width: int | None = Field(None, ge=8)
+    save_size: int | tuple[int, int] | None = Field(
+        None, description="Resize images to this size (int or [width, height]) before saving."
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    device: str = "auto"
+    variant: str | None = Field(None, description="Weights variant, e.g. fp16.")
+    strength: float | list[float] | None = Field(
+        None,
+        description="img2img/inpaint noise level in (0, 1]: small keeps the real image, 1 ignores "
+        "it. A list sweeps levels: variant v of a real image uses strength[v mod len]. Setting it "
+        "on kind 'tiny' makes the tiny model noise-then-denoise real images too.",
+    )
+    variants_per_image: int | None = Field(
+        None, ge=1, description="Images made per real image (default: one per strength)."
+    )
+    mask: Literal["folder", "box", "saliency"] = Field(
+        "saliency",
+        description="inpaint mask source: folder (mask_dir), box (mask_box) or saliency (pixels "
+        "far in colour from the border's median colour are the object).",
+    )
+    mask_dir: Path | None = Field(
+        None,
+        description="Masks parallel to the real ImageFolder: same relative path, .png, white = "
+        "object.",
+    )
+    mask_box: tuple[float, float, float, float] | None = Field(
+        None, description="Object box [x0, y0, x1, y1] as fractions of the image size."
+    )
+    invert_mask: bool = Field(
+        False, description="inpaint: keep the background and regenerate the object instead."
+    )
+    prompt_embeds: Path | None = Field(
+        None,
+        description="A .safetensors file of text embeddings used instead of encoding prompts: "
+        "one tensor [tokens, dim] per class name (and '<class>.pooled' [dim] for SDXL/SD3); "
+        "e.g. embeddings learned by diffusion inversion or a class encoder.",
+    )
+    lora: list[LoraSpec] = Field([], description="LoRA weights to load (fused at load time).")
+    textual_inversion: list[TextualInversionSpec] = Field(
+        [], description="Textual-inversion embeddings to load; their tokens can appear in prompts."
+    )
+    tiny_vae: str | None = Field(
+        None,
+        description="Decode (and encode) with a tiny autoencoder instead of the pipeline's VAE: "
+        "a folder or hub id of an AutoencoderKL-compatible AutoencoderTiny, e.g. "
+        "madebyollin/taesd (SD 1.x/2.x), madebyollin/taesdxl, madebyollin/taesd3. Drafts: much "
+        "faster decoding, slightly softer images.",
+    )
+    channels_last: bool = Field(
+        False, description="Run the UNet/transformer and VAE in channels-last memory format."
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the UNet/transformer (slow first batch, faster after; GPU).",
+    )
+    attention_slicing: bool = Field(
+        False, description="Compute attention in slices: less memory, a little slower."
+    )
+    vae_tiling: bool = Field(False, description="Decode large images tile by tile (less memory).")
+    cpu_offload: Literal["none", "model", "sequential"] = Field(
+        "none",
+        description="Keep weights in CPU memory and move each model (or each layer: "
+        "'sequential') to the GPU only while it runs: for GPUs with little memory.",
+    )
+
+    @property
+    def strengths(self) -> list[float]:
+        """The strength list (one value when a single number is given)."""
+        if self.strength is None:
+            return []
+        return list(self.strength) if isinstance(self.strength, list) else [self.strength]
+
+    @property
+    def uses_real_images(self) -> bool:
+        """Whether this generator makes one item per (real image, variant)."""
+        return self.kind in ("img2img", "inpaint") or (
+            self.kind == "tiny" and self.strength is not None
+        )
+
+    @field_validator("strength")
+    @classmethod
+    def _strength_range(cls, v: float | list[float] | None) -> float | list[float] | None:
+        values = v if isinstance(v, list) else [] if v is None else [v]
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one strength")
+        if any(not 0 < s <= 1 for s in values):
+            raise ValueError("strength must be in (0, 1], e.g. 0.5")
+        return v
+
+    @field_validator("mask_box")
+    @classmethod
+    def _box_fractions(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if v is not None:
+            x0, y0, x1, y1 = v
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise ValueError("mask_box is [x0, y0, x1, y1] fractions with 0 <= x0 < x1 <= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> GeneratorSpec:
+        too_small = [s for s in self.strengths if int(self.steps * s) < 1]
+        if too_small and self.kind in ("img2img", "inpaint"):
+            raise ValueError(
+                f"strength {too_small[0]} x steps {self.steps} leaves no denoising step; "
+                f"raise steps to at least {math.ceil(1 / too_small[0])}"
+            )
+        if self.kind == "inpaint" and self.mask == "folder" and self.mask_dir is None:
+            raise ValueError("mask 'folder' needs mask_dir (masks parallel to the real images)")
+        if self.kind == "inpaint" and self.mask == "box" and self.mask_box is None:
+            raise ValueError("mask 'box' needs mask_box: [x0, y0, x1, y1] fractions")
+        if self.kind == "tiny" and (used := self.diffusers_options()):
+            raise ValueError(
+                f"{used[0]} needs a diffusers pipeline (kind text2image, img2img or inpaint); "
+                "the tiny model does not take it"
+            )
+        return self
+
+    def diffusers_options(self) -> list[str]:
+        """The options set here that only diffusers pipelines take (not the tiny model)."""
+        names = ["prompt_embeds", "lora", "textual_inversion", "tiny_vae", "channels_last"]
+        names += ["compile", "attention_slicing", "vae_tiling"]
+        used = [n for n in names if getattr(self, n)]
+        return used + (["cpu_offload"] if self.cpu_offload != "none" else [])
+
+    @field_validator("save_size")
+    @classmethod
+    def _positive_size(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sizes = (v,) if isinstance(v, int) else (v or ())
+        if any(s < 1 for s in sizes):
+            raise ValueError("sizes must be positive")
+        return v
+
+
+class EnsembleMember(GeneratorSpec):
+    """One generator of an ensemble: a name (recorded per image) and a sampling weight."""
+
+    name: str = Field(description="Recorded in the manifest as the image's generator.")
+    weight: float = Field(1.0, description="Relative share of the plan's items (> 0).")
+
+    @field_validator("weight")
+    @classmethod
+    def _positive_weight(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("weight must be > 0, e.g. 1")
+        return v
+
+
+class GenerateSpec(Strict):
+    """The plan's size and the generator(s) that fill it."""
+
+    images_per_class: int = Field(
+        100,
+        ge=1,
+        description="Items per class. For real-image modes (img2img, inpaint): at most this many "
+        "(real image, variant) items per class.",
+    )
+    batch_size: int = Field(64, ge=1)
+    generator: GeneratorSpec = GeneratorSpec()
+    generators: list[EnsembleMember] | None = Field(
+        None,
+        min_length=1,
+        description="An ensemble instead of 'generator': each item goes to one member, drawn "
+        "from (seed, item id) with probability proportional to its weight.",
+    )
+    image_format: Literal["png", "jpeg", "webp"] = "png"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    writer_threads: int = Field(2, ge=1, le=64, description="Threads encoding and writing images.")
+
+    @model_validator(mode="after")
+    def _one_generator_form(self) -> GenerateSpec:
+        if self.generators is not None:
+            if "generator" in self.model_fields_set:
+                raise ValueError("give either 'generator' or 'generators' (an ensemble), not both")
+            names = [g.name for g in self.generators]
+            if len(set(names)) != len(names):
+                raise ValueError(f"generators: names must be unique, got {names}")
+            real = {g.uses_real_images for g in self.generators}
+            if len(real) > 1:
+                raise ValueError(
+                    "generators: mix real-image modes (img2img, inpaint) only with each other"
+                )
+        return self
+
+    def member_of(self, name: object) -> GeneratorSpec:
+        """The ensemble member called ``name`` (the single generator without an ensemble)."""
+        for member in self.generators or []:
+            if member.name == name:
+                return member
+        return self.generator
+
+    @property
+    def members(self) -> list[GeneratorSpec]:
+        """The generators of this recipe: the ensemble's members, or the single generator."""
+        return list(self.generators) if self.generators is not None else [self.generator]

@@ -1,0 +1,241 @@
+"""The whole Recipe: its cross-section rules, stage fingerprints, and the tune section."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from synthset.recipe.adapt import AdaptSpec
+from synthset.recipe.base import Strict, _model_in
+from synthset.recipe.data import ClassesSpec, RealDataSpec
+from synthset.recipe.evaluate import EvaluateSpec, ReportSpec
+from synthset.recipe.generate import GenerateSpec
+from synthset.recipe.prompts import PromptsSpec
+
+TUNABLE_SECTIONS = ("generate", "prompts", "adapt")
+
+
+class TuneParam(Strict):
+    """One knob of a tuning search space: a range (``low``, ``high``) or a list of ``choices``.
+
+    Int fields (e.g. generate.generator.steps) are searched as integers, float fields as floats."""
+
+    low: float | None = Field(None, description="Range start (inclusive).")
+    high: float | None = Field(None, description="Range end (inclusive).")
+    log: bool = Field(False, description="Search the range on a log scale.")
+    step: float | None = Field(None, gt=0, description="Range step (int ranges default to 1).")
+    choices: list[str | int | float | bool | None] | None = Field(
+        None, min_length=1, description="Categorical values (instead of low/high)."
+    )
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> TuneParam:
+        has_range = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if has_range or self.log or self.step is not None:
+                raise ValueError("give either choices or low/high (with log/step), not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range) or choices (a list)")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step cannot be combined")
+        return self
+
+
+class TuneSpec(Strict):
+    """``synthset tune``: an Optuna search over generation knobs that maximizes the validation
+    accuracy of a short proxy classifier trained on the synthetic images only."""
+
+    space: dict[str, TuneParam] = Field(
+        {},
+        description="Knobs by dotted recipe path, e.g. {generate.generator.guidance_scale: "
+        "{low: 0.5, high: 3}, generate.generator.steps: {choices: [10, 20, 30]}}.",
+    )
+    stages: list[dict[str, TuneParam]] = Field(
+        [],
+        description="Several spaces searched one after another, each stage fixing the best "
+        "values of the ones before (instead of 'space').",
+    )
+    n_trials: int = Field(8, ge=1, description="Finished trials per stage (a rerun tops up).")
+    timeout: float | None = Field(
+        None, gt=0, description="Stop starting new trials of a stage after this many seconds."
+    )
+    images_per_class: int = Field(
+        20, ge=1, description="Synthetic images per class of each trial (smaller than a full run)."
+    )
+    proxy_epochs: int = Field(8, ge=1, description="Epochs of each trial's proxy classifier.")
+    start_from_recipe: bool = Field(
+        True,
+        description="The first trial of a study tries the recipe's own values (those inside "
+        "the space), so the best found is never worse than them on the proxy.",
+    )
+    sampler: Literal["tpe", "random"] = Field(
+        "tpe", description="Optuna sampler, seeded with the recipe seed."
+    )
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="Stop unpromising trials early on their per-epoch val accuracy."
+    )
+    pruner_startup_trials: int = Field(
+        3, ge=0, description="median: trials that are never pruned, to collect a baseline."
+    )
+    pruner_warmup_epochs: int = Field(
+        2, ge=0, description="median: epochs of every trial that are never pruned."
+    )
+
+    @field_validator("space")
+    @classmethod
+    def _space_paths(cls, v: dict[str, TuneParam]) -> dict[str, TuneParam]:
+        for path in v:
+            check_tune_path(path)
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_paths(cls, v: list[dict[str, TuneParam]]) -> list[dict[str, TuneParam]]:
+        for i, stage in enumerate(v):
+            if not stage:
+                raise ValueError(f"stage {i + 1} is empty; give at least one knob")
+            for path in stage:
+                check_tune_path(path)
+        return v
+
+    @model_validator(mode="after")
+    def _one_space(self) -> TuneSpec:
+        if bool(self.space) == bool(self.stages):
+            raise ValueError("give exactly one of 'space' (one search) or 'stages' (several)")
+        return self
+
+    def spaces(self) -> list[dict[str, TuneParam]]:
+        """The search spaces in the order they are searched."""
+        return list(self.stages) if self.stages else [dict(self.space)]
+
+
+def tune_field(path: str) -> Any:
+    """The pydantic ``FieldInfo`` a dotted recipe path names (see :func:`check_tune_path`)."""
+    current: Any = Recipe
+    field = None
+    for part in path.split("."):
+        field = current.model_fields[part]
+        current = _model_in(field.annotation)
+    return field
+
+
+def check_tune_path(path: str) -> None:
+    """Raise ValueError unless ``path`` names a tunable value of the recipe model."""
+    parts = path.split(".")
+    if parts[0] not in TUNABLE_SECTIONS:
+        raise ValueError(
+            f"{path!r}: only knobs under {', '.join(TUNABLE_SECTIONS)} can be tuned "
+            "(real data, classes, seed and evaluation stay fixed)"
+        )
+    current: Any = Recipe
+    for i, part in enumerate(parts):
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            raise ValueError(f"{path!r}: {'.'.join(parts[:i])} is a value, not a section")
+        field = current.model_fields.get(part)
+        if field is None:
+            where = ".".join(parts[:i]) or "the recipe"
+            raise ValueError(
+                f"{path!r} is not a recipe field; {where} has: {', '.join(current.model_fields)}"
+            )
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        raise ValueError(f"{path!r} is a section; name one of its values, e.g. {path}.steps")
+
+
+class Recipe(Strict):
+    """A whole synthset run."""
+
+    name: str = "synthset-run"
+    seed: int = Field(0, ge=0, description="Every image's seed derives from this and its item id.")
+    output_dir: Path = Path("runs/synthset-run")
+    classes: ClassesSpec
+    real: RealDataSpec | None = None
+    adapt: AdaptSpec | None = None
+    prompts: PromptsSpec = PromptsSpec()
+    generate: GenerateSpec | None = Field(
+        None,
+        description="Omit to only evaluate an existing synthetic set (evaluate.synthetic_dir).",
+    )
+    evaluate: EvaluateSpec | None = None
+    report: ReportSpec = ReportSpec()
+    tune: TuneSpec | None = Field(
+        None, description="'synthset tune': an Optuna search over generation knobs."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.tune is not None and (self.generate is None or self.real is None):
+            raise ValueError(
+                "'tune' generates trial datasets and scores them on real validation images: "
+                "it needs 'generate' and 'real' sections"
+            )
+        gspec = self.generate
+        if (
+            self.tune is not None
+            and gspec is not None
+            and (gspec.generators is not None or gspec.generator.uses_real_images)
+        ):
+            raise ValueError(
+                "'tune' searches one text-conditioned generator's knobs: use "
+                "'generate.generator' without real-image modes (img2img, inpaint, strength)"
+            )
+        for gen in self.generate.members if self.generate is not None else []:
+            if gen.kind == "tiny" and gen.model is None and self.adapt is None:
+                raise ValueError(
+                    "generate.generator.kind 'tiny' needs an 'adapt' section or generator.model"
+                )
+            if gen.kind in ("text2image", "img2img", "inpaint") and gen.model is None:
+                raise ValueError(f"generate.generator.kind {gen.kind!r} needs generator.model")
+            if gen.uses_real_images and self.real is None:
+                raise ValueError(
+                    f"generate.generator.kind {gen.kind!r} starts from real images: add a "
+                    "'real' section (e.g. real: {source: imagefolder, path: data/train})"
+                )
+        if self.adapt is not None and self.real is None:
+            raise ValueError("'adapt' trains on real images: add a 'real' section")
+        if self.evaluate is not None:
+            if self.real is None:
+                raise ValueError("'evaluate' tests on real images: add a 'real' section")
+            wants_synthetic = any("synthetic" in s for s in self.evaluate.train_sets)
+            if wants_synthetic and self.generate is None and self.evaluate.synthetic_dir is None:
+                raise ValueError(
+                    "evaluate trains on synthetic images: add a 'generate' section or set "
+                    "evaluate.synthetic_dir to an ImageFolder"
+                )
+        return self
+
+    def fingerprint(self, *parts: str) -> str:
+        """A short hash of the named recipe parts and the seed: what a stage's output depends on."""
+        data = {p: _jsonable(getattr(self, p), _OWN_STAGE.get(p)) for p in parts}
+        data["seed"] = self.seed
+        # input files count by content, so editing a caption or class file redoes its stages
+        inputs = {"classes": self.classes.file, "prompts": self.prompts.file}
+        files = {p: _file_digest(inputs[p]) for p in parts if inputs.get(p)}
+        if files:  # only then, so recipes without input files keep their fingerprints
+            data["files"] = files
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _file_digest(path: Path | None) -> str | None:
+    """sha256 of a file's bytes (None when it does not exist yet)."""
+    if path is None or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+#: Sub-sections with a stage (and fingerprint) of their own: changing them redoes only that stage.
+_OWN_STAGE: dict[str, set[str]] = {"evaluate": {"fidelity"}}
+
+
+def _jsonable(value: Any, exclude: set[str] | None = None) -> Any:
+    return value.model_dump(mode="json", exclude=exclude) if isinstance(value, BaseModel) else value
