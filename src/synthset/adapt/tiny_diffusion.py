@@ -209,7 +209,7 @@ def train_tiny_diffusion(
     kill would; for time-boxed jobs and tests); the next call continues from it. Returns
     ``out_dir`` (which exists only once all ``spec.steps`` are done).
     """
-    from synthset.generators.base import resolve_device
+    from synthset.devices import resolve_device
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

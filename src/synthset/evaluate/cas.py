@@ -8,7 +8,6 @@ after every epoch, keep the weights with the best val accuracy, and only then to
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import io
@@ -26,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from synthset.data.splits import Samples
+from synthset.devices import cpu_threads, resolve_device
 from synthset.errors import SynthsetError
 from synthset.evaluate.classifiers import build_classifier, load_weights, logits
 from synthset.evaluate.studies import (
@@ -40,7 +40,6 @@ from synthset.recipe import EvaluateSpec
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 
 EVAL_BATCH = 1024
-TINY_IMAGE = 16  # at or below this size, CPU training runs on one thread (see cpu_threads)
 
 
 @dataclass
@@ -348,23 +347,6 @@ def _summary(runs: list[dict[str, Any]], plan: TrainSetSpec, data: TrainData) ->
     }
 
 
-@contextlib.contextmanager
-def cpu_threads(device: torch.device, size: int) -> Iterator[None]:
-    """Use one intra-op thread while training on tiny images on the CPU, then restore.
-
-    Each op on a batch of 8×8 images is too small to split across threads: measured on a busy
-    2-core machine, the digits CAS took 105 s with 2 threads and 16 s with one."""
-    if device.type != "cpu" or size > TINY_IMAGE:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class _Decoder:
     """Decodes each image set at most once, checks its labels, and assembles study sets."""
 
@@ -441,8 +423,6 @@ def run_cas(
 
     ``on_epoch(train_set, seed, epoch, val_accuracy, val_loss)`` sees every epoch (trackers);
     ``cache_dir`` keeps decoded images as memory-mapped files for later runs."""
-    from synthset.generators.base import resolve_device
-
     num_classes = len(class_names)
     if num_classes < 2:
         raise SynthsetError(f"CAS needs at least 2 classes (got {num_classes})")

@@ -115,7 +115,8 @@ def real_classifier(
     rerun loads them instead of training again."""
     from safetensors.torch import load_file, save
 
-    from synthset.evaluate.cas import cpu_threads, train_classifier
+    from synthset.devices import cpu_threads
+    from synthset.evaluate.cas import train_classifier
 
     train, val = real.get("train") or [], real.get("val") or []
     if not train or not val:
@@ -274,8 +275,7 @@ def run_fidelity(
     """Compare ``synthetic`` with ``real[spec.fidelity.real_split]``; write
     ``out_dir/fidelity.json`` and return it. ``prompts_by_path`` maps ``str(path)`` of a
     synthetic image to its prompt (for the CLIP score)."""
-    from synthset.evaluate.cas import cpu_threads
-    from synthset.generators.base import resolve_device
+    from synthset.devices import cpu_threads, resolve_device
 
     fs = spec.fidelity
     out_dir = Path(out_dir)

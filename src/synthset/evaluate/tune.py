@@ -144,7 +144,8 @@ def proxy_train(
     ctx: TuneContext, samples: Samples, on_epoch: Callable[[int, float, float], None]
 ) -> float:
     """Train the proxy classifier on ``samples``; its best accuracy on the real val split."""
-    from synthset.evaluate.cas import cpu_threads, train_classifier
+    from synthset.devices import cpu_threads
+    from synthset.evaluate.cas import train_classifier
     from synthset.evaluate.classifiers import build_classifier
     from synthset.evaluate.tensors import check_labels, load_tensors
 
@@ -251,8 +252,8 @@ def _exclusive(folder: Path) -> Iterator[None]:
 
 def prepare_context(recipe: Recipe, progress: bool) -> TuneContext:
     """Run (or reuse) the base run's stages a trial needs: classes, real splits, model, prompts."""
+    from synthset.devices import resolve_device
     from synthset.evaluate.tensors import check_labels, infer_format, load_tensors
-    from synthset.generators.base import resolve_device
     from synthset.pipeline import open_run, stage_adapt, stage_classes, stage_data, stage_prompts
 
     run = open_run(recipe)

@@ -1,4 +1,5 @@
-"""The generator protocol, device/dtype helpers and the factory that builds one from a recipe."""
+"""The generator protocol, per-item seeding, resizing and the factory that builds a generator
+from a recipe."""
 
 from __future__ import annotations
 
@@ -24,39 +25,6 @@ class Generator(Protocol):
     name: str
 
     def generate(self, items: Sequence[WorkItem]) -> list[Image.Image]: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → cuda if available, else mps, else cpu; anything else is checked."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise SynthsetError(
-            f"device {device!r} is not a torch device; use auto, cpu, cuda, cuda:1 or mps"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SynthsetError(
-            f"device {device!r}: no CUDA GPU is visible here; use device: auto or cpu"
-        )
-    return dev
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The torch dtype for a recipe name; half precision on CPU falls back to float32."""
-    import torch
-
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-    if device.type == "cpu" and dtype == torch.float16:
-        return torch.float32
-    return dtype
 
 
 def item_generators(

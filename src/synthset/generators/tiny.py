@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthset.devices import resolve_device, resolve_dtype
 from synthset.errors import SynthsetError
-from synthset.generators.base import item_generators, resolve_device, resolve_dtype
+from synthset.generators.base import item_generators
 from synthset.generators.schedulers import make_scheduler
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from synthset.devices import resolve_device, resolve_dtype
 from synthset.errors import SynthsetError
-from synthset.generators.base import resolve_device, resolve_dtype
 from synthset.prompts.llm.base import ChatRequest
 from synthset.prompts.llm.cache import CACHE_FILENAME, ResponseCache
 from synthset.recipe import LLMSpec
