@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from synthset.data.sources import Source, SourceSplit
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 from synthset.recipe import RealDataSpec
 
 VAL_NAMES = ("validation", "val", "valid", "dev")
@@ -26,11 +26,11 @@ def _load(path: Path) -> Any:
             return datasets.load_from_disk(str(path))
         return datasets.load_dataset(str(path))
     except Exception as exc:  # datasets raises many kinds (not found, offline, bad format)
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "folder" if path.exists() else "hub id (hub access needs network)"
         raise SynthsetError(
-            f"real.path: cannot load the HF dataset {str(path)!r} as a {where}: {detail}; give "
-            "a folder written by save_to_disk, a local data folder or a reachable hub id"
+            f"real.path: cannot load the HF dataset {str(path)!r} as a {where}: "
+            f"{first_line(exc)}; give a folder written by save_to_disk, a local data folder or a "
+            "reachable hub id"
         ) from None
 
 

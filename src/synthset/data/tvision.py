@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 from synthset.data.sources import Source, SourceSplit
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 from synthset.recipe import RealDataSpec
 
 EXAMPLES = "CIFAR10, CIFAR100, MNIST, FashionMNIST, KMNIST, SVHN, STL10, Flowers102, DTD"
@@ -44,7 +44,7 @@ def _open_split(cls: Any, spec: RealDataSpec, split: str) -> Any:
     try:
         return cls(root=str(spec.root), download=False, **kwargs)
     except (RuntimeError, FileNotFoundError, OSError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc)
         raise SynthsetError(
             f"real.root: torchvision {spec.name} {split} files not found under {spec.root} "
             f"({detail}); synthset never downloads: put them there in torchvision's layout "

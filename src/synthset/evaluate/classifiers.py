@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 
 SMALL_CNN = "small_cnn"
 
@@ -230,10 +230,9 @@ def _check_forward(
         with torch.no_grad():
             out = logits(model(torch.zeros(1, in_channels, image_size, image_size)))
     except (RuntimeError, ValueError, AssertionError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SynthsetError(
             f"evaluate.classifier {name!r} does not run on {image_size}×{image_size} images "
-            f"({first}); set evaluate.image_size larger or use small_cnn"
+            f"({first_line(exc)}); set evaluate.image_size larger or use small_cnn"
         ) from None
     finally:
         model.train(was_training)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 
 
 class ClipScorer:
@@ -30,10 +30,9 @@ class ClipScorer:
             clip = CLIPModel.from_pretrained(model).eval().to(self.device)
             processor = CLIPProcessor.from_pretrained(model)
         except (OSError, ValueError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SynthsetError(
                 f"evaluate.fidelity.clip_model {model!r}: cannot load a CLIP model and processor "
-                f"({first}); give a local folder saved with save_pretrained"
+                f"({first_line(exc)}); give a local folder saved with save_pretrained"
             ) from None
         max_length = int(clip.config.text_config.max_position_embeddings)
 
@@ -76,8 +75,7 @@ class ClipScorer:
             )
             tokenizer = open_clip.get_tokenizer(arch)
         except (RuntimeError, ValueError, KeyError, OSError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SynthsetError(f"{what}: cannot load it ({first})") from None
+            raise SynthsetError(f"{what}: cannot load it ({first_line(exc)})") from None
         clip.eval()
 
         def images(batch: list[Image.Image]) -> torch.Tensor:

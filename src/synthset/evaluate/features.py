@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,8 +69,9 @@ def load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SynthsetError(f"{what}: cannot load weights from {path} ({first})") from None
+        raise SynthsetError(
+            f"{what}: cannot load weights from {path} ({first_line(exc)})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -82,8 +83,9 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], what: str) -> N
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise SynthsetError(f"{what}: the weights do not fit the model ({first})") from None
+        raise SynthsetError(
+            f"{what}: the weights do not fit the model ({first_line(exc)})"
+        ) from None
 
 
 def _to_rgb_float(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -180,9 +182,8 @@ def _fidelity_inception(
             name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=buf
         )
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
         raise SynthsetError(
-            f"evaluate.fidelity.inception_weights: the weights do not fit ({first})"
+            f"evaluate.fidelity.inception_weights: the weights do not fit ({first_line(exc)})"
         ) from None
     net.to(device)
 
@@ -207,8 +208,7 @@ def user_extractor(
         try:
             module = torch.jit.load(str(path), map_location=device).eval()
         except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise SynthsetError(f"{what}: not a TorchScript file ({first})") from None
+            raise SynthsetError(f"{what}: not a TorchScript file ({first_line(exc)})") from None
 
         def ts(x: torch.Tensor) -> torch.Tensor:
             return module(_to_rgb_float(x, image_size))
@@ -246,8 +246,7 @@ def _build_arch(kind: str, name: str, what: str) -> nn.Module:
     except ImportError:
         raise SynthsetError(f"{what} needs timm: pip install timm") from None
     except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SynthsetError(f"{what}: cannot build {name!r} ({first})") from None
+        raise SynthsetError(f"{what}: cannot build {name!r} ({first_line(exc)})") from None
 
 
 def classifier_extractor(

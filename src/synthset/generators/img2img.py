@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from synthset.errors import SynthsetError
-from synthset.generators.pipeline_setup import first_line
+from synthset.errors import SynthsetError, first_line
 from synthset.generators.realimages import load_real_image, work_size
 from synthset.generators.text2image import Text2ImageGenerator
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -110,9 +110,3 @@ def load_tiny_vae(source: str, dtype: torch.dtype) -> Any:
             f"{_FIELD}.tiny_vae: cannot load {source!r} as an AutoencoderTiny ({first_line(exc)});"
             " give a TAESD folder or hub id, e.g. madebyollin/taesd"
         ) from None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-blank line of an exception's message (or its type's name)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from synthset.devices import resolve_device, resolve_dtype
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, first_line
 from synthset.generators.base import item_generators
 from synthset.generators.embeddings import PromptEmbeddings
-from synthset.generators.pipeline_setup import configure, first_line, load_extras
+from synthset.generators.pipeline_setup import configure, load_extras
 from synthset.generators.schedulers import make_scheduler, scheduler_class
 
 if TYPE_CHECKING:
