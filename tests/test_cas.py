@@ -13,7 +13,7 @@ from PIL import Image
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
-from synthset.evaluate.cas import random_shift, run_cas
+from synthset.evaluate.cas import run_cas
 from synthset.evaluate.classifiers import SmallCNN, build_classifier
 from synthset.evaluate.tensors import (
     infer_format,
@@ -21,6 +21,7 @@ from synthset.evaluate.tensors import (
     samples_from_imagefolder,
     samples_from_metadata,
 )
+from synthset.evaluate.train import random_shift
 from synthset.recipe import EvaluateSpec
 
 NAMES = ["stripes", "columns", "checker"]

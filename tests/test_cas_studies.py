@@ -13,10 +13,11 @@ from test_cas import NAMES, make_samples, spec
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
-from synthset.evaluate.cas import TrainData, run_cas, train_classifier
+from synthset.evaluate.cas import run_cas
 from synthset.evaluate.classifiers import build_classifier, load_weights
 from synthset.evaluate.studies import real_subset, study_sets, synthetic_subset
 from synthset.evaluate.tensors import TensorSet
+from synthset.evaluate.train import TrainData, train_classifier
 from synthset.recipe import EvaluateSpec
 
 
@@ -230,7 +231,7 @@ def test_bad_study_values_are_rejected_by_the_recipe() -> None:
 
 
 def test_flip_augmentation_flips_about_half_and_keeps_pixels() -> None:
-    from synthset.evaluate.cas import augment
+    from synthset.evaluate.train import augment
 
     x = torch.arange(64 * 16, dtype=torch.uint8).reshape(64, 1, 4, 4) % 251
     gen = torch.Generator().manual_seed(0)
@@ -306,7 +307,7 @@ def test_ema_keeps_the_moving_average_of_every_step(real: dict[str, Samples]) ->
     assert not torch.allclose(best.state["features.0.weight"], raw)  # not the last raw weights
     # the averaged weights are what validation scored
     model.load_state_dict(best.state)
-    from synthset.evaluate.cas import accuracy_and_loss
+    from synthset.evaluate.train import accuracy_and_loss
 
     assert accuracy_and_loss(model, val, torch.device("cpu"))[0] == best.best_val_accuracy
 

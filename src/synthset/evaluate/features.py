@@ -253,7 +253,7 @@ def classifier_extractor(
     model: nn.Module, name: str, image_size: int, channels: int, device: torch.device
 ) -> Extractor:
     """Penultimate features of a trained CAS classifier (inputs scaled like CAS: [-1, 1])."""
-    from synthset.evaluate.cas import to_input
+    from synthset.evaluate.train import to_input
 
     model.eval().to(device)
     feats = penultimate(model, name)

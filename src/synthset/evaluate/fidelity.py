@@ -116,7 +116,7 @@ def real_classifier(
     from safetensors.torch import load_file, save
 
     from synthset.devices import cpu_threads
-    from synthset.evaluate.cas import train_classifier
+    from synthset.evaluate.train import train_classifier
 
     train, val = real.get("train") or [], real.get("val") or []
     if not train or not val:
@@ -141,7 +141,14 @@ def real_classifier(
         start = time.perf_counter()
         with cpu_threads(device, size):
             best = train_classifier(
-                model, train_set, val_set, spec, seed, device, progress, "fidelity extractor"
+                model,
+                train_set,
+                val_set,
+                spec=spec,
+                seed=seed,
+                device=device,
+                progress=progress,
+                desc="fidelity extractor",
             )
         model.load_state_dict(best.state)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -145,9 +145,9 @@ def proxy_train(
 ) -> float:
     """Train the proxy classifier on ``samples``; its best accuracy on the real val split."""
     from synthset.devices import cpu_threads
-    from synthset.evaluate.cas import train_classifier
     from synthset.evaluate.classifiers import build_classifier
     from synthset.evaluate.tensors import check_labels, load_tensors
+    from synthset.evaluate.train import train_classifier
 
     spec = ctx.recipe.tune
     assert spec is not None
@@ -159,7 +159,15 @@ def proxy_train(
     model = build_classifier(proxy.classifier, len(ctx.classes), ctx.channels, ctx.size)
     with cpu_threads(ctx.device, ctx.size):
         best = train_classifier(
-            model, train, ctx.val, proxy, ctx.recipe.seed, ctx.device, False, "proxy", on_epoch
+            model,
+            train,
+            ctx.val,
+            spec=proxy,
+            seed=ctx.recipe.seed,
+            device=ctx.device,
+            progress=False,
+            desc="proxy",
+            on_epoch=on_epoch,
         )
     return best.best_val_accuracy
 
