@@ -356,7 +356,7 @@ def _trained_tiny_clip(out: Path) -> Path:
 
 
 def test_clip_score_prefers_the_matching_prompt(tmp_path: Path, real: dict[str, Samples]) -> None:
-    from synthset.evaluate.clip_score import ClipScorer
+    from synthset.scoring.clip_score import ClipScorer
 
     folder = _trained_tiny_clip(tmp_path)
     scorer = ClipScorer(str(folder), torch.device("cpu"))
@@ -465,7 +465,7 @@ def test_clip_score_with_a_local_open_clip_checkpoint(tmp_path: Path) -> None:
     open_clip = pytest.importorskip("open_clip")
     from safetensors.torch import save_file
 
-    from synthset.evaluate.clip_score import ClipScorer
+    from synthset.scoring.clip_score import ClipScorer
 
     config = {
         "embed_dim": 16,

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from synthset.errors import SynthsetError, first_line
+from synthset.scoring.features import load_state_dict
 
 SMALL_CNN = "small_cnn"
 
@@ -102,21 +103,13 @@ CIFAR_RESNETS = {"cifar_resnet20": 3, "cifar_resnet32": 5, "cifar_resnet44": 7, 
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Load local weights into ``model`` (safetensors, or a plain state dict loaded with
-    ``weights_only=True``); tensors whose shape differs (a new head) keep their fresh values."""
+    """Load local weights into ``model``, read by ``scoring.features.load_state_dict``
+    (safetensors, or a state dict loaded with ``weights_only=True``); tensors whose shape differs
+    (a new head) keep their fresh values."""
     path = Path(path)
     if not path.is_file():
         raise SynthsetError(f"evaluate.classifier_weights: no file at {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state) if isinstance(state, dict) else state
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise SynthsetError(f"evaluate.classifier_weights: cannot read {path} ({exc})") from None
+    state = load_state_dict(path, "evaluate.classifier_weights")
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if 2 * len(usable) < len(own):  # a new head is fine; a different architecture is not

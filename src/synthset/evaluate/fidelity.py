@@ -1,7 +1,7 @@
 """Fidelity and diversity of a synthetic set against real images, overall and per class.
 
-Every image passes once through a pluggable feature extractor (see ``features.py``); FID, KID,
-precision / recall, density / coverage and intra-class diversity are then computed from the
+Every image passes once through a pluggable feature extractor (see ``scoring/features.py``); FID,
+KID, precision / recall, density / coverage and intra-class diversity are then computed from the
 features (``fidelity_metrics.py``), and the CLIP score of each synthetic image against its
 prompt with a local CLIP. The result goes to ``evaluate/fidelity.json``.
 """
@@ -17,19 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
 from synthset.evaluate.classifiers import build_classifier
-from synthset.evaluate.features import (
-    Extractor,
-    classifier_extractor,
-    inception_extractor,
-    user_extractor,
-)
 from synthset.evaluate.fidelity_metrics import METRIC_KEYS, compare, diversity
 from synthset.evaluate.tensors import check_labels, infer_format, load_tensors
+from synthset.evaluate.train import to_input
 from synthset.recipe import EvaluateSpec
+from synthset.scoring.features import Extractor, inception_extractor, penultimate, user_extractor
 from synthset.store.atomic import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -97,6 +94,15 @@ def _fingerprint(spec: EvaluateSpec, size: int, channels: int, n_cls: int, *sets
         "samples": [[[str(p), int(lbl)] for p, lbl in s] for s in sets],
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def classifier_extractor(
+    model: nn.Module, name: str, image_size: int, channels: int, device: torch.device
+) -> Extractor:
+    """Penultimate features of a trained CAS classifier (inputs scaled like CAS: [-1, 1])."""
+    model.eval().to(device)
+    feats = penultimate(model, name)
+    return Extractor(name, image_size, channels, lambda x: feats(to_input(x)), device)
 
 
 def real_classifier(
@@ -220,7 +226,7 @@ def _clip_scores(
     device: torch.device,
     batch: int,
 ) -> dict[str, Any] | None:
-    from synthset.evaluate.clip_score import ClipScorer
+    from synthset.scoring.clip_score import ClipScorer
 
     pairs = [
         (p, lbl, prompts_by_path[str(p)])

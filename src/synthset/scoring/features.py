@@ -1,4 +1,4 @@
-"""Pluggable image feature extractors for the fidelity metrics.
+"""Pluggable image feature extractors (the fidelity metrics use them).
 
 An :class:`Extractor` maps uint8 images ``N×C×H×W`` (decoded at its ``image_size`` and
 ``channels``) to float features ``N×d``. Choices (``evaluate.fidelity.extractor``):
@@ -6,12 +6,14 @@ An :class:`Extractor` maps uint8 images ``N×C×H×W`` (decoded at its ``image_s
 - ``inception``: Inception-v3 from a local weights file: torch-fidelity's FID weights
   (``pt_inception-2015-12-05-*.pth``, 1008 logits; the standard FID network, needs
   torch-fidelity) or torchvision's ImageNet weights (1000 logits). Features: 2048-d pool.
-- ``classifier``: a classifier trained on the real train split (penultimate layer).
+- ``classifier``: a classifier trained on the real train split (penultimate layer, through
+  :func:`penultimate`); built by ``evaluate/fidelity.py``, which owns the training.
 - ``torchscript:<file>``: a TorchScript module taking float images in [0, 1], ``N×3×S×S``.
 - ``torchvision:<arch>`` / ``timm:<arch>`` with ``weights`` (a .safetensors state dict):
   ImageNet-normalised inputs, features = the input of the model's last linear layer.
 
-Weights load only through safetensors or ``torch.load(weights_only=True)``; nothing downloads.
+Weights load only through safetensors or ``torch.load(weights_only=True)`` (:func:`load_state_dict`,
+the one weight reader, also behind ``evaluate.classifier_weights``); nothing downloads.
 """
 
 from __future__ import annotations
@@ -247,14 +249,3 @@ def _build_arch(kind: str, name: str, what: str) -> nn.Module:
         raise SynthsetError(f"{what} needs timm: pip install timm") from None
     except (RuntimeError, ValueError, KeyError) as exc:
         raise SynthsetError(f"{what}: cannot build {name!r} ({first_line(exc)})") from None
-
-
-def classifier_extractor(
-    model: nn.Module, name: str, image_size: int, channels: int, device: torch.device
-) -> Extractor:
-    """Penultimate features of a trained CAS classifier (inputs scaled like CAS: [-1, 1])."""
-    from synthset.evaluate.train import to_input
-
-    model.eval().to(device)
-    feats = penultimate(model, name)
-    return Extractor(name, image_size, channels, lambda x: feats(to_input(x)), device)
