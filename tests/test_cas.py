@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import NAMES, cas_spec, make_samples, real_splits
 from PIL import Image
 
 from synthset.data.splits import Samples
@@ -24,40 +25,10 @@ from synthset.evaluate.tensors import (
 from synthset.evaluate.train import random_shift
 from synthset.recipe import EvaluateSpec
 
-NAMES = ["stripes", "columns", "checker"]
-
-
-def pattern(cls: int, rng: np.random.Generator, size: int = 8) -> np.ndarray:
-    """Three clearly different noisy grayscale patterns."""
-    yy, xx = np.mgrid[:size, :size]
-    base = [(yy % 2 == 0), (xx % 2 == 0), ((xx + yy) % 2 == 0)][cls] * 200.0
-    return np.clip(base + rng.normal(0, 25, (size, size)), 0, 255).astype(np.uint8)
-
-
-def make_samples(root: Path, per_class: int, seed: int, size: int = 8) -> Samples:
-    """``root/<class>/<k>.png`` images and their (path, label) list."""
-    rng = np.random.default_rng(seed)
-    samples: Samples = []
-    for c, name in enumerate(NAMES):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            path = root / name / f"{k}.png"
-            Image.fromarray(pattern(c, rng, size), "L").save(path)
-            samples.append((path, c))
-    return samples
-
 
 @pytest.fixture()
 def real(tmp_path: Path) -> dict[str, Samples]:
-    return {
-        "train": make_samples(tmp_path / "train", 12, 0),
-        "val": make_samples(tmp_path / "val", 6, 1),
-        "test": make_samples(tmp_path / "test", 8, 2),
-    }
-
-
-def spec(**kw: object) -> EvaluateSpec:
-    return EvaluateSpec(**({"epochs": 6, "batch_size": 16, "device": "cpu"} | kw))
+    return real_splits(tmp_path, train=12, val=6, test=8)
 
 
 def test_separable_data_scores_high_and_writes_json_and_csv(
@@ -65,7 +36,7 @@ def test_separable_data_scores_high_and_writes_json_and_csv(
 ) -> None:
     synthetic = make_samples(tmp_path / "syn", 12, 3)
     out = tmp_path / "eval"
-    result = run_cas(spec(seeds=[0, 1], epochs=12), real, synthetic, NAMES, out, progress=False)
+    result = run_cas(cas_spec(seeds=[0, 1], epochs=12), real, synthetic, NAMES, out, progress=False)
 
     assert result["config"]["image_size"] == 8 and result["config"]["channels"] == 1
     for name, n_train in (("real", 36), ("synthetic", 36), ("real+synthetic", 72)):
@@ -98,7 +69,7 @@ def test_random_labels_score_near_chance(tmp_path: Path, real: dict[str, Samples
     synthetic = make_samples(tmp_path / "syn", 12, 3)
     labels = np.concatenate([rng.permutation(np.arange(12) % 3) for _ in NAMES])
     shuffled = [(p, int(lbl)) for (p, _), lbl in zip(synthetic, labels, strict=True)]
-    s = spec(train_sets=["synthetic"], seeds=[0, 1, 2], epochs=12)
+    s = cas_spec(train_sets=["synthetic"], seeds=[0, 1, 2], epochs=12)
     noise = run_cas(s, real, shuffled, NAMES, tmp_path / "e", progress=False)
     true = run_cas(s, real, synthetic, NAMES, tmp_path / "f", progress=False)
     noise_acc = noise["train_sets"]["synthetic"]["summary"]["test_accuracy_mean"]
@@ -107,8 +78,8 @@ def test_random_labels_score_near_chance(tmp_path: Path, real: dict[str, Samples
 
 
 def test_runs_are_reproducible(tmp_path: Path, real: dict[str, Samples]) -> None:
-    a = run_cas(spec(train_sets=["real"], epochs=3), real, [], NAMES, tmp_path / "a", False)
-    b = run_cas(spec(train_sets=["real"], epochs=3), real, [], NAMES, tmp_path / "b", False)
+    a = run_cas(cas_spec(train_sets=["real"], epochs=3), real, [], NAMES, tmp_path / "a", False)
+    b = run_cas(cas_spec(train_sets=["real"], epochs=3), real, [], NAMES, tmp_path / "b", False)
     ra, rb = a["train_sets"]["real"]["runs"][0], b["train_sets"]["real"]["runs"][0]
     assert ra["val_accuracy_history"] == rb["val_accuracy_history"]
     assert ra["confusion_matrix"] == rb["confusion_matrix"]
@@ -131,7 +102,7 @@ def test_test_split_is_scored_once_with_the_best_val_weights(tmp_path: Path) -> 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     try:
         result = run_cas(
-            spec(train_sets=["real"], epochs=epochs, batch_size=8),
+            cas_spec(train_sets=["real"], epochs=epochs, batch_size=8),
             real,
             [],
             NAMES,
@@ -165,23 +136,23 @@ def test_test_split_is_scored_once_with_the_best_val_weights(tmp_path: Path) -> 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path, real: dict[str, Samples]) -> None:
     out = tmp_path / "e"
     with pytest.raises(SynthsetError, match="'synthetic' has no data"):
-        run_cas(spec(train_sets=["synthetic"]), real, [], NAMES, out, False)
+        run_cas(cas_spec(train_sets=["synthetic"]), real, [], NAMES, out, False)
     with pytest.raises(SynthsetError, match="'real\\+synthetic' has no data"):
-        run_cas(spec(train_sets=["real+synthetic"]), real, [], NAMES, out, False)
+        run_cas(cas_spec(train_sets=["real+synthetic"]), real, [], NAMES, out, False)
     bad = [(p, 7 if i == 0 else lbl) for i, (p, lbl) in enumerate(real["train"])]
     with pytest.raises(SynthsetError, match="label 7 is outside 0..2"):
-        run_cas(spec(train_sets=["synthetic"]), real, bad, NAMES, out, False)
+        run_cas(cas_spec(train_sets=["synthetic"]), real, bad, NAMES, out, False)
     with pytest.raises(SynthsetError, match="unknown classifier 'resnet9000'"):
-        run_cas(spec(classifier="resnet9000"), real, [], NAMES, out, False)
+        run_cas(cas_spec(classifier="resnet9000"), real, [], NAMES, out, False)
     with pytest.raises(SynthsetError, match="real test split is empty"):
-        run_cas(spec(), real | {"test": []}, [], NAMES, out, False)
+        run_cas(cas_spec(), real | {"test": []}, [], NAMES, out, False)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(SynthsetError, match="cannot read image .*broken.png"):
-        run_cas(spec(train_sets=["synthetic"]), real, [(broken, 0)], NAMES, out, False)
+        run_cas(cas_spec(train_sets=["synthetic"]), real, [(broken, 0)], NAMES, out, False)
     missing = [(tmp_path / "nope.png", 0)]
     with pytest.raises(SynthsetError, match="not found"):
-        run_cas(spec(train_sets=["synthetic"]), real, missing, NAMES, out, False)
+        run_cas(cas_spec(train_sets=["synthetic"]), real, missing, NAMES, out, False)
     assert not (out / "cas.json").exists()
 
 
@@ -211,7 +182,7 @@ def test_torchvision_resnet18_on_tiny_images(tmp_path: Path) -> None:
         "test": make_samples(tmp_path / "test", 2, 2, size=16),
     }
     result = run_cas(
-        spec(train_sets=["real"], classifier="resnet18", epochs=1),
+        cas_spec(train_sets=["real"], classifier="resnet18", epochs=1),
         real,
         [],
         NAMES,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import NAMES, cas_spec, make_samples, real_splits
 from safetensors.torch import save_file
-from test_cas import NAMES, make_samples, spec
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
@@ -23,11 +23,7 @@ from synthset.recipe import EvaluateSpec
 
 @pytest.fixture()
 def real(tmp_path: Path) -> dict[str, Samples]:
-    return {
-        "train": make_samples(tmp_path / "train", 10, 0),
-        "val": make_samples(tmp_path / "val", 4, 1),
-        "test": make_samples(tmp_path / "test", 4, 2),
-    }
+    return real_splits(tmp_path, train=10, val=4, test=4)
 
 
 def labelled(n_per_class: list[int], value: int) -> TensorSet:
@@ -93,7 +89,7 @@ def test_scaling_study_writes_every_set_with_its_sizes(
     tmp_path: Path, real: dict[str, Samples]
 ) -> None:
     synthetic = make_samples(tmp_path / "syn", 25, 3)
-    s = spec(
+    s = cas_spec(
         train_sets=["real", "real+synthetic"],
         synthetic_multipliers=[0.5, 2],
         real_subsets=[0.5],
@@ -134,10 +130,10 @@ def test_empty_class_and_missing_test_split_are_one_line_errors(
 ) -> None:
     synthetic = [s for s in make_samples(tmp_path / "syn", 5, 3) if s[1] != 2]
     with pytest.raises(SynthsetError, match="class 'checker' has no images") as err:
-        run_cas(spec(train_sets=["synthetic"]), real, synthetic, NAMES, tmp_path / "e", False)
+        run_cas(cas_spec(train_sets=["synthetic"]), real, synthetic, NAMES, tmp_path / "e", False)
     assert "\n" not in str(err.value)
     with pytest.raises(SynthsetError, match="real test split is empty.*test_fraction"):
-        run_cas(spec(), real | {"test": []}, [], NAMES, tmp_path / "e", False)
+        run_cas(cas_spec(), real | {"test": []}, [], NAMES, tmp_path / "e", False)
 
 
 def test_on_epoch_sees_every_epoch_and_can_stop_training(real: dict[str, Samples]) -> None:
@@ -158,7 +154,7 @@ def test_on_epoch_sees_every_epoch_and_can_stop_training(real: dict[str, Samples
     model = build_classifier("small_cnn", 3, 1, 8)
     with pytest.raises(Stop):
         train_classifier(
-            model, train, val, spec(epochs=10), 0, torch.device("cpu"), False, "t", hook
+            model, train, val, cas_spec(epochs=10), 0, torch.device("cpu"), False, "t", hook
         )
     assert [e for e, _ in seen] == [0, 1, 2]
 
@@ -170,7 +166,7 @@ def test_cifar_resnet20_learns_separable_data(
     model = build_classifier("cifar_resnet20", 3, 1, 8)
     assert 0.26e6 < sum(p.numel() for p in model.parameters()) < 0.28e6
     lr = 0.05 if optimizer == "sgd" else 2e-3
-    s = spec(
+    s = cas_spec(
         classifier="cifar_resnet20",
         train_sets=["real"],
         epochs=15,
@@ -287,7 +283,7 @@ def test_ema_keeps_the_moving_average_of_every_step(real: dict[str, Samples]) ->
 
     handle = register_optimizer_step_post_hook(snapshot)
     try:
-        s = spec(epochs=1, batch_size=8, ema_epochs=2)
+        s = cas_spec(epochs=1, batch_size=8, ema_epochs=2)
         best = train_classifier(model, train, val, s, 0, torch.device("cpu"), False)
     finally:
         handle.remove()
@@ -314,7 +310,7 @@ def test_ema_keeps_the_moving_average_of_every_step(real: dict[str, Samples]) ->
 
 def test_ema_scores_separable_data_high(tmp_path: Path, real: dict[str, Samples]) -> None:
     synthetic = make_samples(tmp_path / "syn", 12, 3)
-    s = spec(epochs=12, ema_epochs=2, real_batch_fraction=0.5)
+    s = cas_spec(epochs=12, ema_epochs=2, real_batch_fraction=0.5)
     result = run_cas(s, real, synthetic, NAMES, tmp_path / "e", progress=False)
     assert result["config"]["ema_epochs"] == 2
     for name in ("real", "synthetic", "real+synthetic"):

@@ -5,37 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import SHAPE_NAMES, make_samples, shape_pattern
 
 from synthset.errors import SynthsetError
 from synthset.pipeline import run_all
 from synthset.recipe import recipe_from_dict
 
-CLASSES = ["bars", "dots", "rings"]
-
-
-def pattern(cls: int, rng: np.random.Generator, size: int = 12) -> Image.Image:
-    """Three easily told apart classes of noisy 12×12 RGB images."""
-    yy, xx = np.mgrid[:size, :size]
-    if cls == 0:
-        base = (xx % 4 < 2) * 200.0
-    elif cls == 1:
-        base = ((xx % 4 == 1) & (yy % 4 == 1)) * 255.0
-    else:
-        r = np.hypot(xx - size / 2, yy - size / 2)
-        base = (np.abs(r - size / 3) < 1.2) * 230.0
-    img = np.clip(base[..., None] + rng.normal(0, 20, (size, size, 3)), 0, 255)
-    return Image.fromarray(img.astype(np.uint8), "RGB")
-
 
 def make_folder(root: Path, per_class: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(CLASSES):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            pattern(c, rng).save(root / name / f"{k}.png")
+    """An ImageFolder of 12×12 RGB ``shape_pattern`` images at ``root``."""
+    make_samples(root, per_class, seed, size=12, draw=shape_pattern, names=SHAPE_NAMES)
     return root
 
 

@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from helpers import NAMES, make_samples, real_splits
+from PIL import Image
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
@@ -19,36 +19,10 @@ from synthset.evaluate.fidelity import prompts_from_metadata, run_fidelity, subs
 from synthset.evaluate.fidelity_metrics import METRIC_KEYS, compare, diversity, fid, kid, prdc
 from synthset.recipe import EvaluateSpec, FidelitySpec
 
-NAMES = ["stripes", "columns", "checker"]
-
-
-def pattern(cls: int, rng: np.random.Generator, size: int = 8) -> np.ndarray:
-    yy, xx = np.mgrid[:size, :size]
-    base = [(yy % 2 == 0), (xx % 2 == 0), ((xx + yy) % 2 == 0)][cls] * 200.0
-    return np.clip(base + rng.normal(0, 25, (size, size)), 0, 255).astype(np.uint8)
-
-
-def make_samples(root: Path, per_class: int, seed: int, invert: bool = False) -> Samples:
-    """``root/<class>/<k>.png`` noisy patterns (optionally inverted: a clearly shifted set)."""
-    rng = np.random.default_rng(seed)
-    samples: Samples = []
-    for c, name in enumerate(NAMES):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for k in range(per_class):
-            img = Image.fromarray(pattern(c, rng), "L")
-            path = root / name / f"{k}.png"
-            (ImageOps.invert(img) if invert else img).save(path)
-            samples.append((path, c))
-    return samples
-
 
 @pytest.fixture()
 def real(tmp_path: Path) -> dict[str, Samples]:
-    return {
-        "train": make_samples(tmp_path / "train", 16, 0),
-        "val": make_samples(tmp_path / "val", 8, 1),
-        "test": make_samples(tmp_path / "test", 8, 2),
-    }
+    return real_splits(tmp_path, train=16, val=8, test=8)
 
 
 def spec(**fidelity: object) -> EvaluateSpec:
@@ -126,7 +100,15 @@ def test_classifier_features_identical_vs_inverted_sets(
     tmp_path: Path, real: dict[str, Samples]
 ) -> None:
     out = tmp_path / "eval"
-    same = run_fidelity(spec(), real, real["train"], None, NAMES, out, progress=False)
+    same = run_fidelity(
+        spec(),
+        real,
+        real["train"],
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=out,
+        progress=False,
+    )
     assert same["extractor"] == "classifier:small_cnn-real"
     assert same["n_real"] == same["n_synthetic"] == 48
     assert same["overall"]["fid"] == pytest.approx(0.0, abs=1e-4)
@@ -144,16 +126,34 @@ def test_classifier_features_identical_vs_inverted_sets(
     weights = out / "fidelity_classifier.safetensors"
     trained_at = weights.stat().st_mtime_ns
     inverted = make_samples(tmp_path / "inverted", 16, 0, invert=True)
-    shifted = run_fidelity(spec(), real, inverted, None, NAMES, out, progress=False)
+    shifted = run_fidelity(
+        spec(), real, inverted, prompts_by_path=None, class_names=NAMES, out_dir=out, progress=False
+    )
     assert weights.stat().st_mtime_ns == trained_at  # the extractor was reused, not retrained
     assert shifted["overall"]["fid"] > 10 * same["real_baseline"]["fid"]
     assert shifted["overall"]["precision"] < 0.5
     # settings its training never sees reuse it; training settings it depends on retrain it
     other_study = spec().model_copy(update={"train_sets": ["real"], "trackers": []})
-    run_fidelity(other_study, real, inverted, None, NAMES, out, progress=False)
+    run_fidelity(
+        other_study,
+        real,
+        inverted,
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=out,
+        progress=False,
+    )
     assert weights.stat().st_mtime_ns == trained_at
     averaged = spec().model_copy(update={"ema_epochs": 2.0})
-    run_fidelity(averaged, real, inverted, None, NAMES, out, progress=False)
+    run_fidelity(
+        averaged,
+        real,
+        inverted,
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=out,
+        progress=False,
+    )
     assert weights.stat().st_mtime_ns != trained_at
     for name in NAMES:
         assert shifted["per_class"][name]["fid"] > 10 * same["real_baseline"]["fid"]
@@ -162,13 +162,29 @@ def test_classifier_features_identical_vs_inverted_sets(
 def test_small_class_gives_nulls_not_failure(tmp_path: Path, real: dict[str, Samples]) -> None:
     synthetic = make_samples(tmp_path / "syn", 16, 5)
     synthetic = [s for s in synthetic if s[1] != 2] + [s for s in synthetic if s[1] == 2][:2]
-    res = run_fidelity(spec(k=3), real, synthetic, None, NAMES, tmp_path / "e", progress=False)
+    res = run_fidelity(
+        spec(k=3),
+        real,
+        synthetic,
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=tmp_path / "e",
+        progress=False,
+    )
     small = res["per_class"]["checker"]
     assert small["precision"] is None and small["coverage"] is None  # 2 images <= k
     assert small["fid"] is not None and math.isfinite(small["kid_mean"])
     assert res["per_class"]["stripes"]["precision"] is not None
     only_two = [s for s in synthetic if s[1] != 1]
-    res = run_fidelity(spec(), real, only_two, None, NAMES, tmp_path / "e", progress=False)
+    res = run_fidelity(
+        spec(),
+        real,
+        only_two,
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=tmp_path / "e",
+        progress=False,
+    )
     assert res["per_class"]["columns"] == dict.fromkeys(METRIC_KEYS)
 
 
@@ -183,20 +199,44 @@ def test_bad_extractor_inputs_are_one_line_errors(tmp_path: Path, real: dict[str
     ]
     for fs, fragment in cases:
         with pytest.raises(SynthsetError, match=fragment) as info:
-            run_fidelity(spec(**fs), real, syn, None, NAMES, tmp_path / "e", progress=False)
+            run_fidelity(
+                spec(**fs),
+                real,
+                syn,
+                prompts_by_path=None,
+                class_names=NAMES,
+                out_dir=tmp_path / "e",
+                progress=False,
+            )
         assert "\n" not in str(info.value)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(SynthsetError, match="cannot load weights"):
-        run_fidelity(spec(inception_weights=str(bad)), real, syn, None, NAMES, tmp_path / "e")
+        run_fidelity(
+            spec(inception_weights=str(bad)),
+            real,
+            syn,
+            prompts_by_path=None,
+            class_names=NAMES,
+            out_dir=tmp_path / "e",
+        )
     other = tmp_path / "other.safetensors"
     from safetensors.torch import save_file
 
     save_file({"fc.weight": torch.zeros(10, 512)}, str(other))
     with pytest.raises(SynthsetError, match="does not hold Inception-v3 weights"):
-        run_fidelity(spec(inception_weights=str(other)), real, syn, None, NAMES, tmp_path / "e")
+        run_fidelity(
+            spec(inception_weights=str(other)),
+            real,
+            syn,
+            prompts_by_path=None,
+            class_names=NAMES,
+            out_dir=tmp_path / "e",
+        )
     with pytest.raises(SynthsetError, match="no synthetic images"):
-        run_fidelity(spec(), real, [], None, NAMES, tmp_path / "e")
+        run_fidelity(
+            spec(), real, [], prompts_by_path=None, class_names=NAMES, out_dir=tmp_path / "e"
+        )
 
 
 # ----------------------------------------------------------------------------- extractors
@@ -227,7 +267,15 @@ def test_inception_from_local_torchvision_weights(tmp_path: Path, real: dict[str
     save_file(_inception_state(1000, aux=True), str(path))
     few = {"train": subsample(real["train"], 2, 0)}  # no val: no baseline, fewer images
     fs = {"inception_weights": str(path), "k": 1, "batch_size": 16}
-    res = run_fidelity(spec(**fs), few, few["train"], None, NAMES, tmp_path / "e", progress=False)
+    res = run_fidelity(
+        spec(**fs),
+        few,
+        few["train"],
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=tmp_path / "e",
+        progress=False,
+    )
     assert res["extractor"] == "inception-v3-torchvision" and res["feature_dim"] == 2048
     assert res["overall"]["fid"] == pytest.approx(0.0, abs=1e-3)
     assert res["config"]["channels"] == 3
@@ -242,7 +290,15 @@ def test_inception_from_torch_fidelity_fid_weights(
     few = {"train": subsample(real["train"], 2, 0)}
     inverted = subsample(make_samples(tmp_path / "inv", 2, 0, invert=True), 2, 0)
     fs = {"extractor": "inception", "inception_weights": str(path), "k": 1}
-    res = run_fidelity(spec(**fs), few, inverted, None, NAMES, tmp_path / "e", progress=False)
+    res = run_fidelity(
+        spec(**fs),
+        few,
+        inverted,
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=tmp_path / "e",
+        progress=False,
+    )
     assert res["extractor"] == "inception-v3-fid" and res["feature_dim"] == 2048
     assert res["overall"]["fid"] > 0
 
@@ -271,9 +327,9 @@ def test_user_torchscript_and_torchvision_extractors(
         spec(extractor=f"torchscript:{script}", **common),
         real,
         real["train"],
-        None,
-        NAMES,
-        tmp_path / "e",
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=tmp_path / "e",
         progress=False,
     )
     assert res["extractor"] == "user:features.pt" and res["feature_dim"] == 4
@@ -284,9 +340,9 @@ def test_user_torchscript_and_torchvision_extractors(
         spec(extractor="torchvision:resnet18", weights=str(weights), **common),
         real,
         real["train"],
-        None,
-        NAMES,
-        tmp_path / "e",
+        prompts_by_path=None,
+        class_names=NAMES,
+        out_dir=tmp_path / "e",
         progress=False,
     )
     assert res["extractor"] == "user:torchvision:resnet18" and res["feature_dim"] == 512
@@ -378,7 +434,12 @@ def test_clip_score_prefers_the_matching_prompt(tmp_path: Path, real: dict[str, 
     prompts = prompts_from_metadata(syn_dir)
     assert prompts is not None and len(prompts) == 12
     res = run_fidelity(
-        spec(clip_model=str(folder), k=2), real, synthetic, prompts, NAMES, tmp_path / "e"
+        spec(clip_model=str(folder), k=2),
+        real,
+        synthetic,
+        prompts_by_path=prompts,
+        class_names=NAMES,
+        out_dir=tmp_path / "e",
     )
     clip = res["clip_score"]
     assert clip["model"] == str(folder) and clip["n"] == 12
@@ -393,9 +454,9 @@ def test_missing_clip_model_is_one_line_error(tmp_path: Path, real: dict[str, Sa
             spec(clip_model=str(tmp_path / "no-clip")),
             real,
             real["train"],
-            prompts,
-            NAMES,
-            tmp_path / "e",
+            prompts_by_path=prompts,
+            class_names=NAMES,
+            out_dir=tmp_path / "e",
             progress=False,
         )
 

@@ -19,7 +19,15 @@ from synthset.store.atomic import read_jsonl
 SIZE = 32
 
 
-def recipe(out: Path, real: Path, generator: dict[str, Any] | None = None, **gen: Any) -> Any:
+def recipe(
+    out: Path,
+    real: Path,
+    generator: dict[str, Any] | None = None,
+    prompts: dict[str, Any] | None = None,
+    **gen: Any,
+) -> Any:
+    """The test recipe on ``real``'s images; ``prompts`` updates its prompts section and ``gen``
+    its generate section."""
     data: dict[str, Any] = {
         "seed": 3,
         "output_dir": str(out),
@@ -30,7 +38,7 @@ def recipe(out: Path, real: Path, generator: dict[str, Any] | None = None, **gen
             "val_fraction": 0.25,
             "test_fraction": 0.25,
         },
-        "prompts": {"template": "a photo of a {class}"},
+        "prompts": {"template": "a photo of a {class}", **(prompts or {})},
         "generate": {"images_per_class": 4, "batch_size": 4, **gen},
     }
     if generator is not None:
@@ -52,6 +60,23 @@ def sd(model: Path, **kw: Any) -> dict[str, Any]:
 
 def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+
+
+def square_and_background_change(
+    root: Path, meta: list[dict[str, Any]], plan: dict[str, Any]
+) -> list[tuple[float, float]]:
+    """For every generated image, the mean absolute pixel change from its real source image
+    inside the square of ``real_folder`` ([8:24, 8:24]) and outside it (the background)."""
+    square = np.zeros((SIZE, SIZE), dtype=bool)
+    square[8:24, 8:24] = True
+    changes = []
+    for m in meta:
+        out = pixels(root / "images" / m["file_name"])
+        src = pixels(root / plan[m["item_id"]].params["image"])  # an absolute path replaces root
+        changes.append(
+            (np.abs(out[square] - src[square]).mean(), np.abs(out[~square] - src[~square]).mean())
+        )
+    return changes
 
 
 def run_modes(r: Any) -> tuple[Path, list[dict[str, Any]]]:
@@ -232,20 +257,9 @@ def test_inpaint_keeps_unmasked_pixels(
     r = recipe(tmp_path / "i", real_folder, gen, images_per_class=2)
     root, meta = run_modes(r)
     plan = {it.item_id: it for it in stage_plan(r, open_run(r))}
-    obj = np.zeros((SIZE, SIZE), dtype=bool)
-    obj[8:24, 8:24] = True
-    for m in meta:
-        it = plan[m["item_id"]]
-        out = pixels(root / "images" / m["file_name"])
-        src = (
-            pixels(root / it.params["image"])
-            if not Path(it.params["image"]).is_absolute()
-            else pixels(Path(it.params["image"]))
-        )
-        kept = np.abs(out[obj] - src[obj]).mean()
-        repainted = np.abs(out[~obj] - src[~obj]).mean()
-        assert kept < 1.0, kept  # the object is pasted back from the real image
-        assert repainted > 5 * max(kept, 0.5), repainted  # the background was regenerated
+    for square, background in square_and_background_change(root, meta, plan):
+        assert square < 1.0, square  # the object is pasted back from the real image
+        assert background > 5 * max(square, 0.5), background  # the background was regenerated
 
 
 def test_box_and_saliency_masks_find_the_square(real_folder: Path) -> None:
@@ -269,29 +283,18 @@ def test_inverted_box_keeps_background_and_prompts_vary_the_scene(
         invert_mask=True,
         variants_per_image=2,
     )
-    r = recipe(tmp_path / "b", real_folder, gen, images_per_class=4)
-    r = r.model_copy(
-        update={
-            "prompts": r.prompts.model_copy(
-                update={
-                    "template": "a {class} square in {background}",
-                    "combine": "cross",
-                    "per_class": 2,
-                    "slots": {"background": ["a beach", "the snow"]},
-                }
-            )
-        }
-    )
+    scenes = {
+        "template": "a {class} square in {background}",
+        "combine": "cross",
+        "per_class": 2,
+        "slots": {"background": ["a beach", "the snow"]},
+    }
+    r = recipe(tmp_path / "b", real_folder, gen, prompts=scenes, images_per_class=4)
     root, meta = run_modes(r)
     plan = {it.item_id: it for it in stage_plan(r, open_run(r))}
-    obj = np.zeros((SIZE, SIZE), dtype=bool)
-    obj[8:24, 8:24] = True
-    for m in meta:
-        it = plan[m["item_id"]]
-        out = pixels(root / "images" / m["file_name"])
-        src = pixels(root / it.params["image"])
-        assert np.abs(out[~obj] - src[~obj]).mean() < 1.0  # background kept
-        assert np.abs(out[obj] - src[obj]).mean() > 5.0  # object repainted
+    for square, background in square_and_background_change(root, meta, plan):
+        assert background < 1.0  # background kept
+        assert square > 5.0  # object repainted
     # both variants of one real image get different scenes
     by_image: dict[str, set[str]] = {}
     for it in plan.values():

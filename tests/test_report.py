@@ -2,92 +2,32 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPORT_CLASSES, embedded_images, make_run
 from PIL import Image
 
-from synthset.classes import ClassInfo
-from synthset.data.splits import Samples, load_splits, save_splits
+from synthset.data.splits import load_splits
 from synthset.evaluate.cas import run_cas
-from synthset.recipe import EvaluateSpec, Recipe, recipe_from_dict
+from synthset.recipe import EvaluateSpec
 from synthset.report.html import write_report
-from synthset.store.atomic import atomic_write_json, write_jsonl
-from synthset.store.run_folder import RunFolder
-
-CLASSES = [ClassInfo(0, "<b>x</b>", "b_x_b"), ClassInfo(1, "cat & dog", "cat dog")]
-
-
-def _png(path: Path, cls: int, rng: np.random.Generator) -> Path:
-    yy, xx = np.mgrid[:8, :8]
-    base = ((yy if cls == 0 else xx) % 2 == 0) * 220.0
-    arr = np.clip(base + rng.normal(0, 20, (8, 8)), 0, 255).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr, "L").save(path)
-    return path
-
-
-def make_run(tmp_path: Path) -> tuple[RunFolder, Recipe]:
-    """A run folder with real splits, synthetic images + metadata, provenance and recipe."""
-    run = RunFolder(tmp_path / "run")
-    rng = np.random.default_rng(0)
-    splits: dict[str, Samples] = {}
-    for split, n in (("train", 10), ("val", 4), ("test", 4)):
-        splits[split] = [
-            (_png(run.real / split / c.folder / f"{k}.png", c.id, rng), c.id)
-            for c in CLASSES
-            for k in range(n)
-        ]
-    save_splits(run.real / "splits.json", splits)
-    rows = []
-    for c in CLASSES:
-        for k in range(6):
-            name = f"{c.folder}/item{k}.png"
-            _png(run.images / name, c.id, rng)
-            rows.append(
-                {
-                    "file_name": name,
-                    "label": c.id,
-                    "class_name": c.name,
-                    "prompt": f"<i>{c.name}</i> photo",
-                    "seed": k,
-                    "item_id": f"i{k}",
-                }
-            )
-    write_jsonl(run.images / "metadata.jsonl", rows)
-    atomic_write_json(run.provenance, {"versions": {"torch": "9.9-test"}, "host": "<h>"})
-    recipe = recipe_from_dict(
-        {
-            "name": "report <test>",
-            "output_dir": str(run.root),
-            "classes": {"names": [c.name for c in CLASSES]},
-            "real": {"source": "imagefolder", "path": str(run.real)},
-            "generate": {"generator": {"kind": "tiny", "model": "some/model"}},
-            "evaluate": {"epochs": 2},
-            "report": {"samples_per_class": 3},
-        }
-    )
-    run.recipe.write_text("name: report <test>\n", encoding="utf-8")
-    return run, recipe
-
-
-def embedded_images(html: str) -> list[Image.Image]:
-    uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    return [Image.open(io.BytesIO(base64.b64decode(u))) for u in uris]
 
 
 def test_report_with_cas_is_self_contained_and_escaped(tmp_path: Path) -> None:
     run, recipe = make_run(tmp_path)
     real = load_splits(run.real / "splits.json")
-    synthetic = [(run.images / f"{c.folder}/item{k}.png", c.id) for c in CLASSES for k in range(6)]
+    synthetic = [
+        (run.images / f"{c.folder}/item{k}.png", c.id) for c in REPORT_CLASSES for k in range(6)
+    ]
     spec = EvaluateSpec(epochs=2, batch_size=8, device="cpu")
-    cas = run_cas(spec, real, synthetic, [c.name for c in CLASSES], run.evaluate, progress=False)
+    cas = run_cas(
+        spec, real, synthetic, [c.name for c in REPORT_CLASSES], run.evaluate, progress=False
+    )
 
-    path = write_report(run, recipe, CLASSES)
+    path = write_report(run, recipe, REPORT_CLASSES)
     assert path == run.report
     html = path.read_text(encoding="utf-8")
 
@@ -104,7 +44,7 @@ def test_report_with_cas_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert 'src="http' not in html and "<script" not in html and "<link" not in html
     images = embedded_images(html)
     # 2 charts, 3 confusion matrices, training curves, per class a real and a synthetic strip
-    assert len(images) == 2 + 3 + 1 + 2 * len(CLASSES)
+    assert len(images) == 2 + 3 + 1 + 2 * len(REPORT_CLASSES)
     strips = images[6:]
     assert all(im.height == 64 for im in strips)  # 8×8 images upscaled, 3 per strip
     assert all(im.width == 3 * 64 + 2 * 2 for im in strips)
@@ -114,9 +54,9 @@ def test_report_with_cas_is_self_contained_and_escaped(tmp_path: Path) -> None:
 
 def test_report_without_evaluation_says_so(tmp_path: Path) -> None:
     run, recipe = make_run(tmp_path)
-    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
+    html = write_report(run, recipe, REPORT_CLASSES).read_text(encoding="utf-8")
     assert "Evaluation was not run" in html
-    assert len(embedded_images(html)) == 2 * len(CLASSES)  # samples still shown
+    assert len(embedded_images(html)) == 2 * len(REPORT_CLASSES)  # samples still shown
     assert "12 in total" in html  # synthetic image count from metadata.jsonl
 
 
@@ -125,8 +65,8 @@ def test_report_with_missing_images_still_renders(tmp_path: Path) -> None:
     (run.images / "metadata.jsonl").unlink()
     (run.real / "splits.json").unlink()
     run.provenance.unlink()
-    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
-    assert html.count("<i>none</i>") == 2 * len(CLASSES)
+    html = write_report(run, recipe, REPORT_CLASSES).read_text(encoding="utf-8")
+    assert html.count("<i>none</i>") == 2 * len(REPORT_CLASSES)
     assert "No provenance.json" in html and "0 in total" in html
 
 

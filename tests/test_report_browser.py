@@ -8,9 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from report_fixtures import CLASSES, make_full_run
-from test_report import make_run
-from test_report_sections import HEADINGS, N_IMAGES
+from helpers import (
+    FULL_REPORT_IMAGES,
+    REPORT_CLASSES,
+    REPORT_HEADINGS,
+    make_full_run,
+    make_run,
+)
 
 from synthset.data.splits import load_splits
 from synthset.evaluate.cas import run_cas
@@ -90,10 +94,10 @@ def _check_loaded(page: dict) -> None:
 
 def test_full_report_renders_in_chromium(tmp_path: Path) -> None:
     run, recipe, _ = make_full_run(tmp_path)
-    page = _open(write_report(run, recipe, CLASSES))
+    page = _open(write_report(run, recipe, REPORT_CLASSES))
     _check_loaded(page)
-    assert len(page["images"]) == N_IMAGES
-    for anchor, text in HEADINGS.items():
+    assert len(page["images"]) == FULL_REPORT_IMAGES
+    for anchor, text in REPORT_HEADINGS.items():
         assert page["heads"].get(anchor) == text
     assert page["title"] == f"synthset report: {recipe.name}"
 
@@ -101,12 +105,14 @@ def test_full_report_renders_in_chromium(tmp_path: Path) -> None:
 def test_report_of_a_real_cas_run_renders_in_chromium(tmp_path: Path) -> None:
     run, recipe = make_run(tmp_path)
     real = load_splits(run.real / "splits.json")
-    synthetic = [(run.images / f"{c.folder}/item{k}.png", c.id) for c in CLASSES for k in range(6)]
+    synthetic = [
+        (run.images / f"{c.folder}/item{k}.png", c.id) for c in REPORT_CLASSES for k in range(6)
+    ]
     spec = EvaluateSpec(epochs=2, batch_size=8, device="cpu")
-    run_cas(spec, real, synthetic, [c.name for c in CLASSES], run.evaluate, progress=False)
-    page = _open(write_report(run, recipe, CLASSES))
+    run_cas(spec, real, synthetic, [c.name for c in REPORT_CLASSES], run.evaluate, progress=False)
+    page = _open(write_report(run, recipe, REPORT_CLASSES))
     _check_loaded(page)
-    assert len(page["images"]) == 2 + 3 + 1 + 2 * len(CLASSES)
+    assert len(page["images"]) == 2 + 3 + 1 + 2 * len(REPORT_CLASSES)
     assert {"run", "cas", "per-class", "confusion", "curves", "samples", "provenance"} <= set(
         page["heads"]
     )

@@ -9,28 +9,18 @@ from html import escape
 from pathlib import Path
 
 import pytest
-from report_fixtures import CLASSES, make_full_run
-from test_report import embedded_images
+from helpers import (
+    FULL_REPORT_IMAGES,
+    REPORT_CLASSES,
+    REPORT_HEADINGS,
+    embedded_images,
+    make_full_run,
+)
 
 from synthset.report.cas_data import scaling_points, subset_points, train_sets
 from synthset.report.eval_sections import training_curves
 from synthset.report.html import write_report
 from synthset.report.plots import best_so_far, optuna_chart, scaling_chart, subset_chart
-
-N_IMAGES = 1 + 2 + 1 + 3 + 1 + 2 * len(CLASSES) + 1
-HEADINGS = {
-    "run": "Run",
-    "stages": "Stages",
-    "cas": "CAS (classification accuracy score)",
-    "scaling": "Scaling",
-    "per-class": "Per-class accuracy",
-    "confusion": "Confusion matrices",
-    "curves": "Training curves",
-    "fidelity": "Fidelity and diversity",
-    "prompts": "Prompts",
-    "tuning": "Tuning (Optuna)",
-    "provenance": "Provenance",
-}
 
 
 def _headings(html: str) -> dict[str, str]:
@@ -39,9 +29,9 @@ def _headings(html: str) -> dict[str, str]:
 
 def test_full_report_has_every_section(tmp_path: Path) -> None:
     run, recipe, inputs = make_full_run(tmp_path)
-    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
+    html = write_report(run, recipe, REPORT_CLASSES).read_text(encoding="utf-8")
     heads = _headings(html)
-    for anchor, title in HEADINGS.items():
+    for anchor, title in REPORT_HEADINGS.items():
         assert heads.get(anchor) == escape(title), anchor
         assert f'href="#{anchor}"' in html  # listed in the navigation
 
@@ -91,7 +81,7 @@ def test_full_report_has_every_section(tmp_path: Path) -> None:
 
     # charts: CAS bars, scaling, subsets, per-class, 3 confusion, curves, 4 strips, Optuna
     images = embedded_images(html)
-    assert len(images) == N_IMAGES
+    assert len(images) == FULL_REPORT_IMAGES
     assert all(im.width > 50 and im.height > 50 for im in images)
     assert 'src="http' not in html and "<script" not in html and "<link" not in html
 
@@ -111,7 +101,7 @@ def test_missing_or_broken_files_leave_sections_out(tmp_path: Path) -> None:
         del r["confusion_matrix"]
     (run.evaluate / "cas.json").write_text(json.dumps(cas), encoding="utf-8")
 
-    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
+    html = write_report(run, recipe, REPORT_CLASSES).read_text(encoding="utf-8")
     heads = _headings(html)
     for gone in ("fidelity", "tuning", "prompts", "scaling"):
         assert gone not in heads and f'href="#{gone}"' not in html
@@ -209,7 +199,7 @@ def test_malformed_files_never_break_the_report(tmp_path: Path) -> None:
     with run.prompts.open("a", encoding="utf-8") as f:
         f.write('{"class_id": "x", "prompt": "p"}\n')
 
-    html = write_report(run, recipe, CLASSES).read_text(encoding="utf-8")
+    html = write_report(run, recipe, REPORT_CLASSES).read_text(encoding="utf-8")
     heads = _headings(html)
     assert {"run", "cas", "scaling", "samples", "prompts", "tuning", "provenance"} <= set(heads)
     assert "<p class=note>" not in html  # every malformed part is skipped, no section lost
