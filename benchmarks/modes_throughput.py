@@ -98,7 +98,7 @@ def prepare(recipe: Any) -> tuple[Any, list[Any], Any]:
 
     run = open_run(recipe)
     plan = stage_plan(recipe, run)
-    return run, plan, make_generator(recipe.generate, run)
+    return run, plan, make_generator(recipe, run)
 
 
 def time_synthset(recipe: Any, run: Any, plan: list[Any], generator: Any) -> float:
@@ -196,7 +196,7 @@ def same_images(run: Any, plan: list[Any], plain: Path) -> bool:
     import numpy as np
     from PIL import Image
 
-    from synthset.store.imagefolder import image_relpath
+    from synthset.plan import image_relpath
 
     for it in plan:
         a = np.asarray(Image.open(run.images / image_relpath(it, "png")).convert("RGB"))
@@ -211,7 +211,8 @@ def cost_split(recipe: Any, run: Any, plan: list[Any], generator: Any) -> dict[s
     modules of the generator's own pipeline), and inline PNG encode + atomic write."""
     from PIL import Image
 
-    from synthset.store.imagefolder import encode_image, image_relpath, write_image
+    from synthset.plan import image_relpath
+    from synthset.store.imagefolder import encode_image, write_image
 
     pipe = generator.pipe
     parts = {

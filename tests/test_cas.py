@@ -20,10 +20,10 @@ from synthset.evaluate.tensors import (
     infer_format,
     load_tensors,
     samples_from_imagefolder,
-    samples_from_metadata,
 )
 from synthset.evaluate.train import random_shift
 from synthset.recipe import EvaluateSpec
+from synthset.store.imagefolder import read_samples
 
 
 @pytest.fixture()
@@ -236,7 +236,7 @@ def test_samples_from_imagefolder_and_metadata(tmp_path: Path) -> None:
     (tmp_path / "folder" / "metadata.jsonl").write_text(
         '{"file_name": "checker/0.png", "label": 2}\n{"file_name": "stripes/1.png", "label": 0}\n'
     )
-    assert samples_from_metadata(tmp_path / "folder") == [
+    assert read_samples(tmp_path / "folder") == [
         (tmp_path / "folder" / "checker/0.png", 2),
         (tmp_path / "folder" / "stripes/1.png", 0),
     ]

@@ -15,9 +15,10 @@ from PIL import Image
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
-from synthset.evaluate.fidelity import prompts_from_metadata, run_fidelity, subsample
+from synthset.evaluate.fidelity import run_fidelity, subsample
 from synthset.evaluate.fidelity_metrics import METRIC_KEYS, compare, diversity, fid, kid, prdc
 from synthset.recipe import EvaluateSpec, FidelitySpec
+from synthset.store.imagefolder import read_prompts
 
 
 @pytest.fixture()
@@ -431,7 +432,7 @@ def test_clip_score_prefers_the_matching_prompt(tmp_path: Path, real: dict[str, 
         for p, lbl in synthetic
     ]
     (syn_dir / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    prompts = prompts_from_metadata(syn_dir)
+    prompts = read_prompts(syn_dir)
     assert prompts is not None and len(prompts) == 12
     res = run_fidelity(
         spec(clip_model=str(folder), k=2),
@@ -600,12 +601,13 @@ def test_pipeline_runs_fidelity_after_cas_and_redoes_only_it(tmp_path: Path) -> 
 
 def test_evaluate_does_not_generate_only_for_the_metrics(tmp_path: Path) -> None:
     from synthset.cli import bundled_recipe
-    from synthset.pipeline import open_run, stage_fidelity
+    from synthset.pipeline import open_run, stage_evaluate
     from synthset.recipe import load_recipe
 
-    recipe = load_recipe(
-        bundled_recipe("digits"), [f"output_dir={tmp_path / 'run'}", "evaluate.train_sets=[real]"]
-    )
+    overrides = ["evaluate.train_sets=[real]", "evaluate.epochs=1", "evaluate.seeds=[0]"]
+    overrides += ["evaluate.fidelity.enabled=true"]
+    recipe = load_recipe(bundled_recipe("digits"), [f"output_dir={tmp_path / 'run'}", *overrides])
     run = open_run(recipe)
-    assert stage_fidelity(recipe, run, progress=False, generate=False) is None
+    assert stage_evaluate(recipe, run, progress=False) is not None  # CAS on real only
     assert not run.images.exists() and not run.adapt.exists()
+    assert not (run.evaluate / "fidelity.json").exists()

@@ -93,7 +93,7 @@ def test_mode_on_family(
 
     from synthset.pipeline import make_generator
 
-    generator = make_generator(r.generate, open_run(r))
+    generator = make_generator(r, open_run(r))
     assert type(generator.pipe).__name__ == prefix + PIPELINE_SUFFIX[kind]
     # the same items in a fresh run folder give byte-identical files
     root2, meta2 = generate(family_recipe(tmp_path / "b", model, real_folder, kind))

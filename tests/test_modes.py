@@ -217,8 +217,8 @@ def test_tiny_model_img2img_small_strength_keeps_the_digit(tmp_path: Path) -> No
     )
     model = train_tiny_diffusion(adapt, train, 2, tmp_path / "model", seed=0, progress=False)
     gen = TinyDiffusionGenerator(
-        model,
         GeneratorSpec(
+            model=str(model),
             kind="tiny",
             steps=20,
             guidance_scale=1.0,

@@ -59,10 +59,13 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_an_unchanged_rerun_skips_every_stage(finished: Path) -> None:
-    before = (finished / "evaluate" / "cas.json").read_bytes()
+    before = {
+        p: p.read_bytes() for p in (finished / "evaluate" / "cas.json", finished / "report.html")
+    }
     statuses = run_logged(toy(finished))
-    assert {s for name, s in statuses.items() if name != "report"} == {"skipped"}, statuses
-    assert (finished / "evaluate" / "cas.json").read_bytes() == before
+    assert statuses["tune"] == "off"  # the recipe has no study
+    assert {s for name, s in statuses.items() if name != "tune"} == {"skipped"}, statuses
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_more_images_per_class_reruns_cas_and_fidelity(finished: Path) -> None:
@@ -73,7 +76,9 @@ def test_more_images_per_class_reruns_cas_and_fidelity(finished: Path) -> None:
     assert fidelity(finished)["n_synthetic"] == 90
     # and back: the 60 images are still in the manifest, only evaluation reruns
     statuses = run_logged(toy(finished))
-    assert statuses["generate"] == "skipped" and statuses["evaluate"] == "ran"
+    assert statuses["evaluate"] == "ran"
+    generated = json.loads((finished / "stages" / "generate.json").read_text())["generated"]
+    assert statuses["generate"] == "ran" and generated == 0  # only the index was rewritten
     assert cas(finished)["train_sets"]["synthetic"]["summary"]["n_train"] == 60
 
 

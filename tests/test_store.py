@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from synthset.classes import ClassInfo
-from synthset.plan import WorkItem
+from synthset.plan import WorkItem, image_relpath
 from synthset.store.atomic import atomic_write_bytes, atomic_write_text, read_jsonl
-from synthset.store.imagefolder import encode_image, image_relpath, write_image, write_metadata
+from synthset.store.imagefolder import encode_image, write_image, write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.names import folder_names, safe_folder_name
 

@@ -155,7 +155,8 @@ def test_stale_state_of_another_training_is_ignored(tmp_path: Path) -> None:
 
 
 def test_generator_count_mode_size_and_determinism(gray_model: Path) -> None:
-    gen = TinyDiffusionGenerator(gray_model, GeneratorSpec(steps=4, scheduler="ddim", device="cpu"))
+    spec = GeneratorSpec(model=str(gray_model), steps=4, scheduler="ddim", device="cpu")
+    gen = TinyDiffusionGenerator(spec)
     assert gen.name == "tiny:model"
     batch = items([11, 12, 13, 11], [0, 1, 2, 0])
     first = gen.generate(batch)
@@ -171,9 +172,15 @@ def test_generator_count_mode_size_and_determinism(gray_model: Path) -> None:
 
 def test_generator_stochastic_scheduler_and_sizes(gray_model: Path) -> None:
     spec = GeneratorSpec(
-        steps=3, scheduler="ddpm", guidance_scale=3.0, height=10, width=12, device="cpu"
+        model=str(gray_model),
+        steps=3,
+        scheduler="ddpm",
+        guidance_scale=3.0,
+        height=10,
+        width=12,
+        device="cpu",
     )
-    gen = TinyDiffusionGenerator(gray_model, spec)
+    gen = TinyDiffusionGenerator(spec)
     batch = items([5, 6], [1, 1])
     a, b = gen.generate(batch), gen.generate(batch)
     assert all(im.size == (12, 10) for im in a)
@@ -188,7 +195,6 @@ def test_rgb_training_and_generation(tmp_path: Path) -> None:
         tiny_spec(steps=2), train, NUM_CLASSES, tmp_path / "rgb", 0, progress=False
     )
     assert json.loads((model / META_FILE).read_text())["channels"] == 3
-    images = TinyDiffusionGenerator(model, GeneratorSpec(steps=2, device="cpu")).generate(
-        items([1, 2], [0, 2])
-    )
+    spec = GeneratorSpec(model=str(model), steps=2, device="cpu")
+    images = TinyDiffusionGenerator(spec).generate(items([1, 2], [0, 2]))
     assert [(im.mode, im.size) for im in images] == [("RGB", (8, 8))] * 2

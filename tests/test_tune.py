@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from synthset.errors import SynthsetError
-from synthset.evaluate.tune import run_tune, tune_splits
-from synthset.pipeline import open_run, stage_data
-from synthset.recipe import load_recipe, recipe_from_dict
+from synthset.pipeline import open_run, stage_data, stage_tune
+from synthset.recipe import Recipe, load_recipe, recipe_from_dict
 from synthset.store.run_folder import RunFolder
+from synthset.tune.study import tune_splits
 
 SPACE = {
     "generate.generator.guidance_scale": {"low": 0.5, "high": 3.0},
@@ -49,6 +49,13 @@ def toy(out: Path, **tune: Any) -> dict[str, Any]:
     }
 
 
+def run_tune(recipe: Recipe) -> dict[str, Any]:
+    """The study through the pipeline: the stages it needs first, then the study."""
+    result = stage_tune(recipe, open_run(recipe), progress=False)
+    assert result is not None
+    return result
+
+
 def finished(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
 
@@ -65,7 +72,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
     splits = json.loads((run.real / "splits.json").read_text())
     splits["test"] = [["test/nowhere/missing.png", 0]]
     (run.real / "splits.json").write_text(json.dumps(splits))
-    result = run_tune(recipe, progress=False)
+    result = run_tune(recipe)
     return result, out
 
 
@@ -126,7 +133,7 @@ def test_rerun_tops_up_without_redoing_finished_trials(
     _, out = study
     before = json.loads((out / "tune" / "trials.json").read_text())
     recipe = recipe_from_dict(toy(out, n_trials=4))  # only n_trials changed: same study
-    run_tune(recipe, progress=False)
+    run_tune(recipe)
     after = json.loads((out / "tune" / "trials.json").read_text())
     assert len(finished(after)) == 4
     assert after[:3] == before  # finished trials kept as they were, not redone
@@ -140,7 +147,7 @@ def test_two_stages_fix_the_first_stages_best(tmp_path: Path) -> None:
     data = toy(tmp_path / "run", n_trials=2, pruner="none")
     del data["tune"]["space"]
     data["tune"]["stages"] = stages
-    result = run_tune(recipe_from_dict(data), progress=False)
+    result = run_tune(recipe_from_dict(data))
     rows = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())
     assert [r["stage"] for r in rows] == [1, 1, 2, 2]
     stage1 = max(rows[:2], key=lambda r: r["value"])
@@ -165,7 +172,7 @@ def test_adapt_knobs_retrain_once_per_setting_and_leave_the_base_model(tmp_path:
 
     stage_adapt(recipe, run, progress=False)
     base_model = (run.adapt / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
-    run_tune(recipe, progress=False)
+    run_tune(recipe)
     rows = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())
     used = {r["params"]["adapt.steps"] for r in rows}
     models = [p for p in (tmp_path / "run" / "tune" / "adapt").iterdir() if p.is_dir()]
@@ -179,8 +186,8 @@ def test_adapt_knobs_retrain_once_per_setting_and_leave_the_base_model(tmp_path:
 
 
 def test_recipe_values_only_inside_the_space() -> None:
-    from synthset.evaluate.tune_space import recipe_values
     from synthset.recipe import TuneParam
+    from synthset.tune.space import recipe_values
 
     recipe = recipe_from_dict(toy(Path("unused")))  # guidance 2.0, steps 5, scheduler ddim
     space = {
@@ -223,8 +230,9 @@ def test_bad_space_is_a_one_line_error(
 def test_bad_value_in_space_fails_before_any_work(tmp_path: Path) -> None:
     data = toy(tmp_path / "run")
     data["tune"]["space"] = {"generate.generator.steps": {"choices": [5, 0]}}
+    recipe = recipe_from_dict(data)
     with pytest.raises(SynthsetError, match=r"tune.space generate.generator.steps=0 .*steps"):
-        run_tune(recipe_from_dict(data), progress=False)
+        stage_tune(recipe, RunFolder(recipe.output_dir), progress=False)
     assert not (tmp_path / "run").exists()
 
 

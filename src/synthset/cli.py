@@ -243,16 +243,19 @@ def tune(
 ) -> None:
     """Optuna search over generation knobs (tune.space), scored on the real val split; writes
     tune/best_recipe.yaml. A killed study resumes."""
-    from synthset.evaluate.tune import run_tune, tune_folder
+    from synthset.pipeline import stage_tune
 
     r = _load(recipe, set_, out_dir)
-    result = run_tune(r, progress=not quiet)
-    folder = tune_folder(RunFolder(r.output_dir))
-    out.print(tune_table(json.loads((folder / "trials.json").read_text()), result))
+    if r.tune is None:
+        raise SynthsetError("tune: the recipe has no 'tune' section; add tune.space")
+    run = _open(r)
+    result = stage_tune(r, run, progress=not quiet)
+    assert result is not None
+    out.print(tune_table(json.loads((run.tune / "trials.json").read_text()), result))
     out.print(f"best: {result['value']:.4f} ({result['metric']})", highlight=False)
     for path, value in result["params"].items():
         out.print(f"  {path} = {value!r}", highlight=False)
-    out.print(f"best recipe: {folder / 'best_recipe.yaml'}", highlight=False)
+    out.print(f"best recipe: {run.tune / 'best_recipe.yaml'}", highlight=False)
 
 
 def tune_table(trials: list[dict[str, Any]], best: dict[str, Any]) -> Table:
@@ -293,24 +296,31 @@ def report(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
 @app.command()
 @friendly_errors
 def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None:
-    """Show which stages are finished and how many images are done."""
-    from synthset.pipeline import generation_status
+    """Show which stages are current, stale (an input changed) or not run, and how many
+    images and trials are done."""
+    from synthset.pipeline import STAGES, generation_status, is_current
+    from synthset.tune.study import finished_trials
 
     r = _load(recipe, set_, out_dir)
     run = RunFolder(r.output_dir)
     table = Table(title=f"run folder {run.root}")
     table.add_column("stage")
     table.add_column("state")
-    for stage in ("classes", "data", "adapt", "prompts", "plan", "evaluate", "fidelity"):
-        table.add_row(stage, "done" if run.stage_marker(stage).exists() else "-")
-    finished, planned = generation_status(r, run)
-    table.add_row("generate", f"{finished}/{planned} images")
-    if r.tune is not None:
-        trials = run.root / "tune" / "trials.json"
-        rows = json.loads(trials.read_text()) if trials.exists() else []
-        done = sum(1 for t in rows if t.get("state") in ("COMPLETE", "PRUNED"))
-        table.add_row("tune", f"{done}/{r.tune.n_trials} trials (last stage)")
-    table.add_row("report", "written" if run.report.exists() else "-")
+    for row in STAGES:
+        if not row.applies(r):
+            state = "not in recipe"
+        elif is_current(row, r, run):
+            state = "done"
+        elif run.stage_marker(row.name).exists():
+            state = "stale: an input changed"
+        else:
+            state = "-"
+        if row.name == "generate" and state != "not in recipe":
+            finished, planned = generation_status(r, run)
+            state += f" ({finished}/{planned} images)"
+        if row.name == "tune" and r.tune is not None:
+            state += f" ({finished_trials(run.tune / 'trials.json')}/{r.tune.n_trials} trials)"
+        table.add_row(row.name, state)
     out.print(table)
 
 

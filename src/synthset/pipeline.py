@@ -1,482 +1,396 @@
-"""The stages, each a plain function of (recipe, run folder), and ``run_all`` that chains them.
+"""The stage table and the runner: ``synthset run`` and every verb come from ``STAGES``.
 
-A stage reads the previous stages' files and writes its own; it is skipped when its output is
-complete for the same recipe fingerprint, so ``synthset run`` resumes where it stopped.
+A stage's fingerprint is the recipe sections it depends on plus the digests of the files it
+reads (the outputs of the stages it needs, and any input of its own). A stage whose marker
+holds the current fingerprint and whose output exists is skipped; otherwise the stages it
+needs are brought up to date first, then it runs and its marker is written last. So a rerun
+does exactly what changed, whatever changed: a recipe value, a prompt, an image, a split.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from synthset.classes import ClassInfo, read_classes, resolve_classes, write_classes
+from synthset import stages
+from synthset.classes import ClassInfo, read_classes
 from synthset.errors import SynthsetError
-from synthset.plan import WorkItem, build_plan, load_plan, save_plan
-from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
-from synthset.recipe import GenerateSpec, GeneratorSpec, Recipe, dump_recipe
-from synthset.store.atomic import atomic_write_json, atomic_write_text
-from synthset.store.imagefolder import write_metadata
+from synthset.plan import WorkItem, load_plan
+from synthset.prompts.base import PromptRecord, load_prompts
+from synthset.recipe import Recipe
+from synthset.stages import (
+    generation_config,
+    generation_status,
+    item_configs,
+    make_generator,
+    open_run,
+)
+from synthset.store.digests import inputs_digest
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
 
-if TYPE_CHECKING:
-    from synthset.generators.base import Generator
+__all__ = [
+    "STAGES",
+    "Stage",
+    "StageLog",
+    "fingerprint",
+    "generation_config",
+    "generation_status",
+    "item_configs",
+    "make_generator",
+    "open_run",
+    "run_all",
+    "run_stage",
+]
 
-STAGES = ("classes", "data", "adapt", "prompts", "plan", "generate", "evaluate", "report")
+RunFn = Callable[[Recipe, RunFolder, bool], dict[str, Any]]
+
+
+def _never(recipe: Recipe, run: RunFolder) -> list[Path]:
+    return []
+
+
+def _fine(recipe: Recipe) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the stage table.
+
+    ``sections``: the recipe parts its output depends on. ``needs``: the stages whose outputs it
+    reads (for this recipe); those outputs' digests join its fingerprint, together with
+    ``inputs`` (files of its own, such as a user's image folder). ``output``: the file whose
+    existence says the stage is complete. ``applies``: whether this recipe has the stage.
+    ``check``: a one-line error for input that would fail it, raised before any stage runs."""
+
+    name: str
+    run: RunFn
+    sections: tuple[str, ...]
+    output: Callable[[RunFolder], Path]
+    needs: Callable[[Recipe], tuple[str, ...]] = lambda r: ()
+    inputs: Callable[[Recipe, RunFolder], list[Path]] = _never
+    applies: Callable[[Recipe], bool] = lambda r: True
+    check: Callable[[Recipe], None] = _fine
+
+
+def _tune(recipe: Recipe, run: RunFolder, progress: bool) -> dict[str, Any]:
+    from synthset.tune.study import run_tune
+
+    result = run_tune(recipe, run, progress)
+    return {"trials": result["n_trials"], "best": result["value"]}
+
+
+def _check_tune(recipe: Recipe) -> None:
+    from synthset.tune.study import check_spaces
+
+    check_spaces(recipe)
+
+
+def _report(recipe: Recipe, run: RunFolder, progress: bool) -> dict[str, Any]:
+    return stages.write_run_report(recipe, run, [s.name for s in STAGES])
+
+
+def _report_inputs(recipe: Recipe, run: RunFolder) -> list[Path]:
+    """Everything the report shows: every stage's output and marker (but its own), the prompt
+    statistics, the evaluation folder, the study and the provenance."""
+    outputs = [s.output(run) for s in STAGES if s.name != "report"]
+    markers = [run.stage_marker(s.name) for s in STAGES if s.name != "report"]
+    extra = [run.prompts_report, run.evaluate, run.tune / "trials.json", run.provenance]
+    return [*outputs, *markers, *extra, *Manifest(run.manifest).files()]
+
+
+def _generator_needs(recipe: Recipe) -> tuple[str, ...]:
+    """Evaluation reads the run's own images unless the recipe points at an image folder."""
+    ev = recipe.evaluate
+    own_images = recipe.generate is not None and (ev is None or ev.synthetic_dir is None)
+    return ("generate",) if own_images else ()
+
+
+def _images_for_cas(recipe: Recipe) -> tuple[str, ...]:
+    return _generator_needs(recipe) if stages.uses_synthetic(recipe) else ()
+
+
+def _synthetic_input(recipe: Recipe, run: RunFolder) -> list[Path]:
+    ev = recipe.evaluate
+    return [Path(ev.synthetic_dir)] if ev is not None and ev.synthetic_dir is not None else []
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "classes",
+        stages.make_classes,
+        sections=("classes",),
+        output=lambda run: run.classes,
+    ),
+    Stage(
+        "data",
+        stages.split_real,
+        sections=("classes", "real"),
+        output=lambda run: run.real / "splits.json",
+        needs=lambda r: ("classes",),
+        applies=lambda r: r.real is not None,
+    ),
+    Stage(
+        "adapt",
+        stages.adapt_model,
+        sections=("classes", "real", "adapt"),
+        output=lambda run: run.adapt,
+        needs=lambda r: ("classes", "data"),
+        applies=lambda r: r.adapt is not None,
+    ),
+    Stage(
+        "prompts",
+        stages.write_prompts,
+        sections=("classes", "prompts"),
+        output=lambda run: run.prompts,
+        needs=lambda r: ("classes",),
+        applies=lambda r: r.generate is not None,
+    ),
+    Stage(
+        "plan",
+        stages.write_plan,
+        sections=("generate",),
+        output=lambda run: run.plan,
+        needs=lambda r: ("classes", "prompts", "data"),
+        applies=lambda r: r.generate is not None,
+    ),
+    Stage(
+        "generate",
+        stages.generate_images,
+        sections=("generate",),
+        output=lambda run: run.images / "metadata.jsonl",
+        needs=lambda r: ("plan", "adapt"),
+        applies=lambda r: r.generate is not None,
+    ),
+    Stage(
+        "evaluate",
+        stages.evaluate_cas,
+        sections=("classes", "real", "evaluate"),
+        output=lambda run: run.evaluate / "cas.json",
+        needs=lambda r: ("classes", "data", *_images_for_cas(r)),
+        inputs=lambda r, run: _synthetic_input(r, run) if stages.uses_synthetic(r) else [],
+        applies=lambda r: r.evaluate is not None,
+    ),
+    Stage(
+        "fidelity",
+        stages.measure_fidelity,
+        sections=("classes", "real", "evaluate", "evaluate.fidelity"),
+        output=lambda run: run.evaluate / "fidelity.json",
+        needs=lambda r: ("classes", "data", *_generator_needs(r)),
+        inputs=_synthetic_input,
+        applies=lambda r: (
+            r.evaluate is not None
+            and r.evaluate.fidelity.enabled
+            and (r.generate is not None or r.evaluate.synthetic_dir is not None)
+        ),
+    ),
+    Stage(
+        "tune",
+        _tune,
+        sections=("classes", "real", "adapt", "prompts", "generate", "evaluate", "tune"),
+        output=lambda run: run.tune / "best.json",
+        needs=lambda r: ("classes", "data", "adapt", "prompts"),
+        applies=lambda r: r.tune is not None,
+        check=_check_tune,
+    ),
+    Stage(
+        "report",
+        _report,
+        sections=tuple(Recipe.model_fields),
+        output=lambda run: run.report,
+        needs=lambda r: ("classes",),
+        inputs=_report_inputs,
+        applies=lambda r: r.report.enabled,
+    ),
+)
+_BY_NAME = {s.name: s for s in STAGES}
 
 
 @dataclass
 class StageLog:
-    """What each stage did in this invocation: ``ran`` / ``skipped`` and seconds."""
+    """What each stage did in this invocation: ``ran`` / ``skipped`` / ``off`` and seconds."""
 
     entries: list[tuple[str, str, float]] = field(default_factory=list)
 
     def record(self, stage: str, status: str, seconds: float) -> None:
         self.entries.append((stage, status, seconds))
 
+    def status(self, stage: str) -> str | None:
+        """The status ``stage`` got in this invocation (None before it was looked at)."""
+        return next((s for name, s, _ in self.entries if name == stage), None)
 
-def open_run(recipe: Recipe) -> RunFolder:
-    """Create the run folder and write the resolved recipe and provenance into it."""
-    run = RunFolder(recipe.output_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.recipe, dump_recipe(recipe))
-    atomic_write_json(run.provenance, provenance())
+
+def stage(name: str) -> Stage:
+    """The table row called ``name``."""
+    return _BY_NAME[name]
+
+
+def fingerprint(row: Stage, recipe: Recipe, run: RunFolder) -> str:
+    """The row's recipe sections plus the digests of the files it reads."""
+    reads = [stage(n).output(run) for n in row.needs(recipe) if stage(n).applies(recipe)]
+    return recipe.fingerprint(*row.sections) + inputs_digest([*reads, *row.inputs(recipe, run)])
+
+
+def is_current(row: Stage, recipe: Recipe, run: RunFolder) -> bool:
+    """Is the row's output there and made from what it reads now?"""
+    return run.stage_done(row.name, fingerprint(row, recipe, run)) and row.output(run).exists()
+
+
+def run_stage(
+    name: str, recipe: Recipe, run: RunFolder, progress: bool = True, log: StageLog | None = None
+) -> dict[str, Any] | None:
+    """Bring the stages ``name`` needs up to date, then ``name`` itself (skipped when current).
+    Returns what its marker records, or None when the recipe has no such stage."""
+    log = log if log is not None else StageLog()
+    row = stage(name)
+    if log.status(name) is not None:  # already handled in this invocation
+        return _marker(run, name) if row.applies(recipe) else None
+    if not row.applies(recipe):
+        log.record(name, "off", 0.0)
+        return None
+    if not log.entries:  # the first stage of this invocation: fail fast on bad input
+        check(recipe)
+    for need in row.needs(recipe):
+        run_stage(need, recipe, run, progress, log)
+    fp = fingerprint(row, recipe, run)
+    if run.stage_done(name, fp) and row.output(run).exists():
+        log.record(name, "skipped", 0.0)
+        return _marker(run, name)
+    start = time.perf_counter()
+    info = row.run(recipe, run, progress)
+    seconds = time.perf_counter() - start
+    log.record(name, "ran", seconds)
+    if info.get("complete", True):
+        run.mark_done(name, fp, **info, seconds=round(seconds, 2))
+    return info
+
+
+def check(recipe: Recipe) -> None:
+    """Every stage's fail-fast check of the recipe (one-line errors, before any work)."""
+    for row in STAGES:
+        if row.applies(recipe):
+            row.check(recipe)
+
+
+def _marker(run: RunFolder, name: str) -> dict[str, Any]:
+    try:
+        return json.loads(run.stage_marker(name).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) -> RunFolder:
+    """Run every stage of the table in order, skipping the current ones."""
+    check(recipe)
+    run = open_run(recipe)
+    log = log if log is not None else StageLog()
+    for row in STAGES:
+        run_stage(row.name, recipe, run, progress, log)
     return run
 
 
-def provenance() -> dict[str, Any]:
-    """Library versions and machine facts (no git, no secrets, no environment variables)."""
-    versions = {}
-    for pkg in ("synthset", "torch", "torchvision", "diffusers", "transformers", "numpy", "pillow"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = None
-    import torch
-
-    return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "versions": versions,
-        "cuda": torch.cuda.is_available(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
-# ----------------------------------------------------------------------------- stages
+# ----------------------------------------------------------------------------- verbs
+# Each runs one stage (and what it needs) and returns what the CLI and tests look at.
 
 
 def stage_classes(recipe: Recipe, run: RunFolder) -> list[ClassInfo]:
-    """Resolve class names and their safe folder names into ``classes.json``."""
-    fp = recipe.fingerprint("classes")
-    if run.stage_done("classes", fp) and run.classes.exists():
-        return read_classes(run.classes)
-    classes = resolve_classes(recipe.classes)
-    write_classes(run.classes, classes)
-    run.mark_done("classes", fp)
-    return classes
+    """The run's classes (``classes.json``)."""
+    run_stage("classes", recipe, run)
+    return read_classes(run.classes)
 
 
 def stage_data(recipe: Recipe, run: RunFolder) -> bool:
-    """Split the real images into train / val / test (``real/splits.json``)."""
-    if recipe.real is None:
-        return False
-    fp = recipe.fingerprint("classes", "real")
-    if run.stage_done("data", fp):
-        return False
-    from synthset.data.real import prepare_real_data
-
-    prepare_real_data(recipe.real, stage_classes(recipe, run), run.real, recipe.seed)
-    run.mark_done("data", fp)
-    return True
+    """Split the real images; True when the split was (re)made now."""
+    log = StageLog()
+    run_stage("data", recipe, run, log=log)
+    return log.status("data") == "ran"
 
 
 def stage_adapt(recipe: Recipe, run: RunFolder, progress: bool = True) -> bool:
-    """Train the embedded class-conditional diffusion model on the real train split."""
-    if recipe.adapt is None:
-        return False
-    fp = recipe.fingerprint("classes", "real", "adapt")
-    if run.stage_done("adapt", fp) and run.adapt.exists():
-        return False
-    from synthset.adapt.tiny_diffusion import train_tiny_diffusion
-    from synthset.data.splits import load_splits
-
-    stage_data(recipe, run)
-    classes = stage_classes(recipe, run)
-    train = load_splits(run.real / "splits.json")["train"]
-    train_tiny_diffusion(recipe.adapt, train, len(classes), run.adapt, recipe.seed, progress)
-    run.mark_done("adapt", fp)
-    return True
+    """Fit the adapter; True when it was (re)trained now."""
+    log = StageLog()
+    run_stage("adapt", recipe, run, progress, log)
+    return log.status("adapt") == "ran"
 
 
 def stage_prompts(recipe: Recipe, run: RunFolder) -> list[PromptRecord]:
-    """Write ``prompts.jsonl`` (and ``prompts_report.json``): the prompts of every class."""
-    fp = recipe.fingerprint("classes", "prompts")
-    if run.stage_done("prompts", fp) and run.prompts.exists():
-        return load_prompts(run.prompts)
-    from synthset.prompts.base import collect_prompts
-    from synthset.prompts.diversity import diversity_report
-    from synthset.prompts.registry import build_strategy
-
-    classes = stage_classes(recipe, run)
-    spec = recipe.prompts
-    strategy = build_strategy(spec, run.cache / "llm")
-    records, stats = collect_prompts(
-        strategy,
-        classes,
-        spec,
-        recipe.seed,
-        synonyms=class_synonyms(recipe),
-        descriptions=dict(recipe.classes.descriptions),
-    )
-    empty = [c.name for c in classes if not any(r.class_id == c.id for r in records)]
-    if empty:
-        raise SynthsetError(
-            f"prompts: no usable prompt for class {empty[0]!r} ({len(empty)} classes empty); "
-            "check prompts.strategy and its source, or set prompts.label_check: repair"
-        )
-    save_prompts(run.prompts, records)
-    report = {
-        "strategy": spec.strategy,
-        "per_class_target": spec.per_class,
-        "label_check": spec.label_check,
-        "stats": {name: vars(st) for name, st in stats.items()},
-        "diversity": diversity_report(records, spec.diversity_model),
-    }
-    atomic_write_json(run.prompts_report, report)
-    run.mark_done("prompts", fp, prompts=len(records))
-    return records
-
-
-def class_synonyms(recipe: Recipe) -> dict[str, list[str]]:
-    """Synonyms per class name: shipped defaults for known lists, then the recipe's own."""
-    from synthset.classes import default_synonyms
-
-    merged = {k: list(v) for k, v in default_synonyms(recipe.classes).items()}
-    for name, more in recipe.classes.synonyms.items():
-        merged[name] = [*merged.get(name, []), *more]
-    return merged
+    """The prompts of every class (``prompts.jsonl``)."""
+    run_stage("prompts", recipe, run)
+    return load_prompts(run.prompts)
 
 
 def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
-    """Write ``plan.jsonl``: every work item with its fixed seed."""
-    if recipe.generate is None:
+    """The work items (``plan.jsonl``); [] without a ``generate`` section."""
+    if run_stage("plan", recipe, run) is None:
         return []
-    from_real = recipe.generate.members[0].uses_real_images
-    fp = recipe.fingerprint("classes", "prompts", "generate", *(["real"] if from_real else []))
-    if run.stage_done("plan", fp) and run.plan.exists():
-        return load_plan(run.plan)
-    records = stage_prompts(recipe, run)
-    prompts: dict[int, list[str]] = {}
-    for rec in records:
-        prompts.setdefault(rec.class_id, []).append(rec.prompt)
-    real = None
-    if from_real and recipe.real is not None:
-        from synthset.data.splits import load_splits
-
-        stage_data(recipe, run)
-        real = load_splits(run.real / "splits.json")["train"]
-    items = build_plan(recipe, stage_classes(recipe, run), prompts, real, run.root)
-    save_plan(run.plan, items)
-    run.mark_done("plan", fp, items=len(items))
-    return items
-
-
-def generation_config(recipe: Recipe) -> str:
-    """What an image depends on besides its item: a changed value regenerates the item."""
-    g = recipe.generate
-    if g is None:
-        return "none"
-    if g.generators is None:
-        return _config_hash(recipe, g.generator.model_dump(mode="json"), g.generator.kind)
-    return _config_hash(recipe, sorted(item_configs(recipe).items()), "ensemble")
-
-
-def item_configs(recipe: Recipe) -> str | dict[str, str]:
-    """The fingerprint recorded with each image: :func:`generation_config`, or for an ensemble
-    one per member name (editing one member regenerates only that member's images)."""
-    g = recipe.generate
-    if g is None or g.generators is None:
-        return generation_config(recipe)
-    return {m.name: _config_hash(recipe, m.model_dump(mode="json"), m.kind) for m in g.generators}
-
-
-def _config_hash(recipe: Recipe, generator: Any, kind: str) -> str:
-    g = recipe.generate
-    assert g is not None
-    parts = {
-        "generator": generator,
-        "batch_size": g.batch_size,
-        "format": [g.image_format, g.jpeg_quality],
-        "adapt": recipe.fingerprint("classes", "real", "adapt") if kind == "tiny" else None,
-    }
-    if g.members[0].uses_real_images:  # the real images are inputs of every item
-        parts["real"] = recipe.fingerprint("classes", "real")
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def generation_status(recipe: Recipe, run: RunFolder) -> tuple[int, int]:
-    """(finished, planned) items for the current plan and generation settings."""
-    from synthset.executors.local import finished_ids
-
-    if not run.plan.exists():
-        return 0, 0
-    plan = load_plan(run.plan)
-    config = item_configs(recipe)
-    return len(finished_ids(Manifest(run.manifest), plan, config)), len(plan)
+    return load_plan(run.plan)
 
 
 def stage_generate(
     recipe: Recipe, run: RunFolder, shard: tuple[int, int] = (0, 1), progress: bool = True
 ) -> dict[str, Any]:
-    """Generate this shard's unfinished items into the store; when the whole plan is finished,
-    write ``images/metadata.jsonl``."""
-    from synthset.executors.local import finished_entries, run_generation
-
-    spec = recipe.generate
-    if spec is None:
-        raise SynthsetError("generate: the recipe has no 'generate' section; add one")
-    needs_model = any(m.kind == "tiny" and m.model is None for m in spec.members)
-    shared_missing = not run.plan.exists() or (
-        needs_model and not run.stage_marker("adapt").exists()
-    )
-    if shard != (0, 1) and shared_missing:
-        # shards may run at once on many nodes: the shared stages must be finished first
-        raise SynthsetError(
-            "generate --shard: run 'synthset plan' (and 'synthset adapt' for the tiny model) "
-            "once before launching shards"
-        )
-    plan = stage_plan(recipe, run)
-    if needs_model:
-        stage_adapt(recipe, run, progress)
-    manifest = Manifest(run.manifest, shard)
-    config = item_configs(recipe)
-    result = run_generation(
-        plan,
-        lambda: make_generator(spec, run),
-        spec,
-        run.images,
-        manifest,
-        config,
-        shard=shard,
-        progress=progress,
-    )
-    done = finished_entries(manifest, plan, config)
-    complete = len(done) == len(plan)
-    if complete:
-        write_metadata(run.images, [done[it.item_id] for it in plan])
-    return {
-        "generated": result.generated,
-        "skipped": result.skipped,
-        "finished": len(done),
-        "planned": len(plan),
-        "complete": complete,
-        "seconds": result.seconds,
-    }
-
-
-def make_generator(spec: GenerateSpec, run: RunFolder) -> Generator:
-    """The recipe's generator, or an ensemble that loads each member on first use."""
-    from synthset.generators.base import build_generator
-
-    if spec.generators is None:
-        return build_generator(spec.generator, run.adapt, run.root)
-    from synthset.generators.ensemble import EnsembleGenerator
-
-    members: dict[str, GeneratorSpec] = {m.name: m for m in spec.generators}
-    return EnsembleGenerator(members, lambda m: build_generator(m, run.adapt, run.root))
-
-
-def synthetic_samples(run: RunFolder) -> list[tuple[Path, int]]:
-    """(path, label) of every finished synthetic image, from ``images/metadata.jsonl``."""
-    from synthset.store.atomic import read_jsonl
-
-    meta = run.images / "metadata.jsonl"
-    if not meta.exists():
-        raise SynthsetError(
-            f"no finished synthetic dataset in {run.images}: run 'synthset generate' until the "
-            "plan is complete"
-        )
-    return [(run.images / r["file_name"], int(r["label"])) for r in read_jsonl(meta)]
-
-
-def synthetic_set(
-    recipe: Recipe,
-    run: RunFolder,
-    classes: list[ClassInfo],
-    progress: bool = True,
-    generate: bool = True,
-) -> list[tuple[Path, int]] | None:
-    """The synthetic images evaluation reads: ``evaluate.synthetic_dir`` when set, else the
-    run's own (with ``generate``, generated first when unfinished); None when there are none."""
-    from synthset.data.splits import scan_imagefolder
-
-    spec = recipe.evaluate
-    assert spec is not None
-    if spec.synthetic_dir is not None:
-        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
-        return scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
+    """Generate this shard's unfinished items; when the whole plan is finished the set's index
+    (``images/metadata.jsonl``) is written and the stage marked done."""
     if recipe.generate is None:
-        return None
-    if generate:
-        stage_generate(recipe, run, progress=progress)
-    elif not (run.images / "metadata.jsonl").exists():
-        return None
-    return synthetic_samples(run)
-
-
-def _reads_digest(recipe: Recipe, run: RunFolder) -> str:
-    """The digest of the files evaluation reads: the class list, the real splits and the
-    synthetic set's index (its metadata, or the listing of ``evaluate.synthetic_dir``)."""
-    from synthset.store.digests import inputs_digest
-
-    spec = recipe.evaluate
-    synthetic = spec.synthetic_dir if spec is not None and spec.synthetic_dir else None
-    index = Path(synthetic) if synthetic is not None else run.images / "metadata.jsonl"
-    return inputs_digest([run.classes, run.real / "splits.json", index])
+        raise SynthsetError("generate: the recipe has no 'generate' section; add one")
+    if shard == (0, 1):
+        log = StageLog()
+        info = run_stage("generate", recipe, run, progress, log) or {}
+        if log.status("generate") == "skipped":
+            info |= {"generated": 0, "skipped": info.get("planned", 0)}
+        return {"complete": True} | info
+    # shards may run at once on many nodes: the shared stages must be finished first
+    shared = ["plan", *(["adapt"] if recipe.adapt is not None else [])]
+    if not all(is_current(stage(n), recipe, run) for n in shared):
+        raise SynthsetError(
+            "generate --shard: run 'synthset plan' (and 'synthset adapt' when the recipe adapts "
+            "a model) once before launching shards"
+        )
+    row = stage("generate")
+    info = stages.generate_images(recipe, run, progress, shard)
+    if info["complete"]:
+        run.mark_done("generate", fingerprint(row, recipe, run), **info)
+    return info
 
 
 def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
-    """CAS: train on real / synthetic / both, test on the held-out real test split."""
-    if recipe.evaluate is None:
+    """CAS (``evaluate/cas.json``), then the fidelity metrics when their images are there
+    without generating only for them; None without an ``evaluate`` section."""
+    if run_stage("evaluate", recipe, run, progress) is None:
         return None
-    from synthset.data.splits import load_splits
-    from synthset.evaluate.cas import run_cas
-    from synthset.evaluate.trackers import build_trackers, epoch_logger
-
-    spec = recipe.evaluate
-    stage_data(recipe, run)
-    classes = stage_classes(recipe, run)
-    wanted = any("synthetic" in s for s in spec.train_sets)
-    synthetic = synthetic_set(recipe, run, classes, progress, generate=wanted) if wanted else None
-    fp = recipe.fingerprint("classes", "real", "evaluate") + _reads_digest(recipe, run)
-    result_path = run.evaluate / "cas.json"
-    if run.stage_done("evaluate", fp) and result_path.exists():
-        stage_fidelity(recipe, run, progress, generate=False)
-        return json.loads(result_path.read_text())
-    real = load_splits(run.real / "splits.json")
-    synthetic = synthetic or []
-    names = [c.name for c in classes]
-    cache = run.cache / "tensors"
-    (run.evaluate / "metrics.jsonl").unlink(missing_ok=True)  # a rerun logs afresh
-    tracker = build_trackers(spec.trackers, run.root, recipe.model_dump(mode="json"))
-    try:
-        result = run_cas(
-            spec, real, synthetic, names, run.evaluate, progress, epoch_logger(tracker), cache
-        )
-    finally:
-        tracker.close()
-    run.mark_done("evaluate", fp)
-    stage_fidelity(recipe, run, progress, generate=False)
-    return result
+    fidelity = stage("fidelity")
+    if fidelity.applies(recipe) and all(p.exists() for p in _fidelity_reads(recipe, run)):
+        run_stage("fidelity", recipe, run, progress)
+    return json.loads((run.evaluate / "cas.json").read_text())
 
 
-def stage_fidelity(
-    recipe: Recipe, run: RunFolder, progress: bool = True, generate: bool = True
-) -> dict[str, Any] | None:
-    """FID, KID, precision/recall, density/coverage, diversity and CLIP score of the synthetic
-    images against real ones (``evaluate/fidelity.json``); None when disabled or no images.
-    With ``generate=False`` missing synthetic images are not generated (None instead)."""
-    spec = recipe.evaluate
-    if spec is None or not spec.fidelity.enabled:
+def _fidelity_reads(recipe: Recipe, run: RunFolder) -> list[Path]:
+    needs = [stage(n).output(run) for n in stage("fidelity").needs(recipe)]
+    return [*needs, *_synthetic_input(recipe, run)]
+
+
+def stage_fidelity(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """The fidelity metrics (``evaluate/fidelity.json``), generating the images they need;
+    None when disabled or the recipe has no synthetic images."""
+    if run_stage("fidelity", recipe, run, progress) is None:
         return None
-    from synthset.data.splits import load_splits
-    from synthset.evaluate.fidelity import prompts_from_metadata, run_fidelity
-
-    classes = stage_classes(recipe, run)
-    synthetic = synthetic_set(recipe, run, classes, progress, generate=generate)
-    if synthetic is None:
-        return None
-    stage_data(recipe, run)
-    own = json.dumps(spec.fidelity.model_dump(mode="json"), sort_keys=True).encode()
-    fp = recipe.fingerprint("classes", "real", "evaluate") + _reads_digest(recipe, run)
-    fp += hashlib.sha256(own).hexdigest()[:16]
-    result_path = run.evaluate / "fidelity.json"
-    if run.stage_done("fidelity", fp) and result_path.exists():
-        return json.loads(result_path.read_text())
-    folder = spec.synthetic_dir if spec.synthetic_dir is not None else run.images
-    prompts = prompts_from_metadata(folder)
-    real = load_splits(run.real / "splits.json")
-    names = [c.name for c in classes]
-    result = run_fidelity(spec, real, synthetic, prompts, names, run.evaluate, progress)
-    run.mark_done("fidelity", fp)
-    return result
+    return json.loads((run.evaluate / "fidelity.json").read_text())
 
 
 def stage_tune(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
-    """The Optuna study of ``recipe.tune`` (None without one); a finished study is not redone.
-    Returns the best result plus ``generated``: the trials this call finished."""
-    if recipe.tune is None:
+    """The Optuna study of ``recipe.tune`` (None without one); a finished study is not redone."""
+    if run_stage("tune", recipe, run, progress) is None:
         return None
-    from synthset.evaluate.tune import run_tune, tune_folder
-
-    trials = tune_folder(run) / "trials.json"
-    before = _finished_trials(trials)
-    result = run_tune(recipe, progress)
-    return result | {"generated": _finished_trials(trials) - before}
-
-
-def _finished_trials(path: Path) -> int:
-    if not path.exists():
-        return 0
-    rows = json.loads(path.read_text())
-    return sum(1 for r in rows if r.get("state") in ("COMPLETE", "PRUNED"))
+    return json.loads((run.tune / "best.json").read_text())
 
 
 def stage_report(recipe: Recipe, run: RunFolder) -> Path | None:
-    """Write ``report.html``."""
-    if not recipe.report.enabled:
+    """Write ``report.html`` (None when the recipe disables it)."""
+    if run_stage("report", recipe, run) is None:
         return None
-    from synthset.report.html import write_report
-
-    return write_report(run, recipe, stage_classes(recipe, run))
-
-
-# ----------------------------------------------------------------------------- chaining
-
-
-def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) -> RunFolder:
-    """Run every stage in order, skipping the finished ones."""
-    run = open_run(recipe)
-    log = log if log is not None else StageLog()
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("classes", lambda: stage_classes(recipe, run)),
-        ("data", lambda: stage_data(recipe, run)),
-        ("adapt", lambda: stage_adapt(recipe, run, progress)),
-        ("prompts", lambda: stage_prompts(recipe, run) if recipe.generate else None),
-        ("plan", lambda: stage_plan(recipe, run)),
-        (
-            "generate",
-            lambda: stage_generate(recipe, run, progress=progress) if recipe.generate else None,
-        ),
-        ("evaluate", lambda: stage_evaluate(recipe, run, progress)),
-        ("tune", lambda: stage_tune(recipe, run, progress)),
-        ("report", lambda: stage_report(recipe, run)),
-    ]
-    for name, step in steps:
-        marker = run.stage_marker(name)
-        before = marker.stat().st_mtime_ns if marker.exists() else None
-        start = time.perf_counter()
-        out = step()
-        seconds = time.perf_counter() - start
-        if name in ("generate", "tune"):
-            ran = out is not None and out["generated"] > 0
-        elif name == "report" or out is None:
-            ran = out is not None
-        else:
-            ran = marker.exists() and marker.stat().st_mtime_ns != before
-        log.record(name, "ran" if ran else "skipped", seconds)
-        if ran and marker.exists():  # the report's stage table shows how long it took
-            info = json.loads(marker.read_text())
-            atomic_write_json(marker, info | {"seconds": round(seconds, 2)})
-    return run
+    return run.report

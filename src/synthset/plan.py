@@ -36,6 +36,15 @@ class WorkItem:
         return asdict(self)
 
 
+#: File extension of each ``generate.image_format``.
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+
+def image_relpath(item: WorkItem, image_format: str) -> str:
+    """The item's image path relative to the images folder (always forward slashes)."""
+    return f"{item.folder}/{item.item_id}{EXTENSIONS[image_format]}"
+
+
 def item_seed(recipe_seed: int, item_id: str) -> int:
     """A 63-bit seed from the recipe seed and the item id (stable across machines and runs)."""
     digest = hashlib.sha256(f"{recipe_seed}:{item_id}".encode()).digest()
@@ -85,19 +94,30 @@ def _text_items(
     for cls in classes:
         texts = _class_texts(recipe, cls, prompts)
         for k in range(recipe.generate.images_per_class):
-            item_id = f"{cls.id:04d}-{k:06d}"
-            items.append(
-                WorkItem(
-                    item_id=item_id,
-                    class_id=cls.id,
-                    class_name=cls.name,
-                    folder=cls.folder,
-                    prompt=texts[k % len(texts)],
-                    seed=item_seed(recipe.seed, item_id),
-                    mode=mode,
-                )
-            )
+            items.append(_item(recipe, cls, k, texts[k % len(texts)], mode))
     return items
+
+
+def _item(
+    recipe: Recipe,
+    cls: ClassInfo,
+    k: int,
+    prompt: str,
+    mode: str,
+    params: dict[str, Any] | None = None,
+) -> WorkItem:
+    """Item ``k`` of class ``cls``: id ``<class id>-<k>`` and the seed that id fixes."""
+    item_id = f"{cls.id:04d}-{k:06d}"
+    return WorkItem(
+        item_id=item_id,
+        class_id=cls.id,
+        class_name=cls.name,
+        folder=cls.folder,
+        prompt=prompt,
+        seed=item_seed(recipe.seed, item_id),
+        mode=mode,
+        params=params or {},
+    )
 
 
 def _real_items(
@@ -123,27 +143,14 @@ def _real_items(
         n = min(recipe.generate.images_per_class, len(images) * variants)
         for k in range(n):
             j, v = divmod(k, variants)
-            item_id = f"{cls.id:04d}-{k:06d}"
-            prompt = texts[k % len(texts)]
             params: dict[str, Any] = {
                 "image": _stored_path(images[j], root),
                 "strength": strengths[v % len(strengths)],
                 "variant": v,
             }
-            if spec.kind == "inpaint" and spec.mask == "folder":
+            if spec.masks_from_folder:
                 params["mask"] = _stored_path(_mask_path(recipe, spec, images[j]), root)
-            items.append(
-                WorkItem(
-                    item_id=item_id,
-                    class_id=cls.id,
-                    class_name=cls.name,
-                    folder=cls.folder,
-                    prompt=prompt,
-                    seed=item_seed(recipe.seed, item_id),
-                    mode=spec.kind,
-                    params=params,
-                )
-            )
+            items.append(_item(recipe, cls, k, texts[k % len(texts)], spec.kind, params))
     return items
 
 
@@ -207,7 +214,7 @@ def _assign(recipe: Recipe, item: WorkItem, root: Path | None) -> WorkItem:
         strengths = member.strengths or [1.0]
         params["strength"] = strengths[int(params["variant"]) % len(strengths)]
         params.pop("mask", None)
-        if member.kind == "inpaint" and member.mask == "folder":
+        if member.masks_from_folder:
             image = resolve_item_path(str(params["image"]), root)
             params["mask"] = _stored_path(_mask_path(recipe, member, image), root)
     return replace(item, mode=member.kind, params=params)

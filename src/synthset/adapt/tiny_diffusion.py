@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from synthset.classes import ClassInfo
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
 from synthset.recipe import AdaptSpec
@@ -49,6 +50,27 @@ class ImageTensor:
     labels: torch.Tensor
     channels: int
     native_size: tuple[int, int]
+
+
+class TinyDiffusionAdapter:
+    """``adapt.method: tiny_diffusion``: train the tiny class-conditional model from scratch on
+    the real train split; the tiny generator loads the folder it writes."""
+
+    def __init__(self, spec: AdaptSpec) -> None:
+        self.spec = spec
+
+    def fit(
+        self,
+        train: Samples,
+        classes: list[ClassInfo],
+        out_dir: Path,
+        seed: int,
+        progress: bool = True,
+    ) -> None:
+        train_tiny_diffusion(self.spec, train, len(classes), out_dir, seed, progress)
+
+    def generator_inputs(self, out_dir: Path) -> dict[str, Any]:
+        return {"model": str(out_dir)}
 
 
 # ----------------------------------------------------------------------------- data

@@ -2,12 +2,7 @@
 
 from synthset.evaluate.cas import run_cas
 from synthset.evaluate.classifiers import build_classifier
-from synthset.evaluate.tensors import (
-    TensorSet,
-    load_tensors,
-    samples_from_imagefolder,
-    samples_from_metadata,
-)
+from synthset.evaluate.tensors import TensorSet, load_tensors, samples_from_imagefolder
 
 __all__ = [
     "TensorSet",
@@ -15,5 +10,4 @@ __all__ = [
     "load_tensors",
     "run_cas",
     "samples_from_imagefolder",
-    "samples_from_metadata",
 ]

@@ -122,10 +122,10 @@ class StudySets:
         if syn is not None and train_set.synthetic_multiplier is not None:
             assert real is not None
             syn = synthetic_subset(syn, real, train_set.synthetic_multiplier, k)
-        if train_set.kind == "real":
+        if not train_set.uses_synthetic:
             assert real is not None
             return TrainData(real)
-        if train_set.kind == "synthetic":
+        if not train_set.uses_real:
             assert syn is not None
             return TrainData(syn)
         assert real is not None and syn is not None

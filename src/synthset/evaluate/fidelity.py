@@ -47,20 +47,6 @@ def subsample(samples: Samples, per_class: int, seed: int) -> Samples:
     return [samples[i] for i in sorted(keep)]
 
 
-def prompts_from_metadata(images_dir: Path) -> dict[str, str] | None:
-    """``str(path) -> prompt`` from an ImageFolder's ``metadata.jsonl`` (None without one)."""
-    from synthset.store.atomic import read_jsonl
-
-    meta = Path(images_dir) / "metadata.jsonl"
-    rows = read_jsonl(meta) if meta.exists() else []
-    found = {
-        str(Path(images_dir) / r["file_name"]): str(r["prompt"])
-        for r in rows
-        if r.get("file_name") and r.get("prompt")
-    }
-    return found or None
-
-
 # ----------------------------------------------------------------------------- extractor
 
 

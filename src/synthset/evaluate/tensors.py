@@ -18,7 +18,6 @@ from PIL import Image, UnidentifiedImageError
 
 from synthset.data.splits import Samples, scan_imagefolder
 from synthset.errors import SynthsetError
-from synthset.store.atomic import read_jsonl
 from synthset.store.names import folder_names
 
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -152,16 +151,3 @@ def samples_from_imagefolder(root: Path | str, class_names: list[str]) -> Sample
     lookup = {f: i for i, f in enumerate(folder_names(class_names))}
     lookup |= {n: i for i, n in enumerate(class_names)}
     return scan_imagefolder(Path(root), lookup, f"imagefolder {root}")
-
-
-def samples_from_metadata(images_dir: Path | str) -> Samples:
-    """``(path, label)`` from an ImageFolder's ``metadata.jsonl`` (``file_name``, ``label``)."""
-    images_dir = Path(images_dir)
-    meta = images_dir / "metadata.jsonl"
-    if not meta.exists():
-        raise SynthsetError(f"no metadata.jsonl in {images_dir}: generate the images first")
-    rows = read_jsonl(meta)
-    try:
-        return [(images_dir / r["file_name"], int(r["label"])) for r in rows]
-    except (KeyError, TypeError, ValueError):
-        raise SynthsetError(f"{meta}: every row needs 'file_name' and an integer 'label'") from None

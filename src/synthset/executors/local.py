@@ -1,79 +1,31 @@
-"""Run the plan's pending chunks in this process: the model works on the next batch while a
-thread pool encodes and writes the previous one, so PNG encoding never stalls the model."""
+"""The shard worker every executor runs, and the local executor that runs it in this process:
+the model works on the next batch while a thread pool encodes and writes the previous one, so
+PNG encoding never stalls the model."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 from tqdm.auto import tqdm
 
-from synthset.generators.base import Generator, resize_for_saving
-from synthset.plan import WorkItem, chunks, shard_chunks
-from synthset.recipe import GenerateSpec
-from synthset.store.imagefolder import (
-    encode_image,
-    image_relpath,
-    remove_stale_temp_files,
-    write_image,
+from synthset.executors.base import (
+    Config,
+    GenerationJob,
+    GenerationResult,
+    finished_ids,
+    item_config,
+    pending_chunks,
 )
+from synthset.generators.base import Generator, resize_for_saving
+from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
+from synthset.recipe import GenerateSpec
+from synthset.store.imagefolder import encode_image, remove_stale_temp_files, write_image
 from synthset.store.manifest import Manifest
-
-
-@dataclass
-class GenerationResult:
-    """What one ``generate`` call did."""
-
-    generated: int
-    skipped: int
-    shard_items: int
-    seconds: float
-
-
-def pending_chunks(
-    plan: list[WorkItem], done: set[str], batch_size: int, shard: tuple[int, int] = (0, 1)
-) -> list[list[WorkItem]]:
-    """This shard's fixed chunks that still hold an unfinished item."""
-    mine = shard_chunks(chunks(plan, batch_size), *shard)
-    return [c for c in mine if any(it.item_id not in done for it in c)]
-
-
-Config = str | Mapping[str, str]
-
-
-def item_config(config: Config, item: WorkItem) -> str:
-    """The settings fingerprint of one item: ``config`` itself, or for an ensemble (a mapping
-    from member name) that of the item's member, so editing one member redoes only its items."""
-    if isinstance(config, str):
-        return config
-    return config.get(str(item.params.get("generator", "")), "")
-
-
-def finished_entries(manifest: Manifest, plan: list[WorkItem], config: Config) -> dict[str, dict]:
-    """Manifest entries (by item id) of items recorded with the seed and prompt the plan gives
-    them now and made with the same generation settings (``config``, see :func:`item_config`)."""
-    by_id = {it.item_id: it for it in plan}
-    done: dict[str, dict] = {}
-    for entry in manifest.rows():
-        item = by_id.get(entry["item_id"])
-        if (
-            item
-            and entry.get("seed") == item.seed
-            and entry.get("prompt") == item.prompt
-            and entry.get("config") == item_config(config, item)
-        ):
-            done[item.item_id] = entry
-    return done
-
-
-def finished_ids(manifest: Manifest, plan: list[WorkItem], config: Config) -> set[str]:
-    """Ids of the items :func:`finished_entries` finds."""
-    return set(finished_entries(manifest, plan, config))
 
 
 def run_generation(
@@ -154,3 +106,23 @@ def _entry(item: WorkItem, relpath: str) -> dict:
         "mode": item.mode,
         **{k: item.params[k] for k in ("image", "strength", "variant") if k in item.params},
     }
+
+
+class LocalExecutor:
+    """Runs the job's shard in this process (``generate.executor: local``)."""
+
+    def __init__(self, spec: GenerateSpec) -> None:
+        self.spec = spec
+
+    def run(self, job: GenerationJob, progress: bool = True) -> GenerationResult:
+        manifest = Manifest(job.manifest, job.shard)
+        return run_generation(
+            job.plan,
+            job.make_generator,
+            job.spec,
+            job.images_dir,
+            manifest,
+            job.config,
+            shard=job.shard,
+            progress=progress,
+        )

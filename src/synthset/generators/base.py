@@ -1,21 +1,16 @@
-"""The generator protocol, per-item seeding, resizing and the factory that builds a generator
-from a recipe."""
+"""The generator protocol and what every generator shares: per-item seeding and resizing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
-
-from synthset.errors import SynthsetError
 
 if TYPE_CHECKING:
     import torch
 
     from synthset.plan import WorkItem
-    from synthset.recipe import GeneratorSpec
 
 
 class Generator(Protocol):
@@ -45,32 +40,3 @@ def resize_for_saving(image: Image.Image, save_size: int | tuple[int, int] | Non
     if image.size == size:
         return image
     return image.resize(size, Image.Resampling.LANCZOS)
-
-
-def build_generator(
-    spec: GeneratorSpec, adapted_model: Path | None, root: Path | None = None
-) -> Generator:
-    """The generator a recipe asks for, with its model loaded. ``root`` resolves the relative
-    real-image paths of img2img / inpaint items (the run folder)."""
-    if spec.kind == "tiny":
-        from synthset.generators.tiny import TinyDiffusionGenerator
-
-        model = Path(spec.model) if spec.model else adapted_model
-        if model is None or not model.exists():
-            raise SynthsetError(
-                f"generate.generator.model: no tiny model at {model}; run 'synthset adapt' first"
-            )
-        return TinyDiffusionGenerator(model, spec, root)
-    if spec.kind == "text2image":
-        from synthset.generators.text2image import Text2ImageGenerator
-
-        return Text2ImageGenerator(spec)
-    if spec.kind == "img2img":
-        from synthset.generators.img2img import Img2ImgGenerator
-
-        return Img2ImgGenerator(spec, root)
-    if spec.kind == "inpaint":
-        from synthset.generators.inpaint import InpaintGenerator
-
-        return InpaintGenerator(spec, root)
-    raise SynthsetError(f"generate.generator.kind: unknown kind {spec.kind!r}")

@@ -8,32 +8,17 @@ real image's class is the label. One pipeline call per distinct strength in a ba
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from synthset.errors import SynthsetError, first_line
-from synthset.generators.realimages import load_real_image, work_size
+from synthset.generators.realimages import by_strength, load_real_image, work_size
 from synthset.generators.text2image import Text2ImageGenerator
 
 if TYPE_CHECKING:
     from synthset.plan import WorkItem
-
-
-def by_strength(
-    items: Sequence[WorkItem], run: Callable[[list[int], float], list[Image.Image]]
-) -> list[Image.Image]:
-    """Run ``run(indices, strength)`` once per distinct strength; images back in item order."""
-    out: list[Image.Image | None] = [None] * len(items)
-    groups: dict[float, list[int]] = {}
-    for i, it in enumerate(items):
-        groups.setdefault(float(it.params.get("strength", 1.0)), []).append(i)
-    for strength in sorted(groups):
-        idx = groups[strength]
-        for i, img in zip(idx, run(idx, strength), strict=True):
-            out[i] = img
-    return [img for img in out if img is not None]
 
 
 class Img2ImgGenerator(Text2ImageGenerator):

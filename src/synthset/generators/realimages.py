@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,18 @@ def folder_mask(item: WorkItem, root: Path | None, size: tuple[int, int]) -> Ima
             f"image is {size[0]}x{size[1]}; masks must have their image's size"
         )
     return mask.point(lambda p: 255 if p >= 128 else 0)
+
+
+def by_strength(
+    items: Sequence[WorkItem], run: Callable[[list[int], float], list[Image.Image]]
+) -> list[Image.Image]:
+    """Run ``run(indices, strength)`` once per distinct strength; images back in item order."""
+    out: list[Image.Image | None] = [None] * len(items)
+    groups: dict[float, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(float(it.params.get("strength", 1.0)), []).append(i)
+    for strength in sorted(groups):
+        idx = groups[strength]
+        for i, img in zip(idx, run(idx, strength), strict=True):
+            out[i] = img
+    return [img for img in out if img is not None]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthset.adapt.tiny_diffusion import META_FILE
 from synthset.devices import resolve_device, resolve_dtype
 from synthset.errors import SynthsetError
 from synthset.generators.base import item_generators
@@ -27,16 +28,19 @@ if TYPE_CHECKING:
     from synthset.plan import WorkItem
     from synthset.recipe import GeneratorSpec
 
-META_FILE = "synthset_model.json"
-
 
 class TinyDiffusionGenerator:
     """Generates images of class ``item.class_id`` from a tiny model folder written by adapt."""
 
-    def __init__(self, model_path: Path, spec: GeneratorSpec, root: Path | None = None) -> None:
+    def __init__(self, spec: GeneratorSpec, root: Path | None = None) -> None:
         from diffusers import DDPMScheduler, UNet2DModel
 
-        model_path = Path(model_path)
+        if not spec.model:
+            raise SynthsetError(
+                "generate.generator.model: 'tiny' needs a model folder; add an 'adapt' section "
+                "(and run 'synthset adapt') or set generator.model"
+            )
+        model_path = Path(spec.model)
         meta_file = model_path / META_FILE
         if not meta_file.is_file():
             raise SynthsetError(
@@ -79,7 +83,7 @@ class TinyDiffusionGenerator:
             if self.spec.strength is None:
                 x = self._sample(items)
             else:
-                from synthset.generators.img2img import by_strength
+                from synthset.generators.realimages import by_strength
 
                 def run(idx: list[int], strength: float) -> list[Image.Image]:
                     sub = [items[i] for i in idx]

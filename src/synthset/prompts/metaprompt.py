@@ -76,6 +76,7 @@ class MetapromptStrategy:
     """Two-stage hierarchical prompting; stage 1 runs once, stage 2 once per round (batched)."""
 
     name = "metaprompt"
+    uses_llm = True  # built with the recipe's LLM backend
 
     def __init__(self, spec: PromptsSpec, llm: LLMBackend) -> None:
         self.spec = spec

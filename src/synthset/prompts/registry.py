@@ -1,40 +1,38 @@
-"""Pick the prompt strategy a recipe names (strategies are imported only when used)."""
+"""Prompt strategies by ``prompts.strategy``, one line each, imported only when used."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from synthset.errors import SynthsetError
 from synthset.prompts.base import PromptStrategy
 from synthset.recipe import PromptsSpec
+from synthset.registry import Registry
+
+#: A strategy class takes ``(spec)``, or ``(spec, llm)`` when it sets ``uses_llm = True``.
+STRATEGIES: Registry[type[PromptStrategy]] = Registry(
+    "prompts.strategy",
+    {
+        "template": "synthset.prompts.template:TemplateStrategy",
+        "fakeit": "synthset.prompts.fakeit:FakeItStrategy",
+        "file": "synthset.prompts.file:FileStrategy",
+        "synclr": "synthset.prompts.synclr:SynclrStrategy",
+        "synthclip": "synthset.prompts.synthclip:SynthclipStrategy",
+        "metaprompt": "synthset.prompts.metaprompt:MetapromptStrategy",
+    },
+)
 
 
 def build_strategy(spec: PromptsSpec, cache_dir: Path) -> PromptStrategy:
-    """The strategy of ``spec.strategy``; LLM strategies get a backend caching under
-    ``cache_dir``."""
-    if spec.strategy == "template":
-        from synthset.prompts.template import TemplateStrategy
-
-        return TemplateStrategy(spec)
-    if spec.strategy == "fakeit":
-        from synthset.prompts.fakeit import FakeItStrategy
-
-        return FakeItStrategy(spec)
-    if spec.strategy == "file":
-        from synthset.prompts.file import FileStrategy
-
-        return FileStrategy(spec)
+    """The strategy of ``spec.strategy``; one that asks an LLM gets the backend of
+    ``spec.llm``, caching answers under ``cache_dir``."""
+    strategy = STRATEGIES.load(spec.strategy)
+    if not getattr(strategy, "uses_llm", False):
+        return strategy(spec)
     from synthset.prompts.llm.factory import build_backend
 
-    assert spec.llm is not None  # the recipe validator guarantees it
-    llm = build_backend(spec.llm, cache_dir)
-    if spec.strategy == "synclr":
-        from synthset.prompts.synclr import SynclrStrategy
-
-        return SynclrStrategy(spec, llm)
-    if spec.strategy == "synthclip":
-        from synthset.prompts.synthclip import SynthclipStrategy
-
-        return SynthclipStrategy(spec, llm)
-    from synthset.prompts.metaprompt import MetapromptStrategy
-
-    return MetapromptStrategy(spec, llm)
+    if spec.llm is None:
+        raise SynthsetError(
+            f"prompts.strategy {spec.strategy!r} asks an LLM: add a 'prompts.llm' section"
+        )
+    return strategy(spec, build_backend(spec.llm, cache_dir))

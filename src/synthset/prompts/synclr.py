@@ -76,6 +76,7 @@ class SynclrStrategy:
     """Few-shot ``concept => caption`` captions; one batched LLM call per round."""
 
     name = "synclr"
+    uses_llm = True  # built with the recipe's LLM backend
 
     def __init__(
         self, spec: PromptsSpec, llm: LLMBackend, examples: Sequence[Example] | None = None

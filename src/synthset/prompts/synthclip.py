@@ -42,6 +42,7 @@ class SynthclipStrategy:
     """Generic scene captions mentioning the class; one batched LLM call per round."""
 
     name = "synthclip"
+    uses_llm = True  # built with the recipe's LLM backend
 
     def __init__(self, spec: PromptsSpec, llm: LLMBackend) -> None:
         self.spec = spec

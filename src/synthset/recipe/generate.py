@@ -132,6 +132,11 @@ class GeneratorSpec(Strict):
             self.kind == "tiny" and self.strength is not None
         )
 
+    @property
+    def masks_from_folder(self) -> bool:
+        """Whether each item's inpainting mask is read from the recipe's mask folder."""
+        return self.kind == "inpaint" and self.mask == "folder"
+
     @field_validator("strength")
     @classmethod
     def _strength_range(cls, v: float | list[float] | None) -> float | list[float] | None:
@@ -222,6 +227,11 @@ class GenerateSpec(Strict):
     image_format: Literal["png", "jpeg", "webp"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     writer_threads: int = Field(2, ge=1, le=64, description="Threads encoding and writing images.")
+    executor: Literal["local"] = Field(
+        "local",
+        description="Who runs the plan's items: local (this process). Executors change speed, "
+        "never images, so this is not part of any fingerprint.",
+    )
 
     @model_validator(mode="after")
     def _one_generator_form(self) -> GenerateSpec:

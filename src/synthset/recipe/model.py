@@ -214,8 +214,9 @@ class Recipe(Strict):
         return self
 
     def fingerprint(self, *parts: str) -> str:
-        """A short hash of the named recipe parts and the seed: what a stage's output depends on."""
-        data = {p: _jsonable(getattr(self, p), _OWN_STAGE.get(p)) for p in parts}
+        """A short hash of the named recipe parts (sections, or dotted sub-sections such as
+        ``evaluate.fidelity``) and the seed: what a stage's output depends on."""
+        data = {p: _jsonable(self._part(p), _NOT_FINGERPRINTED.get(p)) for p in parts}
         data["seed"] = self.seed
         # input files count by content, so editing a caption or class file redoes its stages
         inputs = {"classes": self.classes.file, "prompts": self.prompts.file}
@@ -225,6 +226,12 @@ class Recipe(Strict):
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def _part(self, path: str) -> Any:
+        value: Any = self
+        for name in path.split("."):
+            value = getattr(value, name)
+        return value
+
 
 def _file_digest(path: Path | None) -> str | None:
     """sha256 of a file's bytes (None when it does not exist yet)."""
@@ -233,8 +240,9 @@ def _file_digest(path: Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-#: Sub-sections with a stage (and fingerprint) of their own: changing them redoes only that stage.
-_OWN_STAGE: dict[str, set[str]] = {"evaluate": {"fidelity"}}
+#: Fields left out of a section's fingerprint: sub-sections with a stage (and fingerprint) of their
+#: own, so changing them redoes only that stage, and settings that change speed, never results.
+_NOT_FINGERPRINTED: dict[str, set[str]] = {"evaluate": {"fidelity"}, "generate": {"executor"}}
 
 
 def _jsonable(value: Any, exclude: set[str] | None = None) -> Any:

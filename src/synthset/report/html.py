@@ -5,7 +5,7 @@ section reads its own file of the run folder and is left out when that file is m
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,9 @@ from synthset.report.run_sections import (
     stages_section,
     tune_section,
 )
-from synthset.store.atomic import atomic_write_text, read_jsonl
+from synthset.store.atomic import atomic_write_text
+from synthset.store.imagefolder import METADATA, read_rows
+from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
 
 CSS = """
@@ -63,13 +65,15 @@ def _synthetic_rows(
         except SynthsetError:
             samples = []
         return [{"path": p, "label": lbl} for p, lbl in samples]
-    meta = run.images / "metadata.jsonl"
-    rows = read_jsonl(meta) if meta.exists() else read_jsonl(run.manifest)
+    if (run.images / METADATA).exists():
+        try:
+            return read_rows(run.images)
+        except SynthsetError:  # a malformed index: the sections that need it are left out
+            return []
     out = []
-    for r in rows:
-        label = r.get("label", r.get("class_id"))
-        if label is not None and r.get("file_name"):
-            out.append(r | {"label": int(label), "path": run.images / r["file_name"]})
+    for r in Manifest(run.manifest).rows():  # generation not finished: the images made so far
+        if r.get("class_id") is not None and r.get("file_name"):
+            out.append(r | {"label": int(r["class_id"]), "path": run.images / r["file_name"]})
     return out
 
 
@@ -178,10 +182,16 @@ def _guarded(title: str, build: Callable[[], str]) -> str:
         )
 
 
-def write_report(run: RunFolder, recipe: Recipe, classes: list[ClassInfo]) -> Path:
-    """Write ``run.report`` from whatever the run folder holds: summary, stages, CAS table and
-    charts, scaling curves, per-class accuracy, confusion matrices, fidelity, real vs synthetic
-    samples, prompts, the Optuna study and provenance."""
+def write_report(
+    run: RunFolder,
+    recipe: Recipe,
+    classes: list[ClassInfo],
+    stage_order: Sequence[str] | None = None,
+) -> Path:
+    """Write ``run.report`` from whatever the run folder holds: summary, stages (in
+    ``stage_order``, else in the order they finished), CAS table and charts, scaling curves,
+    per-class accuracy, confusion matrices, fidelity, real vs synthetic samples, prompts, the
+    Optuna study and provenance."""
     synthetic = _synthetic_rows(run, recipe, classes)
     counts = Counter(r["label"] for r in synthetic)
     n_real = Counter(lbl for _, lbl in _real_train(run))
@@ -195,7 +205,7 @@ def write_report(run: RunFolder, recipe: Recipe, classes: list[ClassInfo]) -> Pa
     samples_per_class = recipe.report.samples_per_class
     builders: list[tuple[str, Callable[[], str]]] = [
         ("Run", lambda: _summary_section(recipe, classes, counts, n_real)),
-        ("Stages", lambda: stages_section(run)),
+        ("Stages", lambda: stages_section(run, stage_order)),
         ("CAS", lambda: cas_section(cas)),
         ("Scaling", lambda: scaling_section(cas)),
         ("Per-class accuracy", lambda: per_class_section(cas, names)),
@@ -204,7 +214,7 @@ def write_report(run: RunFolder, recipe: Recipe, classes: list[ClassInfo]) -> Pa
         ("Fidelity", lambda: fidelity_section(fidelity)),
         ("Samples", lambda: _samples_section(run, classes, samples_per_class, synthetic)),
         ("Prompts", lambda: prompts_section(run.prompts, classes)),
-        ("Tuning", lambda: tune_section(run.root / "tune")),
+        ("Tuning", lambda: tune_section(run.tune)),
         ("Provenance", lambda: provenance_section(read_json(run.provenance), recipe_text)),
     ]
     sections = [_guarded(title, build) for title, build in builders]

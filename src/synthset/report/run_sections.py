@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
@@ -19,9 +20,13 @@ from synthset.store.run_folder import RunFolder
 PROMPTS_PER_CLASS = 5
 
 
-def stages_section(run: RunFolder) -> str:
-    """Finished stages in the order they finished, with what their markers recorded."""
+def stages_section(run: RunFolder, order: Sequence[str] | None = None) -> str:
+    """Finished stages with what their markers recorded: in ``order`` (the stage table's), or
+    in the order they finished."""
     markers = sorted((run.root / "stages").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    if order is not None:
+        rank = {name: i for i, name in enumerate(order)}
+        markers.sort(key=lambda p: rank.get(p.stem, len(rank)))
     rows = []
     for path in markers:
         info = read_json(path)

@@ -201,9 +201,9 @@ def user_extractor(
     spec: str, weights: Path | None, image_size: int, device: torch.device
 ) -> Extractor:
     """``torchscript:<file>``, ``torchvision:<arch>`` or ``timm:<arch>`` (with ``weights``)."""
-    kind, _, target = spec.partition(":")
+    source, _, target = spec.partition(":")
     what = f"evaluate.fidelity.extractor {spec!r}"
-    if kind == "torchscript":
+    if source == "torchscript":
         path = Path(target)
         if not path.is_file():
             raise SynthsetError(f"{what}: TorchScript file not found: {path}")
@@ -216,7 +216,7 @@ def user_extractor(
             return module(_to_rgb_float(x, image_size))
 
         return Extractor(f"user:{path.name}", image_size, 3, ts, device)
-    if kind not in ("torchvision", "timm") or not target:
+    if source not in ("torchvision", "timm") or not target:
         raise SynthsetError(
             f"evaluate.fidelity.extractor: unknown extractor {spec!r}; use auto, inception, "
             "classifier, torchscript:<file>, torchvision:<arch> or timm:<arch>"
@@ -225,7 +225,7 @@ def user_extractor(
         raise SynthsetError(
             f"{what} needs evaluate.fidelity.weights: a .safetensors file of the model's weights"
         )
-    model = _build_arch(kind, target, what)
+    model = _build_arch(source, target, what)
     _load_into(model, load_state_dict(weights, "evaluate.fidelity.weights"), what)
     model.eval().to(device)
     feats = penultimate(model, what)
@@ -233,12 +233,12 @@ def user_extractor(
     def fn(x: torch.Tensor) -> torch.Tensor:
         return feats(_imagenet_normalize(_to_rgb_float(x, image_size)))
 
-    return Extractor(f"user:{kind}:{target}", image_size, 3, fn, device)
+    return Extractor(f"user:{source}:{target}", image_size, 3, fn, device)
 
 
-def _build_arch(kind: str, name: str, what: str) -> nn.Module:
+def _build_arch(source: str, name: str, what: str) -> nn.Module:
     try:
-        if kind == "timm":
+        if source == "timm":
             import timm
 
             return timm.create_model(name, pretrained=False)

@@ -9,15 +9,10 @@ from typing import Any
 
 from PIL import Image
 
-from synthset.plan import WorkItem
-from synthset.store.atomic import atomic_write_bytes, write_jsonl
+from synthset.errors import SynthsetError
+from synthset.store.atomic import atomic_write_bytes, read_jsonl, write_jsonl
 
-EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
-
-
-def image_relpath(item: WorkItem, image_format: str) -> str:
-    """The image's path relative to the images folder (always forward slashes)."""
-    return f"{item.folder}/{item.item_id}{EXTENSIONS[image_format]}"
+METADATA = "metadata.jsonl"
 
 
 def encode_image(image: Image.Image, image_format: str, quality: int = 95) -> bytes:
@@ -76,6 +71,42 @@ def write_metadata(images_dir: Path, entries: list[dict[str, Any]]) -> Path:
         }
         for e in entries
     ]
-    path = images_dir / "metadata.jsonl"
+    path = images_dir / METADATA
     write_jsonl(path, rows)
     return path
+
+
+# ----------------------------------------------------------------------------- the one reader
+
+
+def read_rows(images_dir: Path) -> list[dict[str, Any]]:
+    """Every row of ``metadata.jsonl`` with its absolute ``path`` and integer ``label``: the one
+    reader of a synthetic set's index, which every consumer goes through. A missing index is a
+    one-line error; so is a row without ``file_name`` or an integer ``label``."""
+    images_dir = Path(images_dir)
+    meta = images_dir / METADATA
+    if not meta.exists():
+        raise SynthsetError(
+            f"no finished synthetic dataset in {images_dir} (no {METADATA}): run "
+            "'synthset generate' until the plan is complete"
+        )
+    try:
+        return [
+            r | {"path": images_dir / r["file_name"], "label": int(r["label"])}
+            for r in read_jsonl(meta)
+        ]
+    except (KeyError, TypeError, ValueError):
+        raise SynthsetError(f"{meta}: every row needs 'file_name' and an integer 'label'") from None
+
+
+def read_samples(images_dir: Path) -> list[tuple[Path, int]]:
+    """``(path, label)`` of every image in the synthetic set's index."""
+    return [(r["path"], r["label"]) for r in read_rows(images_dir)]
+
+
+def read_prompts(images_dir: Path) -> dict[str, str] | None:
+    """``str(path) -> prompt`` from the index (None without an index or without prompts)."""
+    if not (Path(images_dir) / METADATA).exists():
+        return None
+    found = {str(r["path"]): str(r["prompt"]) for r in read_rows(images_dir) if r.get("prompt")}
+    return found or None

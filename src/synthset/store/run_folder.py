@@ -71,6 +71,11 @@ class RunFolder:
         return self.root / "evaluate"
 
     @property
+    def tune(self) -> Path:
+        """The Optuna study: ``study.db``, ``trials.json``, ``best.json``, trial folders."""
+        return self.root / "tune"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.html"
 

@@ -1,4 +1,4 @@
-"""Build the LLM backend a recipe's ``prompts.llm`` section asks for."""
+"""LLM backends by ``prompts.llm.backend``, one line each, imported only when used."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ from pathlib import Path
 
 from synthset.prompts.llm.base import LLMBackend
 from synthset.recipe import LLMSpec
+from synthset.registry import Registry
+
+#: A backend class takes ``(spec, cache_dir)`` and caches its answers there.
+BACKENDS: Registry[type[LLMBackend]] = Registry(
+    "prompts.llm.backend",
+    {
+        "openai": "synthset.prompts.llm.openai_compat:OpenAICompatibleBackend",
+        "transformers": "synthset.prompts.llm.transformers_local:TransformersBackend",
+    },
+)
 
 
 def build_backend(spec: LLMSpec, cache_dir: Path) -> LLMBackend:
-    """An ``openai`` (HTTP) or ``transformers`` (local) backend caching answers in ``cache_dir``."""
-    if spec.backend == "transformers":
-        from synthset.prompts.llm.transformers_local import TransformersBackend
-
-        return TransformersBackend(spec, cache_dir)
-    from synthset.prompts.llm.openai_compat import OpenAICompatibleBackend
-
-    return OpenAICompatibleBackend(spec, cache_dir)
+    """The backend of ``spec.backend`` caching answers in ``cache_dir``."""
+    return BACKENDS.load(spec.backend)(spec, cache_dir)

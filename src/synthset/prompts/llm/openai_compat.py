@@ -38,11 +38,11 @@ _RETRY_STATUS = (408, 409, 429)
 
 
 class _Retryable(Exception):
-    """A transient failure of one call: ``kind`` picks the final message if retries run out."""
+    """A transient failure of one call: ``reason`` picks the final message if retries run out."""
 
-    def __init__(self, kind: str, detail: str = "", wait: float | None = None) -> None:
+    def __init__(self, reason: str, detail: str = "", wait: float | None = None) -> None:
         super().__init__(detail)
-        self.kind, self.detail, self.wait = kind, detail, wait
+        self.reason, self.detail, self.wait = reason, detail, wait
 
 
 class _FallbackToPlain(Exception):
@@ -139,7 +139,11 @@ class OpenAICompatibleBackend:
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 delay = max(delay * random.uniform(0.5, 1.0), min(err.wait or 0, self.max_backoff))
                 log.info(
-                    "LLM call failed (%s), retry %d/%d in %.2fs", err.kind, attempt, retries, delay
+                    "LLM call failed (%s), retry %d/%d in %.2fs",
+                    err.reason,
+                    attempt,
+                    retries,
+                    delay,
                 )
                 time.sleep(delay)
 
@@ -239,29 +243,29 @@ class OpenAICompatibleBackend:
     def _exhausted_message(self, err: _Retryable, retries: int) -> str:
         url, tried = self.url, f"retried {retries} times"
         detail = f": {self._redact(err.detail)}" if err.detail else ""
-        if err.kind == "connection":
+        if err.reason == "connection":
             return (
                 f"cannot reach the LLM server at {url}{detail} ({tried}); start it "
                 "(e.g. `vllm serve MODEL`, `ollama serve`) or fix prompts.llm.base_url"
             )
-        if err.kind == "timeout":
+        if err.reason == "timeout":
             return (
                 f"the LLM server at {url} did not answer within {self.spec.timeout}s ({tried}); "
                 "raise prompts.llm.timeout or lower prompts.llm.concurrency"
             )
-        if err.kind == "malformed":
+        if err.reason == "malformed":
             return (
                 f"the LLM server at {url} sent malformed responses (not a chat completion"
                 f"{detail}) ({tried}); check that prompts.llm.base_url is an OpenAI-compatible /v1"
             )
-        if err.kind == "invalid_json":
+        if err.reason == "invalid_json":
             return (
                 f"prompts.llm.model {self.spec.model!r} did not answer valid JSON{detail} "
                 f"({tried}); use structured_output: json_schema, a lower temperature or a "
                 "stronger model"
             )
         return (
-            f"the LLM server at {url} kept failing (HTTP {err.kind[4:]}{detail}) ({tried}); "
+            f"the LLM server at {url} kept failing (HTTP {err.reason[4:]}{detail}) ({tried}); "
             "lower prompts.llm.concurrency, raise prompts.llm.max_retries or check the server"
         )
 

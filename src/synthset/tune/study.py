@@ -15,6 +15,7 @@ before it (the two-stage search of Lomurno et al.).
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,20 +25,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from synthset.classes import ClassInfo
+from synthset.classes import ClassInfo, read_classes, write_classes
 from synthset.data.splits import Samples, load_splits
 from synthset.errors import SynthsetError
 from synthset.evaluate.tensors import TensorSet
-from synthset.evaluate.tune_space import (
-    apply_params,
-    check_space,
-    recipe_values,
-    study_key,
-    suggest,
-)
+from synthset.prompts.base import load_prompts
 from synthset.recipe import EvaluateSpec, Recipe, TuneParam, TuneSpec, dump_recipe
+from synthset.stages import adapted_spec, generate_and_index, prompts_by_class, write_prompts
 from synthset.store.atomic import atomic_write_json, atomic_write_text
+from synthset.store.imagefolder import read_samples
 from synthset.store.run_folder import RunFolder
+from synthset.tune.space import apply_params, check_space, recipe_values, study_key, suggest
 
 METRIC = "best real-val accuracy of a proxy classifier trained on the trial's synthetic images"
 
@@ -58,10 +56,6 @@ class TuneContext:
     progress: bool
 
 
-def tune_folder(run: RunFolder) -> Path:
-    return run.root / "tune"
-
-
 def tune_splits(run: RunFolder) -> dict[str, Samples]:
     """The real train and val splits. The test split is never loaded: tuning cannot see it."""
     return load_splits(run.real / "splits.json", names=("train", "val"))
@@ -71,73 +65,48 @@ def tune_splits(run: RunFolder) -> dict[str, Samples]:
 
 
 def trial_model(ctx: TuneContext, recipe: Recipe) -> Path | None:
-    """The tiny model a trial samples from: the base run's, or (for adapt knobs) one trained for
-    these adapt settings in ``tune/adapt/<fingerprint>/`` and shared by trials that agree."""
-    gen = recipe.generate
-    assert gen is not None
-    if gen.generator.kind != "tiny" or gen.generator.model is not None:
+    """The adapted artifact a trial generates with: the base run's, or (for adapt knobs) one
+    fitted for these adapt settings in ``tune/adapt/<fingerprint>/`` and shared by trials that
+    agree. None without an ``adapt`` section."""
+    if recipe.adapt is None:
         return None
     if recipe.adapt == ctx.recipe.adapt:
         return ctx.run.adapt
-    from synthset.adapt.tiny_diffusion import train_tiny_diffusion
+    from synthset.adapt.registry import build_adapter
 
-    assert recipe.adapt is not None
-    out = tune_folder(ctx.run) / "adapt" / recipe.fingerprint("classes", "real", "adapt")
+    out = ctx.run.tune / "adapt" / recipe.fingerprint("classes", "real", "adapt")
     done = out / ".done"
     if not done.exists():
-        train_tiny_diffusion(
-            recipe.adapt, ctx.train, len(ctx.classes), out, recipe.seed, ctx.progress
-        )
+        build_adapter(recipe.adapt).fit(ctx.train, ctx.classes, out, recipe.seed, ctx.progress)
         atomic_write_text(done, "")
     return out
 
 
 def trial_prompts(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> dict[int, list[str]]:
-    """The base run's prompts, or new ones when the trial changes a prompts knob."""
+    """The base run's prompts, or new ones (in the trial's folder) when the trial changes a
+    prompts knob."""
     if recipe.prompts == ctx.recipe.prompts:
         return ctx.prompts
-    from synthset.pipeline import stage_prompts
-
-    return _by_class(stage_prompts(recipe, trun))
-
-
-def _by_class(records: list[Any]) -> dict[int, list[str]]:
-    prompts: dict[int, list[str]] = {}
-    for rec in records:
-        prompts.setdefault(rec.class_id, []).append(rec.prompt)
-    return prompts
+    if not trun.prompts.exists():
+        write_classes(trun.classes, ctx.classes)
+        write_prompts(recipe, trun, ctx.progress)
+    return prompts_by_class(load_prompts(trun.prompts))
 
 
 def generate_trial(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> Samples:
     """Generate (or finish generating) a trial's synthetic set; return its (path, label) list."""
-    from synthset.executors.local import finished_entries, run_generation
-    from synthset.generators.base import build_generator
-    from synthset.pipeline import generation_config
+    from synthset.generators.registry import build_generator
     from synthset.plan import build_plan, save_plan
-    from synthset.store.imagefolder import write_metadata
-    from synthset.store.manifest import Manifest
 
     spec = recipe.generate
     assert spec is not None
     atomic_write_text(trun.recipe, dump_recipe(recipe))
     model = trial_model(ctx, recipe)
+    generator = spec.generator if model is None else adapted_spec(spec.generator, recipe, model)
     items = build_plan(recipe, ctx.classes, trial_prompts(ctx, recipe, trun))
     save_plan(trun.plan, items)
-    config = generation_config(recipe)
-    manifest = Manifest(trun.manifest)
-    run_generation(
-        items,
-        lambda: build_generator(spec.generator, model),
-        spec,
-        trun.images,
-        manifest,
-        config,
-        progress=False,
-    )
-    done = finished_entries(manifest, items, config)
-    entries = [done[it.item_id] for it in items]
-    write_metadata(trun.images, entries)
-    return [(trun.images / e["file_name"], int(e["class_id"])) for e in entries]
+    generate_and_index(recipe, items, lambda: build_generator(generator), trun, progress=False)
+    return read_samples(trun.images)
 
 
 def proxy_train(
@@ -241,64 +210,83 @@ def _trial_row(optuna: Any, t: Any, stage: int) -> dict[str, Any]:
 @contextlib.contextmanager
 def _exclusive(folder: Path) -> Iterator[None]:
     """One ``synthset tune`` per run folder at a time (a second one would fail the first's
-    running trials as stale)."""
+    running trials as stale): an OS file lock the kernel drops when its process dies."""
+    from filelock import FileLock, Timeout
+
     folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".lock", timeout=0)
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on POSIX
+        lock.acquire()
+    except Timeout:
+        raise SynthsetError(
+            f"another 'synthset tune' is running on {folder}; wait for it or stop it"
+        ) from None
+    try:
         yield
-        return
-    with open(folder / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise SynthsetError(
-                f"another 'synthset tune' is running on {folder}; wait for it or stop it"
-            ) from None
-        yield
+    finally:
+        lock.release()
 
 
-def prepare_context(recipe: Recipe, progress: bool) -> TuneContext:
-    """Run (or reuse) the base run's stages a trial needs: classes, real splits, model, prompts."""
+def finished_trials(trials_json: Path) -> int:
+    """How many trials ``trials.json`` records as finished (complete or pruned)."""
+    if not trials_json.exists():
+        return 0
+    rows = json.loads(trials_json.read_text())
+    return sum(1 for r in rows if r.get("state") in FINISHED)
+
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+def check_spaces(recipe: Recipe) -> None:
+    """Every value of every search space gives a valid recipe (a one-line error before any work)."""
+    if recipe.tune is None:
+        raise SynthsetError("tune: the recipe has no 'tune' section; add tune.space")
+    for space in recipe.tune.spaces():
+        check_space(recipe, space)
+
+
+def prepare_context(recipe: Recipe, run: RunFolder, progress: bool) -> TuneContext:
+    """What every trial shares, read from the base run's files (the pipeline has brought its
+    classes, real splits, adapted artifact and prompts up to date)."""
     from synthset.devices import resolve_device
     from synthset.evaluate.tensors import check_labels, infer_format, load_tensors
-    from synthset.pipeline import open_run, stage_adapt, stage_classes, stage_data, stage_prompts
 
-    run = open_run(recipe)
-    classes = stage_classes(recipe, run)
-    stage_data(recipe, run)
+    classes = read_classes(run.classes)
     real = tune_splits(run)
     if not real.get("val"):
         raise SynthsetError("tune: the real val split is empty; set real.val_fraction > 0")
-    gen = recipe.generate
-    assert gen is not None
-    if gen.generator.kind == "tiny" and gen.generator.model is None:
-        stage_adapt(recipe, run, progress)
-    prompts = _by_class(stage_prompts(recipe, run))
+    prompts = prompts_by_class(load_prompts(run.prompts))
     ev = recipe.evaluate or EvaluateSpec()
     size, channels = infer_format(real.get("train") or real["val"], "real train")
     size, channels = ev.image_size or size, ev.channels or channels
     val = load_tensors(real["val"], size, channels, "real val")
     check_labels(val, len(classes), "real val")
     return TuneContext(
-        recipe, run, classes, prompts, real["train"], val, size, channels,
-        resolve_device(ev.device), progress,
-    )  # fmt: skip
+        recipe=recipe,
+        run=run,
+        classes=classes,
+        prompts=prompts,
+        train=real["train"],
+        val=val,
+        size=size,
+        channels=channels,
+        device=resolve_device(ev.device),
+        progress=progress,
+    )
 
 
-def run_tune(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) the study; write ``tune/trials.json``, ``best.json``, ``best_recipe.yaml``
-    and return the best result."""
+def run_tune(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the study on the base run ``run``; write ``tune/trials.json``,
+    ``best.json``, ``best_recipe.yaml`` and return the best result."""
+    check_spaces(recipe)
     spec = recipe.tune
-    if spec is None:
-        raise SynthsetError("tune: the recipe has no 'tune' section; add tune.space")
+    assert spec is not None
     optuna = _optuna()
     spaces = spec.spaces()
     fixed: dict[str, Any] = {}
-    for space in spaces:
-        check_space(recipe, space)
-    ctx = prepare_context(recipe, progress)
-    root = tune_folder(ctx.run)
+    ctx = prepare_context(recipe, run, progress)
+    root = run.tune
     with _exclusive(root):
         storage = optuna.storages.RDBStorage(f"sqlite:///{(root / 'study.db').resolve()}")
         rows: list[dict[str, Any]] = []
@@ -335,7 +323,7 @@ def run_tune(recipe: Recipe, progress: bool = True) -> dict[str, Any]:
             "value": stage_results[-1]["value"],
             "params": fixed,
             "metric": METRIC,
-            "n_trials": sum(1 for r in rows if r["state"] in ("COMPLETE", "PRUNED")),
+            "n_trials": sum(1 for r in rows if r["state"] in FINISHED),
             "stages": stage_results,
         }
         atomic_write_json(root / "best.json", result)

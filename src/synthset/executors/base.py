@@ -1,0 +1,90 @@
+"""The executor protocol and what every executor shares: the job it runs, what "done" means
+(a manifest row that matches the plan and the settings) and which chunks are still pending."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from synthset.plan import WorkItem, chunks, shard_chunks
+from synthset.store.manifest import Manifest
+
+if TYPE_CHECKING:
+    from synthset.generators.base import Generator
+    from synthset.recipe import GenerateSpec
+
+#: The settings fingerprint recorded with each image: one string, or one per ensemble member.
+Config = str | Mapping[str, str]
+
+
+@dataclass
+class GenerationResult:
+    """What one ``generate`` call did."""
+
+    generated: int
+    skipped: int
+    shard_items: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """What an executor runs: shard ``shard`` of ``plan``, images into ``images_dir`` and one
+    manifest row per finished item beside ``manifest``. Whoever runs an item makes the same image
+    (the plan fixes its seed and its batch), so executors change speed, never results."""
+
+    plan: list[WorkItem]
+    make_generator: Callable[[], Generator]
+    spec: GenerateSpec
+    images_dir: Path
+    manifest: Path
+    config: Config
+    shard: tuple[int, int] = (0, 1)
+
+
+class Executor(Protocol):
+    """Decides who runs which items of a job: here, in other processes or on other nodes."""
+
+    def __init__(self, spec: GenerateSpec) -> None: ...
+
+    def run(self, job: GenerationJob, progress: bool = True) -> GenerationResult: ...
+
+
+def pending_chunks(
+    plan: list[WorkItem], done: set[str], batch_size: int, shard: tuple[int, int] = (0, 1)
+) -> list[list[WorkItem]]:
+    """This shard's fixed chunks that still hold an unfinished item."""
+    mine = shard_chunks(chunks(plan, batch_size), *shard)
+    return [c for c in mine if any(it.item_id not in done for it in c)]
+
+
+def item_config(config: Config, item: WorkItem) -> str:
+    """The settings fingerprint of one item: ``config`` itself, or for an ensemble (a mapping
+    from member name) that of the item's member, so editing one member redoes only its items."""
+    if isinstance(config, str):
+        return config
+    return config.get(str(item.params.get("generator", "")), "")
+
+
+def finished_entries(manifest: Manifest, plan: list[WorkItem], config: Config) -> dict[str, dict]:
+    """Manifest entries (by item id) of items recorded with the seed and prompt the plan gives
+    them now and made with the same generation settings (``config``, see :func:`item_config`)."""
+    by_id = {it.item_id: it for it in plan}
+    done: dict[str, dict] = {}
+    for entry in manifest.rows():
+        item = by_id.get(entry["item_id"])
+        if (
+            item
+            and entry.get("seed") == item.seed
+            and entry.get("prompt") == item.prompt
+            and entry.get("config") == item_config(config, item)
+        ):
+            done[item.item_id] = entry
+    return done
+
+
+def finished_ids(manifest: Manifest, plan: list[WorkItem], config: Config) -> set[str]:
+    """Ids of the items :func:`finished_entries` finds."""
+    return set(finished_entries(manifest, plan, config))

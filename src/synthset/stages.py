@@ -1,0 +1,393 @@
+"""What each stage does, as a plain function of (recipe, run folder, progress).
+
+A stage function reads the files the stages before it wrote and writes its own; it never runs
+another stage and never decides whether it is needed: ``synthset.pipeline`` does both, from its
+stage table. Each returns a small dict that goes into the stage's marker (``stages/<name>.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from synthset.classes import read_classes, resolve_classes, write_classes
+from synthset.errors import SynthsetError
+from synthset.plan import WorkItem, build_plan, load_plan, save_plan
+from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
+from synthset.recipe import GenerateSpec, GeneratorSpec, Recipe, dump_recipe
+from synthset.store.atomic import atomic_write_json, atomic_write_text
+from synthset.store.imagefolder import read_samples, write_metadata
+from synthset.store.manifest import Manifest
+from synthset.store.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from synthset.data.splits import Samples
+    from synthset.executors.base import GenerationResult
+    from synthset.generators.base import Generator
+
+
+def open_run(recipe: Recipe) -> RunFolder:
+    """Create the run folder and write the resolved recipe and provenance into it."""
+    run = RunFolder(recipe.output_dir)
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.recipe, dump_recipe(recipe))
+    facts = provenance()
+    old = _read_json(run.provenance)
+    if not (isinstance(old, dict) and {**old, "created": None} == {**facts, "created": None}):
+        atomic_write_json(run.provenance, facts)  # kept while nothing but the time differs
+    return run
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def provenance() -> dict[str, Any]:
+    """Library versions and machine facts (no git, no secrets, no environment variables)."""
+    versions = {}
+    for pkg in ("synthset", "torch", "torchvision", "diffusers", "transformers", "numpy", "pillow"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    import torch
+
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": versions,
+        "cuda": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# ----------------------------------------------------------------------------- classes, data
+
+
+def make_classes(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Resolve class names and their safe folder names into ``classes.json``."""
+    classes = resolve_classes(recipe.classes)
+    write_classes(run.classes, classes)
+    return {"classes": len(classes)}
+
+
+def split_real(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Split the real images into train / val / test (``real/splits.json``)."""
+    from synthset.data.real import prepare_real_data
+
+    assert recipe.real is not None
+    prepare_real_data(recipe.real, read_classes(run.classes), run.real, recipe.seed)
+    return {}
+
+
+def real_train(run: RunFolder) -> Samples:
+    """The real train split the data stage wrote."""
+    from synthset.data.splits import load_splits
+
+    return load_splits(run.real / "splits.json")["train"]
+
+
+# ----------------------------------------------------------------------------- adapt
+
+
+def adapt_model(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Fit the recipe's adapter (``adapt.method``) on the real train split into ``adapt/``."""
+    from synthset.adapt.registry import build_adapter
+
+    assert recipe.adapt is not None
+    adapter = build_adapter(recipe.adapt)
+    adapter.fit(real_train(run), read_classes(run.classes), run.adapt, recipe.seed, progress)
+    return {"method": recipe.adapt.method}
+
+
+def adapted_spec(spec: GeneratorSpec, recipe: Recipe, out_dir: Path) -> GeneratorSpec:
+    """``spec`` with the fields the adapter's artifact in ``out_dir`` supplies filled in (only
+    those the recipe leaves unset); ``spec`` itself without an ``adapt`` section."""
+    if recipe.adapt is None:
+        return spec
+    from synthset.adapt.registry import build_adapter
+
+    inputs = build_adapter(recipe.adapt).generator_inputs(out_dir)
+    unset = {k: v for k, v in inputs.items() if not getattr(spec, k)}
+    return spec.model_copy(update=unset) if unset else spec
+
+
+# ----------------------------------------------------------------------------- prompts, plan
+
+
+def write_prompts(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Write ``prompts.jsonl`` (and ``prompts_report.json``): the prompts of every class."""
+    from synthset.prompts.base import collect_prompts
+    from synthset.prompts.diversity import diversity_report
+    from synthset.prompts.registry import build_strategy
+
+    classes = read_classes(run.classes)
+    spec = recipe.prompts
+    strategy = build_strategy(spec, run.cache / "llm")
+    records, stats = collect_prompts(
+        strategy,
+        classes,
+        spec,
+        recipe.seed,
+        synonyms=class_synonyms(recipe),
+        descriptions=dict(recipe.classes.descriptions),
+    )
+    empty = [c.name for c in classes if not any(r.class_id == c.id for r in records)]
+    if empty:
+        raise SynthsetError(
+            f"prompts: no usable prompt for class {empty[0]!r} ({len(empty)} classes empty); "
+            "check prompts.strategy and its source, or set prompts.label_check: repair"
+        )
+    save_prompts(run.prompts, records)
+    report = {
+        "strategy": spec.strategy,
+        "per_class_target": spec.per_class,
+        "label_check": spec.label_check,
+        "stats": {name: vars(st) for name, st in stats.items()},
+        "diversity": diversity_report(records, spec.diversity_model),
+    }
+    atomic_write_json(run.prompts_report, report)
+    return {"prompts": len(records)}
+
+
+def class_synonyms(recipe: Recipe) -> dict[str, list[str]]:
+    """Synonyms per class name: shipped defaults for known lists, then the recipe's own."""
+    from synthset.classes import default_synonyms
+
+    merged = {k: list(v) for k, v in default_synonyms(recipe.classes).items()}
+    for name, more in recipe.classes.synonyms.items():
+        merged[name] = [*merged.get(name, []), *more]
+    return merged
+
+
+def prompts_by_class(records: list[PromptRecord]) -> dict[int, list[str]]:
+    """Prompt texts per class id, in file order."""
+    prompts: dict[int, list[str]] = {}
+    for rec in records:
+        prompts.setdefault(rec.class_id, []).append(rec.prompt)
+    return prompts
+
+
+def write_plan(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Write ``plan.jsonl``: every work item with its fixed seed."""
+    assert recipe.generate is not None
+    real = None
+    if recipe.generate.members[0].uses_real_images and recipe.real is not None:
+        real = real_train(run)
+    prompts = prompts_by_class(load_prompts(run.prompts))
+    items = build_plan(recipe, read_classes(run.classes), prompts, real, run.root)
+    save_plan(run.plan, items)
+    return {"items": len(items)}
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+def generation_config(recipe: Recipe) -> str:
+    """What an image depends on besides its item: a changed value regenerates the item."""
+    g = recipe.generate
+    if g is None:
+        return "none"
+    if g.generators is None:
+        return _config_hash(recipe, g.generator.model_dump(mode="json"))
+    return _config_hash(recipe, sorted(item_configs(recipe).items()))
+
+
+def item_configs(recipe: Recipe) -> str | dict[str, str]:
+    """The fingerprint recorded with each image: :func:`generation_config`, or for an ensemble
+    one per member name (editing one member regenerates only that member's images)."""
+    g = recipe.generate
+    if g is None or g.generators is None:
+        return generation_config(recipe)
+    return {m.name: _config_hash(recipe, m.model_dump(mode="json")) for m in g.generators}
+
+
+def _config_hash(recipe: Recipe, generator: Any) -> str:
+    g = recipe.generate
+    assert g is not None
+    parts = {
+        "generator": generator,
+        "batch_size": g.batch_size,
+        "format": [g.image_format, g.jpeg_quality],
+        # an adapted artifact is an input of every image
+        "adapt": recipe.fingerprint("classes", "real", "adapt") if recipe.adapt else None,
+    }
+    if g.members[0].uses_real_images:  # the real images are inputs of every item
+        parts["real"] = recipe.fingerprint("classes", "real")
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def generation_status(recipe: Recipe, run: RunFolder) -> tuple[int, int]:
+    """(finished, planned) items for the current plan and generation settings."""
+    from synthset.executors.base import finished_ids
+
+    if not run.plan.exists():
+        return 0, 0
+    plan = load_plan(run.plan)
+    config = item_configs(recipe)
+    return len(finished_ids(Manifest(run.manifest), plan, config)), len(plan)
+
+
+def generate_images(
+    recipe: Recipe, run: RunFolder, progress: bool = True, shard: tuple[int, int] = (0, 1)
+) -> dict[str, Any]:
+    """Generate this shard's unfinished items of ``plan.jsonl`` into the store with the recipe's
+    executor; when the whole plan is finished, write ``images/metadata.jsonl``. ``complete`` in
+    the result says whether it is."""
+    spec = recipe.generate
+    assert spec is not None
+    plan = load_plan(run.plan)
+    result, done = generate_and_index(
+        recipe, plan, lambda: make_generator(recipe, run), run, shard, progress
+    )
+    return {
+        "generated": result.generated,
+        "skipped": result.skipped,
+        "finished": len(done),
+        "planned": len(plan),
+        "complete": len(done) == len(plan),
+        "generate_seconds": round(result.seconds, 2),
+    }
+
+
+def generate_and_index(
+    recipe: Recipe,
+    plan: list[WorkItem],
+    make: Callable[[], Generator],
+    run: RunFolder,
+    shard: tuple[int, int] = (0, 1),
+    progress: bool = True,
+) -> tuple[GenerationResult, dict[str, dict]]:
+    """Run ``plan`` (this shard of it) through the recipe's executor into ``run``; when every
+    item is finished, write the index (``images/metadata.jsonl``). Returns what the executor
+    did and the finished manifest entries by item id."""
+    from synthset.executors.base import GenerationJob, finished_entries
+    from synthset.executors.registry import build_executor
+
+    spec = recipe.generate
+    assert spec is not None
+    config = item_configs(recipe)
+    job = GenerationJob(plan, make, spec, run.images, run.manifest, config, shard)
+    result = build_executor(spec).run(job, progress)
+    done = finished_entries(Manifest(run.manifest), plan, config)
+    if len(done) == len(plan):
+        write_metadata(run.images, [done[it.item_id] for it in plan])
+    return result, done
+
+
+def make_generator(recipe: Recipe, run: RunFolder) -> Generator:
+    """The recipe's generator, or an ensemble that loads each member on first use; an adapted
+    artifact (``adapt/``) fills the generator fields it supplies."""
+    from synthset.generators.registry import build_generator
+
+    spec: GenerateSpec | None = recipe.generate
+    assert spec is not None
+    if spec.generators is None:
+        return build_generator(adapted_spec(spec.generator, recipe, run.adapt), run.root)
+    from synthset.generators.ensemble import EnsembleGenerator
+
+    members: dict[str, GeneratorSpec] = {m.name: m for m in spec.generators}
+    return EnsembleGenerator(
+        members, lambda m: build_generator(adapted_spec(m, recipe, run.adapt), run.root)
+    )
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def synthetic_set(recipe: Recipe, run: RunFolder) -> Samples:
+    """The one place that says which synthetic images evaluation reads: the ImageFolder
+    ``evaluate.synthetic_dir`` when the recipe names one, else the run's own finished set."""
+    from synthset.data.splits import scan_imagefolder
+
+    spec = recipe.evaluate
+    if spec is not None and spec.synthetic_dir is not None:
+        classes = read_classes(run.classes)
+        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
+        return scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
+    return read_samples(run.images)
+
+
+def synthetic_index(recipe: Recipe, run: RunFolder) -> Path:
+    """The file (or folder) whose content says which synthetic images :func:`synthetic_set`
+    returns: a reader's fingerprint includes its digest."""
+    spec = recipe.evaluate
+    if spec is not None and spec.synthetic_dir is not None:
+        return Path(spec.synthetic_dir)
+    return run.images / "metadata.jsonl"
+
+
+def uses_synthetic(recipe: Recipe) -> bool:
+    """Does CAS train on synthetic images (and so need them)?"""
+    return recipe.evaluate is not None and any("synthetic" in s for s in recipe.evaluate.train_sets)
+
+
+def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """CAS: train on real / synthetic / both, test on the held-out real test split."""
+    from synthset.data.splits import load_splits
+    from synthset.evaluate.cas import run_cas
+    from synthset.evaluate.trackers import build_trackers, epoch_logger
+
+    spec = recipe.evaluate
+    assert spec is not None
+    classes = read_classes(run.classes)
+    real = load_splits(run.real / "splits.json")
+    synthetic = synthetic_set(recipe, run) if uses_synthetic(recipe) else []
+    names = [c.name for c in classes]
+    (run.evaluate / "metrics.jsonl").unlink(missing_ok=True)  # a rerun logs afresh
+    tracker = build_trackers(spec.trackers, run.root, recipe.model_dump(mode="json"))
+    try:
+        run_cas(
+            spec,
+            real,
+            synthetic,
+            names,
+            run.evaluate,
+            progress,
+            epoch_logger(tracker),
+            run.cache / "tensors",
+        )
+    finally:
+        tracker.close()
+    return {}
+
+
+def measure_fidelity(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """FID, KID, precision/recall, density/coverage, diversity and CLIP score of the synthetic
+    images against real ones (``evaluate/fidelity.json``)."""
+    from synthset.data.splits import load_splits
+    from synthset.evaluate.fidelity import run_fidelity
+    from synthset.store.imagefolder import read_prompts
+
+    spec = recipe.evaluate
+    assert spec is not None
+    names = [c.name for c in read_classes(run.classes)]
+    synthetic = synthetic_set(recipe, run)
+    prompts = read_prompts(Path(spec.synthetic_dir) if spec.synthetic_dir else run.images)
+    real = load_splits(run.real / "splits.json")
+    run_fidelity(spec, real, synthetic, prompts, names, run.evaluate, progress)
+    return {}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def write_run_report(
+    recipe: Recipe, run: RunFolder, stage_order: list[str] | None = None
+) -> dict[str, Any]:
+    """Write ``report.html`` from whatever the run folder holds."""
+    from synthset.report.html import write_report
+
+    write_report(run, recipe, read_classes(run.classes), stage_order)
+    return {}
