@@ -154,7 +154,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "plan",
         stages.write_plan,
-        sections=("generate",),
+        sections=("classes", "prompts", "generate"),
         output=lambda run: run.plan,
         needs=lambda r: ("classes", "prompts", "data"),
         applies=lambda r: r.generate is not None,
