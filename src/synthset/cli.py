@@ -16,9 +16,11 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from synthset.errors import SynthsetError
 from synthset.recipe import Recipe, load_recipe
+from synthset.redaction import redact
 from synthset.store.run_folder import RunFolder
 
 app = typer.Typer(
@@ -27,8 +29,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-out = Console()
+# markup off: class names, prompts, paths and server answers are printed as they are (a caption
+# "a [/b] dog" is text, not a rich tag); styles are given explicitly
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 SetOpt = Annotated[
@@ -51,7 +55,8 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SynthsetError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            message = Text.assemble(("error:", "bold red"), " ", redact(str(exc)))
+            console.print(message, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("interrupted: finished work is saved; run the same command to resume")
@@ -61,10 +66,7 @@ def friendly_errors(fn: F) -> F:
 
 
 def _load(recipe: Path, overrides: list[str] | None, out_dir: Path | None) -> Recipe:
-    extra = list(overrides or [])
-    if out_dir is not None:
-        extra.append(f"output_dir={out_dir}")
-    return load_recipe(recipe, extra)
+    return load_recipe(recipe, list(overrides or []), output_dir=out_dir)
 
 
 def _open(recipe: Recipe) -> RunFolder:
@@ -88,7 +90,7 @@ def validate(recipe: RecipeArg, set_: SetOpt = None) -> None:
     from synthset.recipe import dump_recipe
 
     out.print(dump_recipe(_load(recipe, set_, None)), highlight=False)
-    console.print("[green]recipe is valid[/]")
+    console.print("recipe is valid", style="green")
 
 
 @app.command()
@@ -271,7 +273,7 @@ def tune_table(trials: list[dict[str, Any]], best: dict[str, Any]) -> Table:
     for t in trials:
         value = "-" if t["value"] is None else f"{t['value']:.4f}"
         if (t["stage"], t["number"]) in winners:
-            value = f"[bold green]{value} *[/]"
+            value = Text(f"{value} *", style="bold green")
         cells = [str(t["number"]), t["state"].lower(), value, f"{t['seconds'] or 0:.1f}"]
         params = [_fmt(t["params"].get(n)) for n in names]
         table.add_row(*([str(t["stage"])] if multi else []), *cells, *params)

@@ -245,7 +245,13 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         raise SynthsetError(f"--shard {text!r}: write it as i/n, e.g. 0/4") from None
     if count < 1 or not 0 <= index < count:
         raise SynthsetError(f"--shard {text!r}: need 0 <= i < n, e.g. 0/4 … 3/4")
+    if count > MAX_SHARDS:
+        raise SynthsetError(f"--shard {text!r}: at most {MAX_SHARDS} shards")
     return index, count
+
+
+#: More shards than this is a typo, not a cluster (each shard is a manifest file of its own).
+MAX_SHARDS = 100_000
 
 
 def shard_chunks(chunk_list: list[list[WorkItem]], index: int, count: int) -> list[list[WorkItem]]:

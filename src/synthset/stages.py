@@ -36,7 +36,16 @@ if TYPE_CHECKING:
 def open_run(recipe: Recipe) -> RunFolder:
     """Create the run folder and write the resolved recipe and provenance into it."""
     run = RunFolder(recipe.output_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
+    try:
+        run.root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SynthsetError(
+            f"output_dir {run.root}: is a file or lies under one; give a folder path (--out)"
+        ) from None
+    except PermissionError:
+        raise SynthsetError(
+            f"output_dir {run.root}: no permission to create it; give a writable folder (--out)"
+        ) from None
     atomic_write_text(run.recipe, dump_recipe(recipe))
     facts = provenance()
     old = _read_json(run.provenance)

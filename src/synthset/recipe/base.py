@@ -8,9 +8,15 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Strict(BaseModel):
-    """Base model: unknown keys are errors, values are validated on assignment too."""
+    """Base model: unknown keys are errors, values are validated on assignment too, and no
+    number is infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def false_is_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``off`` as ``false``: both mean the ``off`` choice."""
+    return "off" if value is False else value
 
 
 def _model_in(annotation: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from synthset.recipe.base import Strict
 
@@ -25,6 +25,18 @@ class ClassesSpec(Strict):
     descriptions: dict[str, str] = Field(
         {}, description="A short description or hypernym per class, e.g. {tabby: a kind of cat}."
     )
+
+    @field_validator("names")
+    @classmethod
+    def _trimmed(cls, v: list[str] | None) -> list[str] | None:
+        """Surrounding spaces are not part of a name: 'cat' and 'cat ' are one class."""
+        if v is None:
+            return None
+        names = [n.strip() for n in v]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"class name {dup!r} appears twice; class names must be unique")
+        return names
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ClassesSpec:

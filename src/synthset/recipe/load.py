@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from synthset.errors import SynthsetError
 from synthset.recipe.base import _model_in
 from synthset.recipe.model import Recipe
+from synthset.redaction import redact
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -37,20 +38,45 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe YAML file, apply ``--set`` overrides and validate it."""
+def load_recipe(
+    path: Path | str, overrides: list[str] | None = None, output_dir: Path | None = None
+) -> Recipe:
+    """Read a recipe YAML file, apply ``--set`` overrides and validate it. ``output_dir``
+    (``--out``) is taken verbatim as a path, never parsed as YAML."""
     path = Path(path)
     if not path.is_file():
         raise SynthsetError(f"recipe file not found: {path} (give the path to a .yaml recipe)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SynthsetError(
+            f"recipe {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SynthsetError(f"recipe {path}{where}: not valid YAML ({exc})") from None
+        raise SynthsetError(
+            f"recipe {path}{_yaml_where(exc)}: not valid YAML{_yaml_why(exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise SynthsetError(f"recipe {path}: the top level must be a mapping of sections")
-    return recipe_from_dict(apply_overrides(data, overrides or []))
+    data = apply_overrides(data, overrides or [])
+    if output_dir is not None:
+        data["output_dir"] = str(output_dir)
+    return recipe_from_dict(data)
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """`` line L, column C`` of a YAML error (empty when PyYAML does not say)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
+def _yaml_why(exc: yaml.YAMLError) -> str:
+    """PyYAML's one-phrase reason (its report spans several lines with context)."""
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    why = "; ".join(" ".join(str(p).split()) for p in parts if p)
+    return f" ({why})" if why else ""
 
 
 def recipe_from_dict(data: dict[str, Any]) -> Recipe:
@@ -77,7 +103,7 @@ def format_validation_error(exc: ValidationError) -> str:
         and err["type"] not in ("missing",)
         and not isinstance(err["input"], dict | list)
     ):
-        msg += f" (got {err['input']!r})"
+        msg += f" (got {redact(repr(err['input']))})"
     more = len(exc.errors()) - 1
     return f"{where}: {msg}" + (f" [+{more} more]" if more else "")
 

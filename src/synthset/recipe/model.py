@@ -155,7 +155,12 @@ class Recipe(Strict):
     """A whole synthset run."""
 
     name: str = "synthset-run"
-    seed: int = Field(0, ge=0, description="Every image's seed derives from this and its item id.")
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="Every image's seed derives from this and its item id (0 to 2^32 - 1).",
+    )
     output_dir: Path = Path("runs/synthset-run")
     classes: ClassesSpec
     real: RealDataSpec | None = None

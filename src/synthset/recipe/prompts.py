@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from synthset.recipe.base import Strict
+from synthset.recipe.base import Strict, false_is_off
+from synthset.redaction import looks_like_secret
 
 
 class LLMSpec(Strict):
@@ -32,7 +33,9 @@ class LLMSpec(Strict):
     concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once.")
     max_retries: int = Field(4, ge=0, le=20)
     timeout: float = Field(60.0, gt=0, description="Seconds per request.")
-    structured_output: Literal["auto", "json_schema", "off"] = Field(
+    structured_output: Annotated[
+        Literal["auto", "json_schema", "off"], BeforeValidator(false_is_off)
+    ] = Field(
         "auto", description="Ask the server for JSON-schema output (auto: try, fall back to text)."
     )
     batch_size: int = Field(8, ge=1, description="Prompts per generate() call (transformers).")
@@ -42,9 +45,19 @@ class LLMSpec(Strict):
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
-        if v is not None and (not v.replace("_", "").isalnum() or v.startswith("sk-")):
+        if v is not None and (not v.isidentifier() or not v.isascii() or looks_like_secret(v)):
             raise ValueError(
                 "give the NAME of an environment variable (e.g. OPENAI_API_KEY), not a key"
+            )
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        if v is not None and looks_like_secret(v):
+            raise ValueError(
+                "the URL holds credentials; remove them and put the key in the environment "
+                "variable that api_key_env names"
             )
         return v
 
@@ -75,7 +88,7 @@ class PromptsSpec(Strict):
     file: Path | None = Field(
         None, description="strategy file: 'caption => class' lines or captions_single_labeled JSON."
     )
-    label_check: Literal["repair", "drop", "off"] = Field(
+    label_check: Annotated[Literal["repair", "drop", "off"], BeforeValidator(false_is_off)] = Field(
         "repair", description="A caption must name its class (or a synonym): repair it or drop it."
     )
     near_duplicate: float = Field(

@@ -7,15 +7,30 @@ import unicodedata
 
 _UNSAFE = re.compile(r"[^\w.\- ]+", flags=re.UNICODE)
 _MAX_LEN = 80
+#: File systems allow 255 bytes per name; this leaves room for ``_<n>`` and temp-file affixes.
+_MAX_BYTES = 200
+#: Names a class folder must not take: files and folders the run folder keeps beside class
+#: folders (``images/metadata.jsonl``, ``real/splits.json``, ...) and Windows device names.
+RESERVED = frozenset(
+    {"metadata.jsonl", "splits.json", "classes.json", "images", "real"}
+    | {"adapt", "cache", "evaluate", "stages", "stale", "tune", "manifest.jsonl", "plan.jsonl"}
+    | {"prompts.jsonl", "recipe.yaml", "provenance.json", "report.html"}
+    | {"con", "prn", "aux", "nul"}
+    | {f"{dev}{i}" for dev in ("com", "lpt") for i in range(1, 10)}
+)
 
 
 def safe_folder_name(name: str) -> str:
     """A single path component for ``name``: separators, control characters and leading dots
-    removed; never empty, ``.`` or ``..``."""
+    removed; at most 80 characters and 200 UTF-8 bytes; never empty, ``.``, ``..`` or a name
+    the run folder reserves (those get a ``_class`` suffix)."""
     text = unicodedata.normalize("NFKC", name)
     text = _UNSAFE.sub("_", text).strip(" ._")
-    text = re.sub(r"\s+", " ", text)
-    return text[:_MAX_LEN].rstrip(" ._") or "class"
+    text = re.sub(r"\s+", " ", text)[:_MAX_LEN]
+    while len(text.encode("utf-8")) > _MAX_BYTES:
+        text = text[:-1]
+    text = text.rstrip(" ._") or "class"
+    return f"{text}_class" if text.lower() in RESERVED else text
 
 
 def folder_names(class_names: list[str]) -> list[str]:

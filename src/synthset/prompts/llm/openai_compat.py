@@ -30,6 +30,7 @@ from synthset.errors import SynthsetError
 from synthset.prompts.llm.base import ChatRequest
 from synthset.prompts.llm.cache import CACHE_FILENAME, ResponseCache
 from synthset.recipe import LLMSpec
+from synthset.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class OpenAICompatibleBackend:
         self._client = openai.OpenAI(
             base_url=spec.base_url, api_key=self._api_key, timeout=spec.timeout, max_retries=0
         )
-        self.url = str(self._client.base_url).rstrip("/")
+        self.url = redact(str(self._client.base_url).rstrip("/"))  # printed in errors
         self._response_format_ok = spec.structured_output != "off"
 
     # --- batch -------------------------------------------------------------------------------
@@ -206,10 +207,11 @@ class OpenAICompatibleBackend:
     # --- messages ------------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        """One line, at most 200 characters, never the API key."""
+        """One line, at most 200 characters, never the API key nor anything shaped like a
+        secret (a server may echo a key, a token or a URL with credentials)."""
         if self._api_key and self._api_key != _NO_KEY:
             text = text.replace(self._api_key, "***")
-        return " ".join(text.split())[:200]
+        return redact(" ".join(text.split())[:200])
 
     def _server_message(self, err: openai.APIStatusError) -> str:
         body = err.body
@@ -232,7 +234,7 @@ class OpenAICompatibleBackend:
 
     def _unknown_model_message(self) -> str:
         try:
-            served = ", ".join(m.id for m in self._client.models.list()) or "none"
+            served = redact(", ".join(m.id for m in self._client.models.list())) or "none"
         except Exception:  # noqa: BLE001 - the listing is only a hint
             served = "unknown (GET /models failed)"
         return (
