@@ -202,6 +202,9 @@ def test_transformers_backend_from_a_recipe(tmp_path: Path) -> None:
     # a random tiny LM writes nonsense: the label check repairs it so every prompt names its class
     assert records and all(names_class(r.prompt, [r.class_name]) for r in records)
     assert {r.class_name for r in records} == {"cat", "red fox", "sailboat"}
+    # ... and the prompts are the model's text, not a fallback to the bare class name
+    assert all(r.source.startswith("llm:synclr") for r in records)
+    assert all(r.prompt.strip().lower() != r.class_name for r in records)
 
 
 def test_editing_the_caption_file_redoes_the_prompts(tmp_path: Path) -> None:

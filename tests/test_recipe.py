@@ -25,9 +25,20 @@ def write(tmp_path: Path, data: dict | str) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
-def test_bundled_recipes_validate(name: str) -> None:
+def test_bundled_recipes_validate(name: str, tmp_path: Path) -> None:
+    from synthset.pipeline import check
+
     recipe = load_recipe(RECIPES / f"{name}.yaml")
-    assert recipe.classes is not None
+    check(recipe)  # every stage's fail-fast check (e.g. each tune space value) passes
+    assert load_recipe(write(tmp_path, dump_recipe(recipe))) == recipe  # the dump round-trips
+    # what the file says is what was loaded (no key dropped or defaulted over)
+    written = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+    dumped = recipe.model_dump(mode="json")
+    for section, values in written.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if not isinstance(value, dict | list):
+                    assert dumped[section][key] == value, f"{section}.{key}"
 
 
 def test_defaults_and_dump_roundtrip(tmp_path: Path) -> None:

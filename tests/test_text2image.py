@@ -97,10 +97,16 @@ def test_negative_prompt_is_used(gen: Text2ImageGenerator, tiny_sd_path: Path) -
 
 
 def test_turbo_style_guidance_zero(tiny_sd_path: Path) -> None:
-    turbo = spec(tiny_sd_path, steps=1, guidance_scale=0.0, height=None, width=None)
-    g = Text2ImageGenerator(turbo)
-    (img,) = g.generate(make_items([3]))
-    assert img.size == (64, 64)  # the pipeline's default: unet sample_size 32 × VAE factor 2
+    def image(guidance: float) -> bytes:
+        turbo = spec(tiny_sd_path, steps=1, guidance_scale=guidance, height=None, width=None)
+        (img,) = Text2ImageGenerator(turbo).generate(make_items([3]))
+        assert img.size == (64, 64)  # the pipeline's default: unet sample_size 32 × VAE factor 2
+        return img.tobytes()
+
+    # guidance 0 (SD-Turbo's setting) means no classifier-free guidance: the image is the plain
+    # conditional one (as with guidance 1), not the guided one
+    assert image(0.0) == image(1.0)
+    assert image(0.0) != image(5.0)
 
 
 # ----------------------------------------------------------------------------- schedulers

@@ -124,5 +124,9 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    """The resolved recipe as YAML (every default written out)."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    """The resolved recipe as YAML (every default written out) that loads back to the same
+    recipe: an ensemble's file has ``generators`` only (the two forms exclude each other)."""
+    data = recipe.model_dump(mode="json")
+    if recipe.generate is not None and recipe.generate.generators is not None:
+        del data["generate"]["generator"]
+    return yaml.safe_dump(data, sort_keys=False)
