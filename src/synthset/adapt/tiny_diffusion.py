@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from synthset.classes import ClassInfo
+from synthset.data.images import common_format, open_image
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
 from synthset.recipe import AdaptSpec
@@ -79,25 +80,22 @@ class TinyDiffusionAdapter:
 def load_images(train: Samples, image_size: int) -> ImageTensor:
     """Read every training image once, resized to ``image_size`` and scaled to [-1, 1].
 
-    Images are grayscale if the first one is (mode ``L``/``1``/``I``), else RGB; the native size is
-    the first image's size (width, height).
+    Every image is read by the one reader of all stages (:mod:`synthset.data.images`); the mode
+    (``L`` or ``RGB``) and the native size (width, height) are the set's most common ones.
     """
     if not train:
         raise SynthsetError("adapt: the real train split is empty; add training images")
-    with Image.open(train[0][0]) as first:
-        mode = "L" if first.mode in ("L", "1", "I", "I;16", "LA") else "RGB"
-        native = first.size
+    fmt = common_format([path for path, _ in train], "adapt: real train")
     arrays = []
     for path, _ in train:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-            arrays.append(np.asarray(img, dtype=np.uint8))
+        img = open_image(path, fmt.mode, "adapt: real train")
+        if img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(img, dtype=np.uint8))
     data = torch.from_numpy(np.stack(arrays)).float()
-    data = data.unsqueeze(1) if mode == "L" else data.permute(0, 3, 1, 2)
+    data = data.unsqueeze(1) if fmt.mode == "L" else data.permute(0, 3, 1, 2)
     labels = torch.tensor([int(lbl) for _, lbl in train], dtype=torch.long)
-    return ImageTensor(data / 127.5 - 1.0, labels, 1 if mode == "L" else 3, native)
+    return ImageTensor(data / 127.5 - 1.0, labels, fmt.channels, fmt.size)
 
 
 # ----------------------------------------------------------------------------- model

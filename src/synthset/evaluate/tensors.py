@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from synthset.data.images import common_format, open_image, to_8bit
 from synthset.data.splits import Samples, scan_imagefolder
 from synthset.errors import SynthsetError
 from synthset.store.names import folder_names
-
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 @dataclass(frozen=True)
@@ -39,48 +38,27 @@ class TensorSet:
         return TensorSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]))
 
 
-def _open(path: Path, what: str) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise SynthsetError(f"{what}: image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise SynthsetError(f"{what}: cannot read image {path} ({exc})") from None
-    return img
-
-
-def image_channels(img: Image.Image) -> int:
-    """1 for grayscale modes, 3 for everything else (RGB, RGBA, palette, CMYK, ...)."""
-    if img.mode == "P":
-        return 3
-    return 1 if img.mode in _GRAY_MODES else 3
-
-
 def infer_format(samples: Samples, what: str = "real train") -> tuple[int, int]:
-    """Default ``(image_size, channels)`` from the first image of ``samples``: its larger side,
-    and 1 channel if it is grayscale, else 3."""
+    """Default ``(image_size, channels)`` from the most common format of ``samples``
+    (:func:`~synthset.data.images.common_format`): its larger side, and 1 channel if it is
+    grayscale, else 3."""
     if not samples:
         raise SynthsetError(f"{what}: no images to infer the image size and channels from")
-    img = _open(samples[0][0], what)
-    return max(img.size), image_channels(img)
+    fmt = common_format([path for path, _ in samples], what)
+    return max(fmt.size), fmt.channels
 
 
 def to_array(img: Image.Image, size: int, channels: int) -> np.ndarray:
-    """One image as a uint8 ``C×size×size`` array (bilinear resize, 1 or 3 channels)."""
-    if img.mode in ("I", "I;16", "F"):  # 16-bit / float grayscale: scale to 0–255
-        arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img)  # transparent → black
-    img = img.convert("L" if channels == 1 else "RGB")
+    """One image as a uint8 ``C×size×size`` array (8-bit as every stage reads it, see
+    :func:`~synthset.data.images.to_8bit`; bilinear resize; 1 or 3 channels)."""
+    return _resized(to_8bit(img, "L" if channels == 1 else "RGB"), size)
+
+
+def _resized(img: Image.Image, size: int) -> np.ndarray:
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def load_tensors(
@@ -117,8 +95,9 @@ def load_tensors(
 
 
 def _decode_into(out: np.ndarray, samples: Samples, size: int, channels: int, what: str) -> None:
+    mode = "L" if channels == 1 else "RGB"
     for i, (path, _) in enumerate(samples):
-        out[i] = to_array(_open(Path(path), what), size, channels)
+        out[i] = _resized(open_image(path, mode, what), size)
 
 
 def _cache_key(samples: Samples, size: int, channels: int, what: str) -> str:

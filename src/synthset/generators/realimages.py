@@ -8,20 +8,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from synthset.data.images import open_image
 from synthset.errors import SynthsetError
 from synthset.plan import WorkItem, resolve_item_path
 
 
 def load_real_image(item: WorkItem, root: Path | None, mode: str = "RGB") -> Image.Image:
-    """The item's real image (``params['image']``) in ``mode``, with a one-line error if missing."""
+    """The item's real image (``params['image']``) in ``mode`` (``L`` or ``RGB``), read as every
+    stage reads images; a one-line error if it is missing or unreadable."""
     path = resolve_item_path(str(item.params.get("image", "")), root)
     if not path.is_file():
         raise SynthsetError(
             f"real image {path} (item {item.item_id}) is missing; re-run 'synthset data' or "
             "restore the real-image folder"
         )
-    with Image.open(path) as img:
-        return img.convert(mode)
+    return open_image(path, mode, f"real image of item {item.item_id}")
 
 
 def work_size(image: Image.Image, width: int | None, height: int | None) -> tuple[int, int]:
@@ -60,8 +61,7 @@ def folder_mask(item: WorkItem, root: Path | None, size: tuple[int, int]) -> Ima
     path = resolve_item_path(str(item.params.get("mask", "")), root)
     if not path.is_file():
         raise SynthsetError(f"generate.generator.mask_dir: mask {path} is missing")
-    with Image.open(path) as img:
-        mask = img.convert("L")
+    mask = open_image(path, "L", "generate.generator.mask_dir")
     if mask.size != size:
         raise SynthsetError(
             f"generate.generator.mask_dir: mask {path} is {mask.width}x{mask.height} but its "
