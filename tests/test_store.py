@@ -52,7 +52,22 @@ def test_unicode_kept_and_duplicates_made_unique() -> None:
     assert safe_folder_name("日本") == "日本"
     names = folder_names(["a/b", "a_b", "A_B", "", "", "cat"])
     assert len(set(n.lower() for n in names)) == len(names)
-    assert names[0] == "a_b" and names[-1] == "cat"
+    # "a_b, a_b_2, A_B_3, class, class_2, cat" would not sort in class order: ids lead
+    assert names == ["0_a_b", "1_a_b_2", "2_A_B_3", "3_class", "4_class_2", "5_cat"]
+    assert folder_names(["a/b", "a_b", "cat"]) == ["a_b", "a_b_2", "cat"]  # sorted already
+
+
+def test_folders_sort_in_class_order_so_imagefolder_agrees(tmp_path: Path) -> None:
+    """torchvision's ImageFolder labels by sorted folder name; synthset by class order."""
+    from torchvision.datasets import ImageFolder
+
+    names = ["cat", "dog", "ship", "frog"]  # not alphabetical
+    for label, folder in enumerate(folder_names(names)):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (4, 4), label).save(tmp_path / folder / "x.png")
+    loaded = ImageFolder(str(tmp_path))
+    assert [loaded[i][1] for i in range(len(loaded))] == [0, 1, 2, 3]
+    assert [loaded.loader(p).getpixel((0, 0))[0] for p, _ in loaded.samples] == [0, 1, 2, 3]
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -35,7 +35,10 @@ def safe_folder_name(name: str) -> str:
 
 def folder_names(class_names: list[str]) -> list[str]:
     """Unique safe folder names, one per class, in order (case-insensitively unique, so they also
-    stay apart on case-insensitive file systems)."""
+    stay apart on case-insensitive file systems) and **sorting in class order**: torchvision's
+    ``ImageFolder`` numbers classes by sorted folder name, so when the names would sort in
+    another order than the class list, each gets its zero-padded class id as a prefix
+    (``0_cat``, ``1_dog``, ``2_ship``, ``3_frog``): both loaders give an image the same label."""
     seen: set[str] = set()
     result: list[str] = []
     for name in class_names:
@@ -45,4 +48,7 @@ def folder_names(class_names: list[str]) -> list[str]:
             candidate, n = f"{base}_{n}", n + 1
         seen.add(candidate.lower())
         result.append(candidate)
-    return result
+    if result == sorted(result):
+        return result
+    width = len(str(len(result) - 1))
+    return [f"{i:0{width}d}_{folder}" for i, folder in enumerate(result)]
