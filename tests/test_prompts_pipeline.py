@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synthset.errors import SynthsetError
 from synthset.pipeline import open_run, stage_plan, stage_prompts
 from synthset.prompts.base import names_class
 from synthset.prompts.formats import read_captions
@@ -219,3 +220,24 @@ def test_editing_the_caption_file_redoes_the_prompts(tmp_path: Path) -> None:
         "a cat in a hat => cat\na red fox at dawn => red fox\na sailboat => sailboat\n"
     )
     assert stage_prompts(recipe, run)[0].prompt == "a cat in a hat"
+
+
+def test_too_few_distinct_prompts_are_said_or_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # one template, no slots: one distinct prompt per class where 4 were asked for
+    recipe = make(tmp_path, {"template": "a photo of a {class}", "per_class": 4})
+    with caplog.at_level("WARNING"):
+        records = stage_prompts(recipe, open_run(recipe))
+    assert len(records) == 3
+    assert "only 1 distinct prompts for class 'cat' (per_class 4; 3 of 3 classes short)" in (
+        caplog.text
+    )
+    report = json.loads(open_run(recipe).prompts_report.read_text())
+    assert report["short_of_per_class"] == {"cat": 1, "red fox": 1, "sailboat": 1}
+    strict = make(
+        tmp_path / "strict", {"template": "a {class}", "per_class": 4, "shortfall": "error"}
+    )
+    with pytest.raises(SynthsetError, match="only 1 distinct prompts") as err:
+        stage_prompts(strict, open_run(strict))
+    assert "\n" not in str(err.value) and "prompts.shortfall: warn" in str(err.value)

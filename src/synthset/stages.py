@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthset.classes import read_classes, resolve_classes, write_classes
+from synthset.classes import ClassInfo, read_classes, resolve_classes, write_classes
 from synthset.errors import SynthsetError
 from synthset.plan import WorkItem, build_plan, load_plan, save_plan
 from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
@@ -26,6 +27,8 @@ from synthset.store.atomic import atomic_write_json, atomic_write_text
 from synthset.store.imagefolder import read_samples, write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from synthset.data.splits import Samples
@@ -158,16 +161,40 @@ def write_prompts(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict
             f"prompts: no usable prompt for class {empty[0]!r} ({len(empty)} classes empty); "
             "check prompts.strategy and its source, or set prompts.label_check: repair"
         )
+    short = _short_classes(classes, records, spec.per_class)
+    if short:
+        name, count = next(iter(short.items()))
+        message = (
+            f"prompts: only {count} distinct prompts for class {name!r} (per_class "
+            f"{spec.per_class}; {len(short)} of {len(classes)} classes short)"
+        )
+        if spec.shortfall == "error":
+            raise SynthsetError(
+                f"{message}; add templates, slots or a richer source, raise prompts.max_rounds, "
+                "or set prompts.shortfall: warn"
+            )
+        log.warning("%s; the plan cycles through the prompts there are", message)
     save_prompts(run.prompts, records)
     report = {
         "strategy": spec.strategy,
         "per_class_target": spec.per_class,
         "label_check": spec.label_check,
+        "short_of_per_class": short,
         "stats": {name: vars(st) for name, st in stats.items()},
         "diversity": diversity_report(records, spec.diversity_model),
     }
     atomic_write_json(run.prompts_report, report)
     return {"prompts": len(records)}
+
+
+def _short_classes(
+    classes: list[ClassInfo], records: list[PromptRecord], per_class: int
+) -> dict[str, int]:
+    """Classes with fewer than ``per_class`` prompts, and how many they have."""
+    counts = {c.id: 0 for c in classes}
+    for rec in records:
+        counts[rec.class_id] = counts.get(rec.class_id, 0) + 1
+    return {c.name: counts[c.id] for c in classes if counts[c.id] < per_class}
 
 
 def class_synonyms(recipe: Recipe) -> dict[str, list[str]]:

@@ -97,6 +97,11 @@ class PromptsSpec(Strict):
     max_rounds: int = Field(
         5, ge=1, le=50, description="Requests for more when short of per_class."
     )
+    shortfall: Literal["warn", "error"] = Field(
+        "warn",
+        description="A class with fewer than per_class distinct prompts: warn (how many exist; "
+        "the plan cycles through them) or stop with an error.",
+    )
     diversity_model: str | None = Field(
         None,
         description="Local sentence-embedding model (transformers id or folder) for the diversity "
