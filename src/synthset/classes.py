@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib.resources import files
@@ -123,12 +123,78 @@ def class_names_from(spec: ClassesSpec) -> list[str]:
     return names
 
 
-def resolve_classes(spec: ClassesSpec) -> list[ClassInfo]:
-    """Class ids, names and safe folder names for a spec."""
-    names = class_names_from(spec)
+def class_infos(names: list[str]) -> list[ClassInfo]:
+    """Ids and safe folder names for class names in label order (what ``classes.json`` holds)."""
     return [
         ClassInfo(i, n, f) for i, (n, f) in enumerate(zip(names, folder_names(names), strict=True))
     ]
+
+
+def resolve_classes(spec: ClassesSpec) -> list[ClassInfo]:
+    """Class ids, names and safe folder names for a spec."""
+    return class_infos(class_names_from(spec))
+
+
+class ClassResolver:
+    """Which class each name found in the data means: an ImageFolder's sub-folders, or a
+    dataset's class names. One rule, applied to a whole listing at once:
+
+    1. every entry that names a class is a safe folder from ``classes.json``: read as folders;
+    2. else every such entry is an exact class name: read as names;
+    3. else each entry alone: the class whose folder or name it is exactly, else the class whose
+       folder or name it is ignoring case.
+
+    An entry that could be two classes (at step 3), or two entries that are one class, is a
+    one-line error; entries that name no class are left out, for the caller to report.
+    """
+
+    def __init__(self, classes: Sequence[ClassInfo]) -> None:
+        self.classes = list(classes)
+        self._folder = {c.folder: c.id for c in self.classes}
+        self._name = {c.name: c.id for c in self.classes}
+        self._loose: dict[str, set[int]] = {}
+        for c in self.classes:
+            for key in (c.folder, c.name):
+                self._loose.setdefault(key.lower(), set()).add(c.id)
+
+    def _candidates(self, entry: str) -> set[int]:
+        exact = {t[entry] for t in (self._folder, self._name) if entry in t}
+        return exact or self._loose.get(entry.lower(), set())
+
+    def resolve(self, entries: Iterable[str], what: str, noun: str = "folder") -> dict[str, int]:
+        """Class id of every entry that names a class (``what`` and ``noun`` word the errors)."""
+        found = sorted({e for e in entries if self._candidates(e)})
+        if all(e in self._folder for e in found):
+            return {e: self._folder[e] for e in found}
+        if all(e in self._name for e in found):
+            return {e: self._name[e] for e in found}
+        result: dict[str, int] = {}
+        for entry in found:
+            ids = sorted(self._candidates(entry))
+            if len(ids) > 1:
+                a, b = (self.classes[i] for i in ids[:2])
+                raise SynthsetError(
+                    f"{what}: {noun} {entry!r} is ambiguous: it could be class {a.name!r} or "
+                    f"class {b.name!r}; rename it to exactly one class's folder from "
+                    f"classes.json ({a.folder!r} or {b.folder!r})"
+                )
+            result[entry] = ids[0]
+        by_class: dict[int, str] = {}
+        for entry, cid in result.items():
+            if cid in by_class:
+                c = self.classes[cid]
+                raise SynthsetError(
+                    f"{what}: {noun}s {by_class[cid]!r} and {entry!r} both mean class "
+                    f"{c.name!r}; keep one (its folder in classes.json is {c.folder!r})"
+                )
+            by_class[cid] = entry
+        return result
+
+    def choices(self, limit: int = 8) -> str:
+        """The classes' folders, for messages (the first ``limit``)."""
+        folders = [repr(c.folder) for c in self.classes]
+        more = f", ... ({len(folders)} classes)" if len(folders) > limit else ""
+        return ", ".join(folders[:limit]) + more
 
 
 def write_classes(path: Path, classes: list[ClassInfo]) -> None:

@@ -345,12 +345,12 @@ def make_generator(recipe: Recipe, run: RunFolder) -> Generator:
 def synthetic_set(recipe: Recipe, run: RunFolder) -> Samples:
     """The one place that says which synthetic images evaluation reads: the ImageFolder
     ``evaluate.synthetic_dir`` when the recipe names one, else the run's own finished set."""
+    from synthset.classes import ClassResolver
     from synthset.data.splits import scan_imagefolder
 
     spec = recipe.evaluate
     if spec is not None and spec.synthetic_dir is not None:
-        classes = read_classes(run.classes)
-        lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
+        lookup = ClassResolver(read_classes(run.classes))
         return scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
     return read_samples(run.images)
 

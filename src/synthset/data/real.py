@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from synthset.classes import ClassInfo
-from synthset.data.splits import SPLITS, Samples, save_splits, scan_imagefolder
+from synthset.classes import ClassInfo, ClassResolver
+from synthset.data.splits import SPLITS, Samples, class_folders, save_splits, scan_imagefolder
 from synthset.errors import SynthsetError
 from synthset.recipe import RealDataSpec
 from synthset.store.atomic import atomic_write
@@ -45,6 +46,15 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(np.int64)
 
 
+#: Where a class's images of a split come from (split, class → text), for the error when there
+#: are none.
+Where = Callable[[str, ClassInfo], str]
+
+
+def _same_for_all(text: str) -> Where:
+    return lambda split, cls: text
+
+
 def prepare_real_data(
     spec: RealDataSpec, classes: list[ClassInfo], out_dir: Path, seed: int
 ) -> dict[str, Samples]:
@@ -52,8 +62,9 @@ def prepare_real_data(
     if spec.source == "digits":
         _need_test_fraction(spec, "the bundled digits have")
         splits = _digits_splits(spec, classes, out_dir, seed)
+        where = _same_for_all("the bundled digits")
     elif spec.source == "imagefolder":
-        splits = _imagefolder_splits(spec, classes, seed)
+        splits, where = _imagefolder_splits(spec, classes, seed)
     else:
         from synthset.data.sources import materialize_source
 
@@ -66,11 +77,30 @@ def prepare_real_data(
 
             source = open_torchvision(spec)
         splits = materialize_source(source, spec, classes, out_dir, seed)
+        where = _same_for_all(f"none in {source.what}")
     for name in SPLITS:
         if not splits.get(name):
             raise SynthsetError(f"real: the {name} split is empty; add images or change fractions")
+    _need_every_class(spec, splits, classes, where)
     save_splits(out_dir / "splits.json", splits)
     return splits
+
+
+def _need_every_class(
+    spec: RealDataSpec, splits: dict[str, Samples], classes: list[ClassInfo], where: Where
+) -> None:
+    """Every class needs real train images (else the classifiers never see its label) and real
+    test images (else CAS cannot score it): one line naming the class and where to add them."""
+    field = "real.path" if spec.source in ("imagefolder", "hf") else "real"
+    for split, why in (("train", ""), ("test", ", so CAS cannot score it")):
+        present = {lbl for _, lbl in splits[split]}
+        empty = [c for c in classes if c.id not in present]
+        if empty:
+            more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+            raise SynthsetError(
+                f"{field}: class {empty[0].name!r}{more} has no {split} images "
+                f"({where(split, empty[0])}){why}; add images or remove the class"
+            )
 
 
 def _need_test_fraction(spec: RealDataSpec, what: str) -> None:
@@ -105,15 +135,17 @@ def _digits_splits(
 
 def _imagefolder_splits(
     spec: RealDataSpec, classes: list[ClassInfo], seed: int
-) -> dict[str, Samples]:
+) -> tuple[dict[str, Samples], Where]:
     assert spec.path is not None
     root = spec.path
-    lookup = {c.folder: c.id for c in classes} | {c.name: c.id for c in classes}
+    resolver = ClassResolver(classes)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        train = scan_imagefolder(root / "train", lookup, "real.path train/")
-        test = scan_imagefolder(root / "test", lookup, "real.path test/")
-        if (root / "val").is_dir():
-            val = scan_imagefolder(root / "val", lookup, "real.path val/")
+        parts = [p for p in SPLITS if (root / p).is_dir()]
+        listing = [f.name for p in parts for f in class_folders(root / p, f"real.path {p}/")]
+        read = {p: scan_imagefolder(root / p, resolver, f"real.path {p}/", listing) for p in parts}
+        train, test = read["train"], read["test"]
+        if "val" in read:
+            val = read["val"]
         else:
             labels = np.array([lbl for _, lbl in train])
             frac = spec.val_fraction
@@ -121,14 +153,36 @@ def _imagefolder_splits(
             keep = np.sort(np.concatenate([idx["train"], idx["test"]]))
             val = [train[i] for i in idx["val"]]
             train = [train[i] for i in keep]
-        return {"train": train, "val": val, "test": test}
+        on_disk = _folder_of(resolver, listing)
+
+        def where(split: str, cls: ClassInfo) -> str:
+            folder = root / split / on_disk.get(cls.id, cls.folder)
+            return _state(folder, read.get(split, read["train"]), cls)
+
+        return {"train": train, "val": val, "test": test}, where
     if (root / "train").is_dir():
         raise SynthsetError(
             f"real.path: {root} has train/ but no test/; a real test split is required "
             "(add test/<class>/ images, or point path at class folders to split automatically)"
         )
     _need_test_fraction(spec, f"real.path {root} (class folders without train/ test/) has")
-    samples = scan_imagefolder(root, lookup, "real.path")
+    samples = scan_imagefolder(root, resolver, "real.path")
     labels = np.array([lbl for _, lbl in samples])
     index = stratified_split(labels, spec.val_fraction, spec.test_fraction, seed)
-    return {name: [samples[i] for i in idx] for name, idx in index.items()}
+    on_disk = _folder_of(resolver, [f.name for f in class_folders(root, "real.path")])
+
+    def where_flat(split: str, cls: ClassInfo) -> str:
+        return _state(root / on_disk.get(cls.id, cls.folder), samples, cls)
+
+    return {name: [samples[i] for i in idx] for name, idx in index.items()}, where_flat
+
+
+def _state(folder: Path, read: Samples, cls: ClassInfo) -> str:
+    """``folder/ is empty or missing``, or how few images of ``cls`` it held."""
+    n = sum(lbl == cls.id for _, lbl in read)
+    return f"{folder}/ " + (f"holds only {n}, too few to split" if n else "is empty or missing")
+
+
+def _folder_of(resolver: ClassResolver, listing: list[str]) -> dict[int, str]:
+    """Class id → the folder on disk that holds it (for messages)."""
+    return {cid: name for name, cid in resolver.resolve(listing, "real.path").items()}

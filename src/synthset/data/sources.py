@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from synthset.classes import ClassInfo
+from synthset.classes import ClassInfo, ClassResolver
 from synthset.data.splits import SPLITS, Samples
 from synthset.errors import SynthsetError
 from synthset.recipe import RealDataSpec
@@ -45,7 +45,8 @@ class Source:
 
 
 def label_map(source: Source, classes: list[ClassInfo], mode: str) -> dict[int, int]:
-    """Source label → recipe class id, by name or by index (``real.labels``)."""
+    """Source label → recipe class id, by name (matched by :class:`ClassResolver`) or by index
+    (``real.labels``)."""
     n_source = 1 + max((max(s.labels, default=-1) for s in source.splits.values()), default=-1)
     if source.names is not None:
         n_source = max(n_source, len(source.names))
@@ -60,8 +61,8 @@ def label_map(source: Source, classes: list[ClassInfo], mode: str) -> dict[int, 
         raise SynthsetError(
             f"real.labels: {source.what} has no class names to match; use real.labels: index"
         )
-    lookup = {c.name.lower(): c.id for c in classes} | {c.folder.lower(): c.id for c in classes}
-    missing = [n for n in source.names if n.lower() not in lookup]
+    lookup = ClassResolver(classes).resolve(source.names, f"real: {source.what}", noun="class")
+    missing = [n for n in source.names if n not in lookup]
     if missing:
         raise SynthsetError(
             f"real: class {missing[0]!r} of {source.what} is not one of the recipe's classes "
@@ -69,7 +70,7 @@ def label_map(source: Source, classes: list[ClassInfo], mode: str) -> dict[int, 
             "name the classes like the dataset, or set real.labels: index to map label k to the "
             "recipe's k-th class"
         )
-    return {k: lookup[n.lower()] for k, n in enumerate(source.names)}
+    return {k: lookup[n] for k, n in enumerate(source.names)}
 
 
 def _limit(labels: list[int], max_per_class: int | None) -> list[int]:
@@ -154,12 +155,6 @@ def materialize_source(
                 atomic_write(path, lambda fh, img=img: img.save(fh, format="PNG"))
             samples.append((path, cls.id))
         splits[split] = samples
-    empty = [c.name for c in classes if not any(lbl == c.id for _, lbl in splits["train"])]
-    if empty:
-        raise SynthsetError(
-            f"real: class {empty[0]!r} has no train images in {source.what} "
-            f"({len(empty)} classes empty); remove it from the classes or add its images"
-        )
     return splits
 
 

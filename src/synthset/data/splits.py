@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
+from synthset.classes import ClassResolver
 from synthset.errors import SynthsetError
 from synthset.store.atomic import atomic_write_json
 
@@ -34,19 +36,30 @@ def load_splits(path: Path, names: tuple[str, ...] | None = None) -> dict[str, S
     }
 
 
-def scan_imagefolder(root: Path, folder_to_label: dict[str, int], what: str) -> Samples:
-    """(path, label) for every image in ``root/<class folder>/``, checking folders match classes."""
+def class_folders(root: Path, what: str) -> list[Path]:
+    """The sub-folders of ``root`` (its class folders), sorted."""
     if not root.is_dir():
         raise SynthsetError(f"{what}: {root} is not a folder")
+    return sorted(p for p in root.iterdir() if p.is_dir())
+
+
+def scan_imagefolder(
+    root: Path, classes: ClassResolver, what: str, listing: Collection[str] = ()
+) -> Samples:
+    """(path, label) for every image in ``root/<class folder>/``; folders are matched to classes
+    by :class:`ClassResolver`, together with ``listing`` (the folder names of sibling splits,
+    so that train/ and test/ are read the same way)."""
+    subs = class_folders(root, what)
+    labels = classes.resolve([*listing, *(s.name for s in subs)], what)
     samples: Samples = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        if sub.name not in folder_to_label:
+    for sub in subs:
+        if sub.name not in labels:
             raise SynthsetError(
                 f"{what}: folder {sub.name!r} in {root} is not one of the recipe's classes "
-                f"({', '.join(sorted(folder_to_label))}); rename it or add the class"
+                f"({classes.choices()}); rename it or add the class"
             )
         files = sorted(f for f in sub.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        samples += [(f, folder_to_label[sub.name]) for f in files]
+        samples += [(f, labels[sub.name]) for f in files]
     if not samples:
         raise SynthsetError(f"{what}: no images found under {root}/<class>/")
     return samples

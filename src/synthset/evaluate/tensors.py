@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from synthset.classes import ClassResolver, class_infos
 from synthset.data.images import common_format, open_image, to_8bit
 from synthset.data.splits import Samples, scan_imagefolder
 from synthset.errors import SynthsetError
-from synthset.store.names import folder_names
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,8 @@ def check_labels(data: TensorSet, num_classes: int, what: str) -> None:
 
 
 def samples_from_imagefolder(root: Path | str, class_names: list[str]) -> Samples:
-    """``(path, label)`` for ``root/<class>/*`` where ``<class>`` is a class name or its safe
-    folder name; the label is the class's index in ``class_names``."""
-    lookup = {f: i for i, f in enumerate(folder_names(class_names))}
-    lookup |= {n: i for i, n in enumerate(class_names)}
-    return scan_imagefolder(Path(root), lookup, f"imagefolder {root}")
+    """``(path, label)`` for ``root/<class>/*`` where ``<class>`` is a class's safe folder name
+    (as ``classes.json`` would give it) or its name, matched by :class:`ClassResolver`; the
+    label is the class's index in ``class_names``."""
+    resolver = ClassResolver(class_infos(class_names))
+    return scan_imagefolder(Path(root), resolver, f"imagefolder {root}")
