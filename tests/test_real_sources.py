@@ -100,8 +100,9 @@ def test_hf_local_parquet_folder_with_string_labels(tmp_path: Path) -> None:
         spec(source="hf", path=data, max_per_class=5), classes(names), tmp_path / "real", seed=0
     )
     assert len(splits["train"]) + len(splits["val"]) == 3 * 5  # max_per_class
+    folders = [c.folder for c in classes(names)]  # "0_fox", ...: folders sort in class order
     for path, label in splits["test"]:
-        assert path.parent.name == names[label]
+        assert path.parent.name == folders[label] and folders[label].endswith(names[label])
         index = int(path.stem.split("-")[1])
         assert np.array_equal(read(path), pixels(NAMES.index(names[label]), 30 + index // 3))
 
