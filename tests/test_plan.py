@@ -87,3 +87,44 @@ def test_bad_shard_specs(text: str) -> None:
 def test_parse_shard() -> None:
     assert parse_shard(None) == (0, 1)
     assert parse_shard("2/5") == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("env", "shard"),
+    [
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "0",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+            },
+            (0, 4),
+        ),
+        # arrays need not start at 0 (--array=1-8) nor step by 1 (--array=0-30:10)
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "8",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_COUNT": "8",
+            },
+            (7, 8),
+        ),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "20",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_COUNT": "4",
+                "SLURM_ARRAY_TASK_STEP": "10",
+            },
+            (2, 4),
+        ),
+    ],
+)
+def test_shard_of_a_slurm_array_task(env: dict[str, str], shard: tuple[int, int]) -> None:
+    assert parse_shard("slurm", env) == shard
+
+
+def test_shard_slurm_outside_an_array_is_one_line() -> None:
+    with pytest.raises(SynthsetError, match="SLURM_ARRAY_TASK_ID is not set") as err:
+        parse_shard("slurm", {})
+    assert "\n" not in str(err.value)

@@ -183,7 +183,11 @@ def generate(
     set_: SetOpt = None,
     out_dir: OutOpt = None,
     shard: Annotated[
-        str | None, typer.Option(help="Run only shard i of n (i/n); images do not change.")
+        str | None,
+        typer.Option(
+            help="Run only shard i of n (i/n, or 'slurm': this task of a SLURM job array); "
+            "images do not change."
+        ),
     ] = None,
     quiet: QuietOpt = False,
 ) -> None:

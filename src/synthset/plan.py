@@ -8,6 +8,8 @@ items), so a resumed or sharded run feeds the model exactly the same batches.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -235,10 +237,13 @@ def chunks(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """``"i/n"`` → ``(i, n)`` with ``0 <= i < n``; ``None`` → ``(0, 1)``."""
+def parse_shard(text: str | None, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``"i/n"`` → ``(i, n)`` with ``0 <= i < n``; ``None`` → ``(0, 1)``; ``"slurm"`` → this
+    task's place in its SLURM job array (see :func:`slurm_array_shard`)."""
     if text is None:
         return 0, 1
+    if text.strip().lower() == "slurm":
+        return slurm_array_shard(os.environ if environ is None else environ)
     try:
         index, count = (int(p) for p in text.split("/"))
     except ValueError:
@@ -252,6 +257,32 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 #: More shards than this is a typo, not a cluster (each shard is a manifest file of its own).
 MAX_SHARDS = 100_000
+
+
+def slurm_array_shard(environ: Mapping[str, str]) -> tuple[int, int]:
+    """``(i, n)`` of this SLURM array task: arrays need not start at 0 or step by 1
+    (``--array=1-8``, ``--array=0-30:10``), so ``i = (ID - MIN) / STEP``."""
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT")
+    missing = [n for n in names if not environ.get(n)]
+    if missing:
+        raise SynthsetError(
+            f"--shard slurm: {missing[0]} is not set; run it inside a SLURM job array "
+            "(sbatch --array=...), or give --shard i/n"
+        )
+    try:
+        task, low, count = (int(environ[n]) for n in names)
+        step = int(environ.get("SLURM_ARRAY_TASK_STEP") or 1)
+    except ValueError:
+        raise SynthsetError(
+            "--shard slurm: the SLURM_ARRAY_TASK_* variables are not integers"
+        ) from None
+    index, rest = divmod(task - low, step)
+    if rest or not 0 <= index < count:
+        raise SynthsetError(
+            f"--shard slurm: task {task} is not in the array {low}..{low + (count - 1) * step} "
+            f"(step {step}); give --shard i/n"
+        )
+    return index, count
 
 
 def shard_chunks(chunk_list: list[list[WorkItem]], index: int, count: int) -> list[list[WorkItem]]:
