@@ -30,6 +30,7 @@ from synthset.stages import (
     open_run,
 )
 from synthset.store.digests import inputs_digest
+from synthset.store.locks import run_lock
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
 
@@ -285,12 +286,15 @@ def _marker(run: RunFolder, name: str) -> dict[str, Any]:
 
 
 def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) -> RunFolder:
-    """Run every stage of the table in order, skipping the current ones."""
+    """Run every stage of the table in order, skipping the current ones. The run folder takes
+    one ``synthset run`` at a time: a second is refused in one line before it writes anything
+    (an OS file lock, dropped by the kernel when its holder exits or is killed)."""
     check(recipe)
-    run = open_run(recipe)
-    log = log if log is not None else StageLog()
-    for row in STAGES:
-        run_stage(row.name, recipe, run, progress, log)
+    with run_lock(recipe.output_dir):
+        run = open_run(recipe)
+        log = log if log is not None else StageLog()
+        for row in STAGES:
+            run_stage(row.name, recipe, run, progress, log)
     return run
 
 

@@ -279,8 +279,9 @@ def generate_images(
     recipe: Recipe, run: RunFolder, progress: bool = True, shard: tuple[int, int] = (0, 1)
 ) -> dict[str, Any]:
     """Generate this shard's unfinished items of ``plan.jsonl`` into the store with the recipe's
-    executor; when the whole plan is finished, write ``images/metadata.jsonl``. ``complete`` in
-    the result says whether it is."""
+    executor; when the whole plan is finished, write ``images/metadata.jsonl`` and set aside any
+    other file under ``images/`` (see :func:`generate_and_index`). ``complete`` in the result
+    says whether it is."""
     spec = recipe.generate
     assert spec is not None
     plan = load_plan(run.plan)
@@ -307,18 +308,25 @@ def generate_and_index(
 ) -> tuple[GenerationResult, dict[str, dict]]:
     """Run ``plan`` (this shard of it) through the recipe's executor into ``run``; when every
     item is finished, write the index (``images/metadata.jsonl``). Returns what the executor
-    did and the finished manifest entries by item id."""
+    did and the finished manifest entries by item id. With the index written, every other file
+    under ``images/`` (an older format's, a smaller plan's) moves aside to ``stale/<time>/``
+    once no writer runs (the last one to finish does it), so ``images/`` is exactly the set."""
     from synthset.executors.base import GenerationJob, finished_entries
     from synthset.executors.registry import build_executor
+    from synthset.store.imagefolder import set_aside_unlisted
+    from synthset.store.locks import no_writers
 
     spec = recipe.generate
     assert spec is not None
     config = item_configs(recipe)
     job = GenerationJob(plan, make, spec, run.images, run.manifest, config, shard)
     result = build_executor(spec).run(job, progress)
-    done = finished_entries(Manifest(run.manifest), plan, config)
+    done = finished_entries(Manifest(run.manifest), plan, config, run.images)
     if len(done) == len(plan):
-        write_metadata(run.images, [done[it.item_id] for it in plan])
+        with no_writers(run.root) as alone:  # one index writer or sweep at a time
+            write_metadata(run.images, [done[it.item_id] for it in plan])
+            if alone:
+                set_aside_unlisted(run.images, {e["file_name"] for e in done.values()}, run.stale)
     return result, done
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from synthset.plan import WorkItem, chunks, shard_chunks
 from synthset.store.manifest import Manifest
+from synthset.store.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from synthset.generators.base import Generator
@@ -68,9 +69,16 @@ def item_config(config: Config, item: WorkItem) -> str:
     return config.get(str(item.params.get("generator", "")), "")
 
 
-def finished_entries(manifest: Manifest, plan: list[WorkItem], config: Config) -> dict[str, dict]:
+def finished_entries(
+    manifest: Manifest, plan: list[WorkItem], config: Config, images_dir: Path | None = None
+) -> dict[str, dict]:
     """Manifest entries (by item id) of items recorded with the seed and prompt the plan gives
-    them now and made with the same generation settings (``config``, see :func:`item_config`)."""
+    them now, made with the same generation settings (``config``, see :func:`item_config`) and
+    whose image is still in ``images_dir`` (the run's ``images/`` by default) where the plan
+    puts it: an image moved aside, deleted or in an old class folder is made again (one stat
+    per finished item)."""
+    if images_dir is None:
+        images_dir = RunFolder(manifest.base.parent).images
     by_id = {it.item_id: it for it in plan}
     done: dict[str, dict] = {}
     for entry in manifest.rows():
@@ -82,9 +90,24 @@ def finished_entries(manifest: Manifest, plan: list[WorkItem], config: Config) -
             and entry.get("config") == item_config(config, item)
         ):
             done[item.item_id] = entry
-    return done
+    return {
+        item_id: entry
+        for item_id, entry in done.items()
+        if _in_place(entry.get("file_name"), by_id[item_id], images_dir)
+    }
 
 
-def finished_ids(manifest: Manifest, plan: list[WorkItem], config: Config) -> set[str]:
+def _in_place(file_name: object, item: WorkItem, images_dir: Path) -> bool:
+    """Is the recorded image where the plan puts the item now (its class folder, its id; the
+    extension is part of the settings) and still there?"""
+    if not isinstance(file_name, str) or "." not in file_name:
+        return False
+    stem = file_name.rsplit(".", 1)[0]
+    return stem == f"{item.folder}/{item.item_id}" and (images_dir / file_name).is_file()
+
+
+def finished_ids(
+    manifest: Manifest, plan: list[WorkItem], config: Config, images_dir: Path | None = None
+) -> set[str]:
     """Ids of the items :func:`finished_entries` finds."""
-    return set(finished_entries(manifest, plan, config))
+    return set(finished_entries(manifest, plan, config, images_dir))

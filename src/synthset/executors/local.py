@@ -25,6 +25,7 @@ from synthset.generators.base import Generator, resize_for_saving
 from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
 from synthset.recipe import GenerateSpec
 from synthset.store.imagefolder import encode_image, remove_stale_temp_files, write_image
+from synthset.store.locks import writer_lease
 from synthset.store.manifest import Manifest
 
 
@@ -39,12 +40,13 @@ def run_generation(
     progress: bool = True,
 ) -> GenerationResult:
     """Generate every unfinished item of this shard; finished items are never redone.
-    ``config`` fingerprints the generation settings and is recorded with every item. Only one
-    process at a time may write a manifest file (see ``Manifest.exclusive``)."""
-    with manifest.exclusive():
+    ``config`` fingerprints the generation settings and is recorded with every item. The run
+    folder takes writers of one shard layout at a time (see ``store.locks.writer_lease``), and
+    one process at a time may write a manifest file (see ``Manifest.exclusive``)."""
+    with writer_lease(manifest.base.parent, shard), manifest.exclusive():
         start = time.perf_counter()
         manifest.repair()
-        done = finished_ids(manifest, plan, config)
+        done = finished_ids(manifest, plan, config, images_dir)
         todo = pending_chunks(plan, done, spec.batch_size, shard)
         n_shard = sum(len(c) for c in shard_chunks(chunks(plan, spec.batch_size), *shard))
         n_todo = sum(1 for c in todo for it in c if it.item_id not in done)

@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
+import os
+import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,8 @@ from synthset.errors import SynthsetError
 from synthset.store.atomic import atomic_write_bytes, read_jsonl, write_jsonl
 
 METADATA = "metadata.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 def encode_image(image: Image.Image, image_format: str, quality: int = 95) -> bytes:
@@ -74,6 +81,54 @@ def write_metadata(images_dir: Path, entries: list[dict[str, Any]]) -> Path:
     path = images_dir / METADATA
     write_jsonl(path, rows)
     return path
+
+
+def set_aside_unlisted(images_dir: Path, keep: set[str], stale_root: Path) -> int:
+    """Make ``images_dir`` hold exactly the files ``keep`` lists (relative paths) plus the index:
+    move every other file (images of an older format or plan, temp files of killed writers,
+    anything a user put there) to ``stale_root/<UTC time>/<images_dir name>/<same relative
+    path>``, never deleting it, then remove the folders left empty. Logs one line when files
+    moved; returns how many. Call it only while no writer runs (``store.locks.no_writers``)."""
+    unlisted: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(images_dir):
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in [*filenames, *links]:
+            rel = Path(dirpath, name).relative_to(images_dir).as_posix()
+            if rel != METADATA and rel not in keep:
+                unlisted.append(rel)
+    moved_to = None
+    if unlisted:
+        moved_to = _dated_folder(stale_root) / images_dir.name
+        for rel in sorted(unlisted):
+            target = moved_to / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(images_dir / rel, target)
+    for dirpath, _, _ in os.walk(images_dir, topdown=False):
+        if Path(dirpath) != images_dir and not os.path.islink(dirpath):
+            with contextlib.suppress(OSError):  # only empty folders go
+                os.rmdir(dirpath)
+    if moved_to is not None:
+        log.warning(
+            "%s: moved %d files the index does not list to %s",
+            images_dir,
+            len(unlisted),
+            moved_to,
+        )
+    return len(unlisted)
+
+
+def _dated_folder(stale_root: Path) -> Path:
+    """A new ``stale_root/<UTC time>`` (``-2``, ``-3``, ... when one already has that name)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stale_root.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        folder = stale_root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            n += 1
 
 
 # ----------------------------------------------------------------------------- the one reader

@@ -67,6 +67,17 @@ class RunFolder:
         return self.root / "manifest.jsonl"
 
     @property
+    def stale(self) -> Path:
+        """Files moved out of ``images/`` because the index no longer lists them (a format
+        change, a smaller plan): ``stale/<UTC time>/images/<same relative path>``."""
+        return self.root / "stale"
+
+    @property
+    def locks(self) -> Path:
+        """OS file locks of the run's writers (``synthset run``, each generate shard)."""
+        return self.root / "locks"
+
+    @property
     def evaluate(self) -> Path:
         return self.root / "evaluate"
 
