@@ -159,8 +159,10 @@ def test_changed_sampling_settings_regenerate(
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
+from synthset.store.locks import writer_lease
 from synthset.store.manifest import Manifest
-with Manifest(Path(sys.argv[1])).exclusive():
+run = Path(sys.argv[1])
+with writer_lease(run, (0, 1)), Manifest(run / "manifest.jsonl").exclusive():
     print("held", flush=True)
     time.sleep(600)
 """
@@ -169,14 +171,14 @@ with Manifest(Path(sys.argv[1])).exclusive():
 def test_a_second_writer_of_the_same_shard_is_refused_until_the_first_dies(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:
-    """Another process holds the run's manifest lock: generate refuses with one line and writes
-    nothing; another shard is not blocked; once the holder is SIGKILLed, the kernel has released
-    the lock and generate finishes the plan."""
+    """Another process holds the run's locks as an unsharded generate does: generate refuses
+    with one line and writes nothing, and so does a shard of another layout; once the holder is
+    SIGKILLed, the kernel has released the locks and generate finishes the plan."""
     recipe, base = trained
     run = base.parent / "locked"
     shutil.copytree(base, run)
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(run / "manifest.jsonl")],
+        [sys.executable, "-c", HOLD_LOCK, str(run)],
         stdout=subprocess.PIPE,
         text=True,
         env=env(),
@@ -194,8 +196,15 @@ def test_a_second_writer_of_the_same_shard_is_refused_until_the_first_dies(
         assert "another 'synthset generate' is writing" in refused.stderr
         assert "Traceback" not in refused.stderr
         assert not (run / "manifest.jsonl").exists() and not image_bytes(run)
-        run_ok("generate", str(recipe), "--out", str(run), "--shard", "0/3", "-q")
-        assert (run / "manifest.shard0of3.jsonl").exists()
+        other = subprocess.run(
+            cli("generate", str(recipe), "--out", str(run), "--shard", "0/3", "-q"),
+            capture_output=True,
+            text=True,
+            env=env(),
+            timeout=600,
+        )
+        assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+        assert "layout" in other.stderr and not (run / "manifest.shard0of3.jsonl").exists()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
