@@ -319,3 +319,47 @@ def _snapshot(root: Path) -> dict[str, bytes]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not skip & set(p.relative_to(root).parts)
     }
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_rerun_sweeps_what_killed_writers_left(tmp_path: Path) -> None:
+    """A kill mid-write leaves ``.<name>.<pid>.<random>.tmp``; the stage that owns the folder
+    removes those of dead writers before it runs again, and keeps a live writer's."""
+    import time
+
+    from synthset.pipeline import open_run, stage_data
+    from synthset.recipe import recipe_from_dict
+    from synthset.store.atomic import remove_dead_temp_files
+
+    recipe = recipe_from_dict(
+        {
+            "output_dir": str(tmp_path / "run"),
+            "classes": {"dataset": "digits"},
+            "real": {"source": "digits"},
+        }
+    )
+    run = open_run(recipe)
+    assert stage_data(recipe, run)
+    folder = next((run.real / "train").iterdir())
+    dead = folder / f".digit-0001.png.{_dead_pid()}.ab12cd34.tmp"
+    live = folder / f".digit-0002.png.{os.getpid()}.ab12cd34.tmp"
+    old_style = folder / ".digit-0003.png.q8w7e6r5.tmp"  # no pid: removed once an hour old
+    for tmp in (dead, live, old_style):
+        tmp.write_bytes(b"partial")
+    hour_ago = time.time() - 7200
+    os.utime(old_style, (hour_ago, hour_ago))
+    run.stage_marker("data").unlink()  # as if the stage had been killed before its marker
+    assert stage_data(recipe, run)
+    assert not dead.exists() and not old_style.exists() and live.exists()
+    # the cache of decoded tensors and evaluate/ are swept the same way by evaluate
+    cache = run.cache / "tensors"
+    cache.mkdir(parents=True)
+    (cache / f".x.npy.{_dead_pid()}.00ff00ff.tmp").write_bytes(b"x" * 100)
+    (cache / "x.npy").write_bytes(b"kept")
+    assert remove_dead_temp_files(cache) == 1
+    assert [p.name for p in cache.iterdir()] == ["x.npy"]

@@ -29,6 +29,7 @@ from synthset.stages import (
     make_generator,
     open_run,
 )
+from synthset.store.atomic import remove_dead_temp_files
 from synthset.store.digests import inputs_digest
 from synthset.store.locks import run_lock
 from synthset.store.manifest import Manifest
@@ -67,7 +68,9 @@ class Stage:
     reads (for this recipe); those outputs' digests join its fingerprint, together with
     ``inputs`` (files of its own, such as a user's image folder). ``output``: the file whose
     existence says the stage is complete. ``applies``: whether this recipe has the stage.
-    ``check``: a one-line error for input that would fail it, raised before any stage runs."""
+    ``check``: a one-line error for input that would fail it, raised before any stage runs.
+    ``scratch``: folders only this stage writes on this machine, where temp files of a killed
+    run of it (dead writer) are removed before it runs (``images/`` sweeps its own per item)."""
 
     name: str
     run: RunFn
@@ -77,6 +80,7 @@ class Stage:
     inputs: Callable[[Recipe, RunFolder], list[Path]] = _never
     applies: Callable[[Recipe], bool] = lambda r: True
     check: Callable[[Recipe], None] = _fine
+    scratch: Callable[[RunFolder], list[Path]] = lambda run: []
 
 
 def _tune(recipe: Recipe, run: RunFolder, progress: bool) -> dict[str, Any]:
@@ -135,6 +139,7 @@ STAGES: tuple[Stage, ...] = (
         output=lambda run: run.real / "splits.json",
         needs=lambda r: ("classes",),
         applies=lambda r: r.real is not None,
+        scratch=lambda run: [run.real],
     ),
     Stage(
         "adapt",
@@ -176,6 +181,7 @@ STAGES: tuple[Stage, ...] = (
         needs=lambda r: ("classes", "data", *_images_for_cas(r)),
         inputs=lambda r, run: _synthetic_input(r, run) if stages.uses_synthetic(r) else [],
         applies=lambda r: r.evaluate is not None,
+        scratch=lambda run: [run.evaluate, run.cache / "tensors"],
     ),
     Stage(
         "fidelity",
@@ -184,6 +190,7 @@ STAGES: tuple[Stage, ...] = (
         output=lambda run: run.evaluate / "fidelity.json",
         needs=lambda r: ("classes", "data", *_generator_needs(r)),
         inputs=_synthetic_input,
+        scratch=lambda run: [run.evaluate, run.cache / "tensors"],
         applies=lambda r: (
             r.evaluate is not None
             and r.evaluate.fidelity.enabled
@@ -262,6 +269,8 @@ def run_stage(
     if run.stage_done(name, fp) and row.output(run).exists():
         log.record(name, "skipped", 0.0)
         return _marker(run, name)
+    for folder in row.scratch(run):
+        remove_dead_temp_files(folder)
     start = time.perf_counter()
     info = row.run(recipe, run, progress)
     seconds = time.perf_counter() - start

@@ -20,6 +20,7 @@ from synthset.classes import ClassResolver, class_infos
 from synthset.data.images import common_format, open_image, to_8bit
 from synthset.data.splits import Samples, scan_imagefolder
 from synthset.errors import SynthsetError
+from synthset.store.atomic import temp_path
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def load_tensors(
     path = Path(cache_dir) / f"{_cache_key(samples, size, channels, what)}.npy"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = temp_path(path)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         _decode_into(out, samples, size, channels, what)
         out.flush()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -19,11 +22,61 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's files are private (0600)
 
 
+#: A temp file: ``.<final name>.<writer pid>.<random>.tmp`` (older writers left the pid out).
+_TEMP = re.compile(r"^\.(?P<final>.+?)(?:\.(?P<pid>\d+))?\.[A-Za-z0-9_]+\.tmp$")
+#: A temp file without a writer pid counts as left behind once it is this old.
+_ORPHAN_SECONDS = 3600.0
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temp name beside ``path`` that says which process writes it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def temp_target(tmp: Path) -> str | None:
+    """The final file name a temp file was written for (None: not a temp file)."""
+    m = _TEMP.match(tmp.name)
+    return m["final"] if m else None
+
+
+def remove_dead_temp_files(folder: Path) -> int:
+    """Delete the temp files under ``folder`` whose writer is dead (a kill mid-write leaves one
+    per kill); a running writer's are kept. Returns how many were removed."""
+    removed = 0
+    for tmp in folder.rglob(".*.tmp") if folder.is_dir() else []:
+        m = _TEMP.match(tmp.name)
+        if m is None or not tmp.is_file():
+            continue
+        pid = int(m["pid"]) if m["pid"] else None
+        try:
+            orphan = time.time() - tmp.stat().st_mtime > _ORPHAN_SECONDS
+        except OSError:
+            continue
+        if (pid is None and orphan) or (pid is not None and not _alive(pid)):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Create ``path`` atomically: readers see the old file or the whole new one, never a part.
     The file gets the usual permissions (0666 minus the umask), like one made with open()."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:

@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from synthset.errors import SynthsetError
-from synthset.store.atomic import atomic_write_bytes, read_jsonl, write_jsonl
+from synthset.store.atomic import atomic_write_bytes, read_jsonl, temp_target, write_jsonl
 
 METADATA = "metadata.jsonl"
 
@@ -54,9 +54,7 @@ def remove_stale_temp_files(images_dir: Path, relpaths: list[str]) -> int:
         if not folder.is_dir():
             continue
         for tmp in folder.glob(".*.tmp"):
-            # atomic_write names temp files ".<final name>.<random>.tmp"
-            final = tmp.name[1:].rsplit(".", 2)[0]
-            if final in names:
+            if temp_target(tmp) in names:
                 tmp.unlink(missing_ok=True)
                 removed += 1
     return removed
