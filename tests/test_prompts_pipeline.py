@@ -230,7 +230,7 @@ def test_too_few_distinct_prompts_are_said_or_refused(
     with caplog.at_level("WARNING"):
         records = stage_prompts(recipe, open_run(recipe))
     assert len(records) == 3
-    assert "only 1 distinct prompts for class 'cat' (per_class 4; 3 of 3 classes short)" in (
+    assert "only 1 distinct prompt for class 'cat' (per_class 4; 3 of 3 classes short)" in (
         caplog.text
     )
     report = json.loads(open_run(recipe).prompts_report.read_text())
@@ -238,6 +238,6 @@ def test_too_few_distinct_prompts_are_said_or_refused(
     strict = make(
         tmp_path / "strict", {"template": "a {class}", "per_class": 4, "shortfall": "error"}
     )
-    with pytest.raises(SynthsetError, match="only 1 distinct prompts") as err:
+    with pytest.raises(SynthsetError, match="only 1 distinct prompt for") as err:
         stage_prompts(strict, open_run(strict))
     assert "\n" not in str(err.value) and "prompts.shortfall: warn" in str(err.value)

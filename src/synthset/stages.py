@@ -165,7 +165,8 @@ def write_prompts(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict
     if short:
         name, count = next(iter(short.items()))
         message = (
-            f"prompts: only {count} distinct prompts for class {name!r} (per_class "
+            f"prompts: only {count} distinct prompt{'' if count == 1 else 's'} for class {name!r} "
+            f"(per_class "
             f"{spec.per_class}; {len(short)} of {len(classes)} classes short)"
         )
         if spec.shortfall == "error":
