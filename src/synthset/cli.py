@@ -157,9 +157,13 @@ def prompts(
         proposed = sum(st["proposed"] for st in stats) or 1
         repaired = sum(st["repaired"] for st in stats)
         dropped = sum(st["dropped_unlabeled"] for st in stats)
+        other = sum(st.get("dropped_other_class", 0) for st in stats)
+        malformed = sum(st.get("malformed_answers", 0) for st in stats)
         dups = sum(st["duplicates"] for st in stats)
+        unread = f"; {malformed} malformed LLM answers ignored" if malformed else ""
         console.print(
-            f"label check: {repaired / proposed:.1%} repaired, {dropped / proposed:.1%} dropped; "
+            f"label check: {repaired / proposed:.1%} repaired, {dropped / proposed:.1%} dropped, "
+            f"{other / proposed:.1%} named another class{unread}; "
             f"{dups} near-duplicates removed (details: {run.prompts_report})"
         )
 

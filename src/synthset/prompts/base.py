@@ -36,10 +36,12 @@ class PromptRecord:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A prompt a strategy proposes for a class, with where it came from."""
+    """A prompt a strategy proposes for a class, with where it came from. ``malformed`` marks an
+    answer that could not be read (e.g. broken JSON): no prompt, only counted by the loop."""
 
     prompt: str
     source: str
+    malformed: bool = False
 
 
 @dataclass
@@ -74,7 +76,9 @@ class ClassStats:
     accepted: int = 0
     repaired: int = 0
     dropped_unlabeled: int = 0
+    dropped_other_class: int = 0  # named a different class of the recipe (never repaired)
     duplicates: int = 0
+    malformed_answers: int = 0  # answers that could not be read (no candidates from them)
 
 
 def save_prompts(path: Path, records: Sequence[PromptRecord]) -> None:
@@ -110,14 +114,70 @@ def similarity(a: str, b: str) -> float:
     return len(ta & tb) / len(ta | tb)
 
 
+def _fits(words: Sequence[str], parts: Sequence[str]) -> bool:
+    """``words`` are the name ``parts`` (its last word may end in ``s``/``es``)."""
+    last = parts[-1]
+    return list(words[:-1]) == list(parts[:-1]) and words[-1] in (last, last + "s", last + "es")
+
+
+def _spans(words: Sequence[str], name: str) -> list[range]:
+    """Where ``name`` occurs in ``words`` as whole words (plural ``s``/``es`` too)."""
+    parts = normalize(name).split()
+    k = len(parts)
+    return [
+        range(i, i + k) for i in range(len(words) - k + 1) if k and _fits(words[i : i + k], parts)
+    ]
+
+
 def names_class(prompt: str, names: Sequence[str]) -> bool:
     """True when the prompt contains one of ``names`` as whole words (plural ``s``/``es`` too)."""
-    text = f" {normalize(prompt)} "
-    for name in names:
-        n = normalize(name)
-        if n and any(f" {n}{suffix} " in text for suffix in ("", "s", "es")):
-            return True
-    return False
+    words = normalize(prompt).split()
+    return any(_spans(words, name) for name in names)
+
+
+class ClassNames:
+    """The names (and synonyms) of every class, indexed by first word, to find which classes a
+    caption names: whole words as :func:`names_class` matches them, longest name first, each match
+    claiming its words (the caption's own class winning ties), so for classes "red fox" and "fox"
+    the caption "a red fox" names "red fox" only, and "cat" is never found in "wildcat"."""
+
+    def __init__(self, names: dict[int, Sequence[str]]) -> None:
+        self._first: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+        for cid, alts in names.items():
+            for name in alts:
+                parts = tuple(normalize(name).split())
+                if parts:
+                    self._first.setdefault(parts[0], []).append((parts, cid))
+
+    def _matches(self, words: Sequence[str]) -> list[tuple[range, int]]:
+        out = []
+        for i, w in enumerate(words):
+            keys = {w, w[:-1] if w.endswith("s") else w, w[:-2] if w.endswith("es") else w}
+            for key in keys:
+                for parts, cid in self._first.get(key, []):
+                    k = len(parts)
+                    if i + k <= len(words) and _fits(words[i : i + k], parts):
+                        out.append((range(i, i + k), cid))
+        return out
+
+    def others_named(self, prompt: str, own_id: int) -> set[int]:
+        """Ids of the classes other than ``own_id`` that ``prompt`` names."""
+        words = normalize(prompt).split()
+        found = sorted(self._matches(words), key=lambda m: (-len(m[0]), m[1] != own_id, m[0].start))
+        taken: set[int] = set()
+        named = set()
+        for span, cid in found:
+            if taken.isdisjoint(span):
+                taken.update(span)
+                if cid != own_id:
+                    named.add(cid)
+        return named
+
+
+def names_other_class(prompt: str, own: Sequence[str], others: Sequence[str]) -> bool:
+    """True when ``prompt`` names one of ``others`` where no longer (or equal) ``own`` name
+    stands (see :class:`ClassNames`)."""
+    return bool(ClassNames({0: own, 1: others}).others_named(prompt, 0))
 
 
 def repair_label(prompt: str, class_name: str) -> str:
@@ -144,10 +204,12 @@ def collect_prompts(
     descriptions: dict[str, str] | None = None,
 ) -> tuple[list[PromptRecord], dict[str, ClassStats]]:
     """Ask ``strategy`` for candidates round by round and keep those that name their class (or
-    are repaired to) and are not near-duplicates of a kept one, until ``per_class`` per class or
+    are repaired to), name no other class of ``classes`` (or its synonyms; those are dropped, even
+    under ``repair``) and are not near-duplicates of a kept one, until ``per_class`` per class or
     ``max_rounds``. Returns the records (class order, then acceptance order) and per-class stats."""
     synonyms = synonyms or {}
     descriptions = descriptions or {}
+    names = ClassNames({c.id: [c.name, *synonyms.get(c.name, [])] for c in classes})
     accepted: dict[int, list[PromptRecord]] = {c.id: [] for c in classes}
     stats = {c.name: ClassStats() for c in classes}
     for round_index in range(spec.max_rounds):
@@ -171,11 +233,17 @@ def collect_prompts(
             kept = accepted[req.cls.id]
             st = stats[req.cls.name]
             for cand in proposals.get(req.cls.id, []):
+                if cand.malformed:
+                    st.malformed_answers += 1
+                    continue
                 if len(kept) >= spec.per_class:
                     break
                 st.proposed += 1
                 text = clean(cand.prompt)
                 if not text:
+                    continue
+                if spec.label_check != "off" and names.others_named(text, req.cls.id):
+                    st.dropped_other_class += 1  # never repaired: two classes in one image
                     continue
                 if spec.label_check != "off" and not names_class(
                     text, [req.cls.name, *req.synonyms]

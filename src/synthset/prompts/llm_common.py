@@ -35,6 +35,7 @@ _CHATTER = re.compile(
     r"i (?:cannot|can't|can not|am unable|won't)|as an ai|note\b|these captions|let me know)",
     re.IGNORECASE,
 )
+_JSONISH = re.compile(r'[\[{]\s*(?:["\[{]|$)', re.MULTILINE)  # {" [" [{ [[ or { at line end
 _ITEM_KEYS = ("caption", "prompt", "text", "description", "direction")
 
 
@@ -152,17 +153,24 @@ class Job:
 
 def ask(llm: LLMBackend, jobs: Sequence[Job]) -> dict[int, list[Candidate]]:
     """Send every job's request in ONE ``llm.complete`` call; candidates by class id, taken
-    round-robin over the class's jobs so no single request crowds out the others."""
+    round-robin over the class's jobs so no single request crowds out the others. An answer that
+    is broken JSON gives no candidates, only a ``malformed`` marker (first) that the loop counts."""
     if not jobs:
         return {}
     answers = llm.complete([j.request for j in jobs])
     per_class: dict[int, list[list[Candidate]]] = {}
+    broken: dict[int, list[Candidate]] = {}
     for job, answer in zip(jobs, answers, strict=True):
+        if broken_json(answer):
+            log.info("LLM answer is malformed JSON (%s): %r", job.source, answer[:120])
+            broken.setdefault(job.class_id, []).append(Candidate("", job.source, malformed=True))
+            per_class.setdefault(job.class_id, [])
+            continue
         texts = job.parse(answer)
         if not texts:
             log.info("LLM answer with no usable captions (%s): %r", job.source, answer[:120])
         per_class.setdefault(job.class_id, []).append([Candidate(t, job.source) for t in texts])
-    return {cid: interleave(lists) for cid, lists in per_class.items()}
+    return {cid: broken.get(cid, []) + interleave(lists) for cid, lists in per_class.items()}
 
 
 def interleave(lists: Sequence[Sequence[Candidate]]) -> list[Candidate]:
@@ -178,8 +186,12 @@ def interleave(lists: Sequence[Sequence[Candidate]]) -> list[Candidate]:
 
 def parse_list(text: str, key: str = "captions") -> list[str]:
     """The items of an answer: ``{key: [...]}`` (or any JSON list) when the answer is JSON, else
-    its numbered/bulleted lines (all lines when none is marked), without chatter and headers."""
+    its numbered/bulleted lines (all lines when none is marked), without chatter and headers.
+    A JSON-looking answer that does not parse (:func:`broken_json`) gives nothing: its pieces are
+    never read as lines."""
     data = load_json(text)
+    if data is None and broken_json(text):
+        return []
     if isinstance(data, dict):
         try:  # the structured answer we asked for, validated with its pydantic model
             return [
@@ -204,6 +216,12 @@ def parse_lines(text: str) -> list[str]:
         if item and not item.endswith(":") and not _CHATTER.match(item):
             out.append(item)
     return out
+
+
+def broken_json(text: str) -> bool:
+    """True when ``text`` looks like JSON (a ``{``/``[`` opens a string, object or list, or ends a
+    line) but no JSON value can be read from it (``[1] a canoe`` is not JSON-looking)."""
+    return bool(_JSONISH.search(text)) and load_json(text) is None
 
 
 def load_json(text: str) -> Any | None:

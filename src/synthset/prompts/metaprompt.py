@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Sequence
 
-from synthset.prompts.base import Candidate, ClassRequest, similarity
+from synthset.prompts.base import Candidate, ClassRequest, names_class, similarity
 from synthset.prompts.llm.base import LLMBackend
 from synthset.prompts.llm_common import (
     Job,
@@ -91,7 +91,8 @@ class MetapromptStrategy:
         if not requests:
             return {}
         base = rng.getrandbits(31)
-        directions = self.stage1([r.cls.name for r in requests], base)
+        names = [n for r in requests for n in (r.cls.name, *r.synonyms)]
+        directions = self.stage1([r.cls.name for r in requests], base, names)
         size = per_request(self.llm_spec)
         jobs = []
         for req in requests:
@@ -107,8 +108,10 @@ class MetapromptStrategy:
                     jobs.append(Job(req.cls.id, request, source, _parse_prompts))
         return ask(self.llm, jobs)
 
-    def stage1(self, class_names: Sequence[str], base: int) -> list[str]:
-        """The K directions, asked for once (kept in memory; the backend caches on disk)."""
+    def stage1(self, class_names: Sequence[str], base: int, names: Sequence[str] = ()) -> list[str]:
+        """The K directions, asked for once (kept in memory; the backend caches on disk).
+        Directions naming a class (or a synonym, ``names``) are left out: they would steer every
+        class's prompts towards that class (the loop drops prompts naming another class)."""
         if self.directions is None:
             k = self.spec.metaprompts
             user = directions_message(class_names, k) + "\n"
@@ -116,7 +119,11 @@ class MetapromptStrategy:
             seed = derive_seed(base, "directions")
             request = build_request(self.llm_spec, user, seed, key="directions")
             answer = self.llm.complete([request])[0]
-            found = distinct(parse_list(answer, "directions"), self.spec.near_duplicate)[:k]
+            found = distinct(parse_list(answer, "directions"), self.spec.near_duplicate)
+            named = [d for d in found if names_class(d, names or class_names)]
+            if named:
+                log.info("metaprompt: %d directions name a class, left out: %r", len(named), named)
+            found = [d for d in found if d not in named][:k]
             if not found:
                 log.warning("metaprompt: the LLM gave no directions; using %r", FALLBACK_DIRECTION)
                 found = [FALLBACK_DIRECTION]
