@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from synthset.recipe.base import Strict
 
@@ -31,8 +31,26 @@ class TextualInversionSpec(Strict):
     weight_name: str | None = Field(None, description="File inside a folder or hub repo.")
 
 
+_REAL = ("tiny", "img2img", "inpaint")
+_REAL_HINT = "use kind img2img (or inpaint) to start from real images, or remove it"
+_MASK_HINT = "use kind inpaint to regenerate part of real images, or remove it"
+
+
 class GeneratorSpec(Strict):
-    """One image generator and its sampling settings."""
+    """One image generator and its sampling settings.
+
+    ``KIND_FIELDS`` says which kinds use the fields only some kinds use (every other field is
+    used by all kinds); a value given for a kind that ignores it is refused (see
+    :meth:`ignored_by_kind`), also in ensemble members and tune spaces."""
+
+    KIND_FIELDS: ClassVar[dict[str, tuple[tuple[str, ...], str]]] = {
+        "strength": (_REAL, _REAL_HINT),
+        "variants_per_image": (_REAL, _REAL_HINT),
+        "mask": (("inpaint",), _MASK_HINT),
+        "mask_dir": (("inpaint",), _MASK_HINT),
+        "mask_box": (("inpaint",), _MASK_HINT),
+        "invert_mask": (("inpaint",), _MASK_HINT),
+    }
 
     kind: Literal["tiny", "text2image", "img2img", "inpaint"] = Field(
         "tiny",
@@ -136,6 +154,32 @@ class GeneratorSpec(Strict):
     def masks_from_folder(self) -> bool:
         """Whether each item's inpainting mask is read from the recipe's mask folder."""
         return self.kind == "inpaint" and self.mask == "folder"
+
+    @classmethod
+    def ignored_by_kind(cls, kind: str, name: str, strength: Any = None) -> str | None:
+        """Why ``kind`` ignores field ``name`` and what to do (None when it uses it). 'tiny'
+        makes variants of real images only with a strength."""
+        kinds, hint = cls.KIND_FIELDS.get(name, ((kind,), ""))
+        if kind not in kinds:
+            return f"{kind} ignores it; {hint}"
+        if kind == "tiny" and name == "variants_per_image" and strength is None:
+            return (
+                "tiny makes variants of real images only with a strength; set strength or remove it"
+            )
+        return None
+
+    @field_validator(*KIND_FIELDS, mode="after")
+    @classmethod
+    def _used_by_kind(cls, v: Any, info: ValidationInfo) -> Any:
+        # runs only on values given (defaults are not validated); a given default (e.g. a
+        # dumped recipe read back) changes nothing, so it passes
+        name = info.field_name
+        assert name is not None
+        if "kind" in info.data and v != cls.model_fields[name].default:
+            why = cls.ignored_by_kind(info.data["kind"], name, info.data.get("strength"))
+            if why:
+                raise ValueError(why)
+        return v
 
     @field_validator("strength")
     @classmethod

@@ -193,6 +193,14 @@ class Recipe(Strict):
                 "'tune' searches one text-conditioned generator's knobs: use "
                 "'generate.generator' without real-image modes (img2img, inpaint, strength)"
             )
+        if self.tune is not None and gspec is not None:
+            gen = gspec.generator
+            for path in (p for space in self.tune.spaces() for p in space):
+                parts = path.split(".")
+                if parts[:2] == ["generate", "generator"] and len(parts) == 3:
+                    why = gen.ignored_by_kind(gen.kind, parts[2], gen.strength)
+                    if why:
+                        raise ValueError(f"tune.space {path}: {why}")
         for gen in self.generate.members if self.generate is not None else []:
             if gen.kind == "tiny" and gen.model is None and self.adapt is None:
                 raise ValueError(
