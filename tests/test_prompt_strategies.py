@@ -210,6 +210,9 @@ def test_file_strategy_imports_and_counts_unmatched(tmp_path: Path) -> None:
         "captions": 5,
         "unmatched": 1,
         "unmatched_labels": {"zebra": 1},
+        "unmatched_captions": [
+            {"where": "line 5", "caption": "a zebra crossing a river", "label": "zebra"}
+        ],
     }
 
 

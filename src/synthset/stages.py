@@ -184,6 +184,8 @@ def write_prompts(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict
         "stats": {name: vars(st) for name, st in stats.items()},
         "diversity": diversity_report(records, spec.diversity_model),
     }
+    if callable(getattr(strategy, "report", None)):  # e.g. the file import's skipped captions
+        report["strategy_report"] = strategy.report()
     atomic_write_json(run.prompts_report, report)
     return {"prompts": len(records)}
 

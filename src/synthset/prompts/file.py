@@ -1,5 +1,6 @@
 """The file strategy: import existing captions (``caption => class`` lines or the
-``captions_single_labeled`` JSON, see :mod:`synthset.prompts.formats`)."""
+``captions_single_labeled`` / ``captions_multiple_labeled`` JSON, see
+:mod:`synthset.prompts.formats`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from synthset.errors import SynthsetError
 from synthset.prompts.base import Candidate, ClassRequest
-from synthset.prompts.formats import match_captions, read_captions
+from synthset.prompts.formats import LabeledCaption, match_captions, read_captions
 from synthset.recipe import PromptsSpec
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,10 @@ log = logging.getLogger(__name__)
 
 class FileStrategy:
     """Offers every caption of ``prompts.file`` for its class in the first round (file order);
-    captions whose label is not one of the recipe's classes are counted in ``unmatched``."""
+    captions whose label is not one of the recipe's classes are skipped, counted and recorded
+    (``report()``, written to prompts_report.json by the prompts stage)."""
+
+    max_recorded = 200  # unmatched captions listed in the report (all are counted)
 
     name = "file"
 
@@ -30,6 +34,7 @@ class FileStrategy:
         self.path = spec.file
         self.total = 0
         self.unmatched: Counter[str] = Counter()
+        self.unmatched_captions: list[LabeledCaption] = []
 
     def propose(
         self, requests: Sequence[ClassRequest], round_index: int, rng: random.Random
@@ -40,6 +45,7 @@ class FileStrategy:
         captions = read_captions(self.path)
         result = match_captions(captions, [r.cls for r in requests])
         self.total, self.unmatched = len(captions), result.unmatched
+        self.unmatched_captions = result.unmatched_captions
         if result.matched == 0:
             seen = ", ".join(repr(k) for k, _ in result.unmatched.most_common(3))
             raise SynthsetError(
@@ -59,9 +65,14 @@ class FileStrategy:
         }
 
     def report(self) -> dict[str, Any]:
-        """Counts of the last import: captions read, and skipped ones by unknown label."""
+        """The last import: captions read, skipped ones by unknown label, and the skipped
+        captions themselves (the first ``max_recorded``, in file order)."""
         return {
             "captions": self.total,
             "unmatched": sum(self.unmatched.values()),
             "unmatched_labels": dict(self.unmatched.most_common(20)),
+            "unmatched_captions": [
+                {"where": c.where, "caption": c.caption, "label": c.label}
+                for c in self.unmatched_captions[: self.max_recorded]
+            ],
         }

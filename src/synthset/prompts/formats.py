@@ -2,7 +2,14 @@
 
 - raw lines: ``caption => class name``, one per line (blank lines and ``#`` comments skipped);
 - JSON: ``{"captions_single_labeled": [[caption, [label]], ...]}``, where a label is an integer
-  class id or a class name.
+  class id or a class name;
+- JSON: ``{"captions_multiple_labeled": [[caption, [label, ...]], ...]}`` (alone or beside the
+  single-labeled list). synthset makes single-label datasets, and a caption naming several
+  classes asks for an image holding several classes, which no one label describes: such entries
+  are refused (all of them listed in one error line), entries with exactly one label are read
+  like single-labeled ones.
+
+A malformed file is refused with one line listing every bad line or entry, not only the first.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from synthset.prompts.base import PromptRecord, normalize
 from synthset.store.atomic import atomic_write_text
 
 JSON_KEY = "captions_single_labeled"
+MULTI_KEY = "captions_multiple_labeled"
 ARROW = "=>"
 
 
@@ -37,6 +45,7 @@ class MatchResult:
 
     by_class: dict[int, list[LabeledCaption]]
     unmatched: Counter[str] = field(default_factory=Counter)
+    unmatched_captions: list[LabeledCaption] = field(default_factory=list)
 
     @property
     def matched(self) -> int:
@@ -56,26 +65,56 @@ def read_captions(path: Path) -> list[LabeledCaption]:
     return parse_caption_lines(text, str(path))
 
 
+def _plural(word: str, n: int) -> str:
+    if n == 1:
+        return word
+    return word.removesuffix("entry") + "entries" if word.endswith("entry") else word + "s"
+
+
+def _bad_error(name: str, bad: list[tuple[str, int, str]], unit: str, fix: str) -> SynthsetError:
+    """One line naming every bad line/entry: ``bad`` holds (what, number, reason)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for what, number, reason in bad:
+        groups.setdefault((what, reason), []).append(number)
+    parts = []
+    for (what, reason), numbers in groups.items():
+        shown = ", ".join(str(n) for n in numbers[:10])
+        more = f" (+{len(numbers) - 10} more)" if len(numbers) > 10 else ""
+        parts.append(f"{_plural(what, len(numbers))} {shown}{more}: {reason}")
+    units = _plural(unit, len(bad))
+    return SynthsetError(f"prompts.file {name}: {len(bad)} bad {units} ({'; '.join(parts)}); {fix}")
+
+
 def parse_caption_lines(text: str, name: str = "<text>") -> list[LabeledCaption]:
-    """Parse ``caption => class name`` lines; a malformed line is an error naming its number."""
-    out = []
+    """Parse ``caption => class name`` lines; malformed lines are one error naming them all."""
+    out, bad = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
         caption, arrow, label = stripped.rpartition(ARROW)
         caption, label = caption.strip(), label.strip()
-        if not arrow or not caption or not label:
-            raise SynthsetError(
-                f"prompts.file: {name} line {number} is not 'caption => class name': "
-                f"{stripped[:80]!r}"
-            )
-        out.append(LabeledCaption(caption, label, f"line {number}"))
+        if not arrow:
+            bad.append(("line", number, f"no '{ARROW}'"))
+        elif not caption:
+            bad.append(("line", number, "no caption"))
+        elif not label:
+            bad.append(("line", number, "no class name"))
+        else:
+            out.append(LabeledCaption(caption, label, f"line {number}"))
+    if bad:
+        raise _bad_error(name, bad, "line", "write each as 'caption => class name'")
     return out
 
 
+def _label(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
 def parse_captions_json(text: str, name: str = "<json>") -> list[LabeledCaption]:
-    """Parse ``{"captions_single_labeled": [[caption, [label]], ...]}``."""
+    """Parse ``{"captions_single_labeled": [[caption, [label]], ...]}`` and/or
+    ``{"captions_multiple_labeled": [[caption, [label, ...]], ...]}`` (one label per caption:
+    see the module docstring); malformed entries are one error naming them all."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -83,28 +122,36 @@ def parse_captions_json(text: str, name: str = "<json>") -> list[LabeledCaption]
             f"prompts.file: {name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
             f"{exc.msg})"
         ) from exc
-    if not isinstance(data, dict) or not isinstance(data.get(JSON_KEY), list):
+    keys = [k for k in (JSON_KEY, MULTI_KEY) if isinstance(data, dict) and k in data]
+    if not keys or any(not isinstance(data[k], list) for k in keys):
         raise SynthsetError(
-            f'prompts.file: {name} needs a top-level {{"{JSON_KEY}": [[caption, [label]], ...]}}'
+            f'prompts.file: {name} needs a top-level {{"{JSON_KEY}": [[caption, [label]], ...]}} '
+            f'or {{"{MULTI_KEY}": [[caption, [label]], ...]}}'
         )
-    out = []
-    for i, entry in enumerate(data[JSON_KEY]):
-        ok = (
-            isinstance(entry, list)
-            and len(entry) == 2
-            and isinstance(entry[0], str)
-            and entry[0].strip()
-            and isinstance(entry[1], list)
-            and len(entry[1]) == 1
-            and isinstance(entry[1][0], (int, str))
-            and not isinstance(entry[1][0], bool)
-        )
-        if not ok:
-            raise SynthsetError(
-                f"prompts.file: {name} {JSON_KEY} entry {i} is not [caption, [label]] "
-                f"(label: a class id or name): {json.dumps(entry)[:80]}"
+    out, bad = [], []
+    for key in keys:
+        what = "entry" if key == JSON_KEY else f"{MULTI_KEY} entry"
+        for i, entry in enumerate(data[key]):
+            ok = (
+                isinstance(entry, list)
+                and len(entry) == 2
+                and isinstance(entry[0], str)
+                and entry[0].strip()
+                and isinstance(entry[1], list)
+                and len(entry[1]) >= 1
+                and all(_label(label) for label in entry[1])
             )
-        out.append(LabeledCaption(entry[0].strip(), entry[1][0], f"entry {i}"))
+            if not ok:
+                bad.append((what, i, "not [caption, [label]] (label: a class id or name)"))
+            elif len(entry[1]) > 1:
+                bad.append(
+                    (what, i, "several labels (an image of several classes has no one label)")
+                )
+            else:
+                where = f"entry {i}" if key == JSON_KEY else f"multi entry {i}"
+                out.append(LabeledCaption(entry[0].strip(), entry[1][0], where))
+    if bad:
+        raise _bad_error(name, bad, "entry", "give each caption exactly one label")
     return out
 
 
@@ -122,6 +169,7 @@ def match_captions(captions: Sequence[LabeledCaption], classes: Sequence[ClassIn
         )
         if cls is None:
             result.unmatched[str(cap.label)] += 1
+            result.unmatched_captions.append(cap)
         else:
             result.by_class[cls.id].append(cap)
     return result
