@@ -191,53 +191,39 @@ def test_small_class_gives_nulls_not_failure(tmp_path: Path, real: dict[str, Sam
 
 def test_bad_extractor_inputs_are_one_line_errors(tmp_path: Path, real: dict[str, Samples]) -> None:
     syn = real["train"]
+
+    def fidelity(synthetic: Samples = syn, **fs: Any) -> None:
+        run_fidelity(
+            spec(**fs),
+            real,
+            synthetic,
+            prompts_by_path=None,
+            class_names=NAMES,
+            out_dir=tmp_path / "e",
+            progress=False,
+        )
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"fc.weight": torch.zeros(10, 512)}, str(other))
     cases = [
         ({"extractor": "inception"}, "inception_weights is not set"),
         ({"inception_weights": str(tmp_path / "nope.pth")}, "weights file not found"),
         ({"extractor": "resnet18"}, "unknown extractor 'resnet18'"),
         ({"extractor": "torchvision:resnet18"}, "needs evaluate.fidelity.weights"),
         ({"extractor": "torchscript:" + str(tmp_path / "x.pt")}, "TorchScript file not found"),
+        ({"inception_weights": str(bad)}, "cannot load weights"),
+        ({"inception_weights": str(other)}, "does not hold Inception-v3 weights"),
     ]
     for fs, fragment in cases:
         with pytest.raises(SynthsetError, match=fragment) as info:
-            run_fidelity(
-                spec(**fs),
-                real,
-                syn,
-                prompts_by_path=None,
-                class_names=NAMES,
-                out_dir=tmp_path / "e",
-                progress=False,
-            )
+            fidelity(**fs)
         assert "\n" not in str(info.value)
-    bad = tmp_path / "bad.pth"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(SynthsetError, match="cannot load weights"):
-        run_fidelity(
-            spec(inception_weights=str(bad)),
-            real,
-            syn,
-            prompts_by_path=None,
-            class_names=NAMES,
-            out_dir=tmp_path / "e",
-        )
-    other = tmp_path / "other.safetensors"
-    from safetensors.torch import save_file
-
-    save_file({"fc.weight": torch.zeros(10, 512)}, str(other))
-    with pytest.raises(SynthsetError, match="does not hold Inception-v3 weights"):
-        run_fidelity(
-            spec(inception_weights=str(other)),
-            real,
-            syn,
-            prompts_by_path=None,
-            class_names=NAMES,
-            out_dir=tmp_path / "e",
-        )
     with pytest.raises(SynthsetError, match="no synthetic images"):
-        run_fidelity(
-            spec(), real, [], prompts_by_path=None, class_names=NAMES, out_dir=tmp_path / "e"
-        )
+        fidelity([])
 
 
 # ----------------------------------------------------------------------------- extractors
