@@ -235,6 +235,12 @@ def test_too_few_distinct_prompts_are_said_or_refused(
     )
     report = json.loads(open_run(recipe).prompts_report.read_text())
     assert report["short_of_per_class"] == {"cat": 1, "red fox": 1, "sailboat": 1}
+    caplog.clear()  # per_class left at its default: recorded, not said
+    quiet = make(tmp_path / "quiet", {"template": "a {class}"})
+    with caplog.at_level("WARNING"):
+        stage_prompts(quiet, open_run(quiet))
+    assert "distinct prompt" not in caplog.text
+    assert json.loads(open_run(quiet).prompts_report.read_text())["short_of_per_class"]
     strict = make(
         tmp_path / "strict", {"template": "a {class}", "per_class": 4, "shortfall": "error"}
     )

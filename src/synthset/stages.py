@@ -162,7 +162,8 @@ def write_prompts(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict
             "check prompts.strategy and its source, or set prompts.label_check: repair"
         )
     short = _short_classes(classes, records, spec.per_class)
-    if short:
+    # said when the recipe asked for a number (the default 20 with one template is not a request)
+    if short and ("per_class" in spec.model_fields_set or spec.shortfall == "error"):
         name, count = next(iter(short.items()))
         message = (
             f"prompts: only {count} distinct prompt{'' if count == 1 else 's'} for class {name!r} "
