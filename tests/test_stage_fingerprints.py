@@ -99,3 +99,30 @@ def test_other_real_split_fractions_rerun_cas(finished: Path) -> None:
     assert statuses["data"] == "ran" and statuses["evaluate"] == "ran"
     assert cas(finished)["train_sets"]["real"]["summary"]["n_train"] < n_real
     run_logged(toy(finished))
+
+
+def test_status_says_which_stages_an_edit_makes_stale(finished: Path) -> None:
+    """``synthset status`` follows the table: a stage is stale when its own inputs changed or
+    a stage it needs is stale, even before anything reran."""
+    import os
+    import subprocess
+    import sys
+
+    from synthset.cli import bundled_recipe
+
+    def status(*more: str) -> dict[str, str]:
+        args = [sys.executable, "-m", "synthset.cli", "status", str(bundled_recipe("digits"))]
+        for item in [f"output_dir={finished}", *TOY, *more]:
+            args += ["--set", item]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+        res = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert res.returncode == 0, res.stderr
+        rows = [line.strip("│ ").split("│") for line in res.stdout.splitlines() if "│" in line]
+        return {cells[0].strip(): cells[-1].strip() for cells in rows if len(cells) >= 2}
+
+    now = status()
+    assert now["evaluate"] == "done" and now["report"] == "done" and now["tune"] == "not in recipe"
+    edited = status("generate.images_per_class=7")
+    assert edited["prompts"] == "done" and edited["adapt"] == "done"
+    for stage in ("plan", "generate", "evaluate", "fidelity", "report"):
+        assert edited[stage].startswith("stale"), (stage, edited[stage])

@@ -316,16 +316,20 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
     table = Table(title=f"run folder {run.root}")
     table.add_column("stage")
     table.add_column("state")
+    current: dict[str, bool] = {}  # a stage is current when its inputs and its needs are
     for row in STAGES:
         if not row.applies(r):
-            state = "not in recipe"
-        elif is_current(row, r, run):
+            table.add_row(row.name, "not in recipe")
+            continue
+        needs_current = all(current.get(n, True) for n in row.needs(r))
+        current[row.name] = needs_current and is_current(row, r, run)
+        if current[row.name]:
             state = "done"
         elif run.stage_marker(row.name).exists():
             state = "stale: an input changed"
         else:
             state = "-"
-        if row.name == "generate" and state != "not in recipe":
+        if row.name == "generate":
             finished, planned = generation_status(r, run)
             state += f" ({finished}/{planned} images)"
         if row.name == "tune" and r.tune is not None:
