@@ -224,6 +224,7 @@ class StageLog:
     """What each stage did in this invocation: ``ran`` / ``skipped`` / ``off`` and seconds."""
 
     entries: list[tuple[str, str, float]] = field(default_factory=list)
+    checked: bool = False  # the recipe passed every stage's fail-fast check in this invocation
 
     def record(self, stage: str, status: str, seconds: float) -> None:
         self.entries.append((stage, status, seconds))
@@ -244,9 +245,11 @@ def fingerprint(row: Stage, recipe: Recipe, run: RunFolder) -> str:
     return recipe.fingerprint(*row.sections) + inputs_digest([*reads, *row.inputs(recipe, run)])
 
 
-def is_current(row: Stage, recipe: Recipe, run: RunFolder) -> bool:
-    """Is the row's output there and made from what it reads now?"""
-    return run.stage_done(row.name, fingerprint(row, recipe, run)) and row.output(run).exists()
+def is_current(row: Stage, recipe: Recipe, run: RunFolder, fp: str | None = None) -> bool:
+    """Is the row's output there and made from what it reads now (``fp``: its fingerprint,
+    when the caller has it already)?"""
+    fp = fingerprint(row, recipe, run) if fp is None else fp
+    return run.stage_done(row.name, fp) and row.output(run).exists()
 
 
 def run_stage(
@@ -261,12 +264,13 @@ def run_stage(
     if not row.applies(recipe):
         log.record(name, "off", 0.0)
         return None
-    if not log.entries:  # the first stage of this invocation: fail fast on bad input
+    if not log.checked:  # the first stage of this invocation: fail fast on bad input
         check(recipe)
+        log.checked = True
     for need in row.needs(recipe):
         run_stage(need, recipe, run, progress, log)
     fp = fingerprint(row, recipe, run)
-    if run.stage_done(name, fp) and row.output(run).exists():
+    if is_current(row, recipe, run, fp):
         log.record(name, "skipped", 0.0)
         return _marker(run, name)
     for folder in row.scratch(run):
@@ -298,10 +302,11 @@ def run_all(recipe: Recipe, progress: bool = True, log: StageLog | None = None) 
     """Run every stage of the table in order, skipping the current ones. The run folder takes
     one ``synthset run`` at a time: a second is refused in one line before it writes anything
     (an OS file lock, dropped by the kernel when its holder exits or is killed)."""
-    check(recipe)
+    log = log if log is not None else StageLog()
+    check(recipe)  # before the lock and the folder: bad input writes nothing
+    log.checked = True
     with run_lock(recipe.output_dir):
         run = open_run(recipe)
-        log = log if log is not None else StageLog()
         for row in STAGES:
             run_stage(row.name, recipe, run, progress, log)
     return run
