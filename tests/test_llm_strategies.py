@@ -299,7 +299,9 @@ def _metaprompt_respond(payload: dict[str, Any]) -> Reply:
 
 def test_metaprompt_two_stages_end_to_end(tmp_path: Path) -> None:
     with ChatServer(_metaprompt_respond) as server:
-        spec = _spec("metaprompt", server, per_class=6, metaprompts=3, label_check="drop")
+        spec = _spec(
+            "metaprompt", server, per_class=6, metaprompts=3, label_check="drop", domain="pets"
+        )
         records, stats, backend = _run(spec, tmp_path / "cache")
         requests = list(server.requests)
     _assert_good(records, 6, spec.near_duplicate)
@@ -308,7 +310,8 @@ def test_metaprompt_two_stages_end_to_end(tmp_path: Path) -> None:
         assert (st.proposed, st.accepted, st.duplicates, st.dropped_unlabeled) == (12, 6, 3, 3)
     stage1 = [p for p in requests if _user(p).startswith("I am building")]
     stage2 = [p for p in requests if p not in stage1]
-    assert len(stage1) == 1 and "golden retriever, canoe" in _user(stage1[0])
+    assert len(stage1) == 1 and "photo dataset of pets." in _user(stage1[0])
+    assert not any(c.name in _user(stage1[0]) for c in CLASSES)  # class-agnostic: cached apart
     assert backend.batches == [1, 6, 6]  # stage 1, then one batch per round
     used = {re.search(r"^Direction: (.+)$", _user(p), re.MULTILINE).group(1) for p in stage2}
     assert used == set(DIRECTIONS[:3])
@@ -341,7 +344,8 @@ RESPONDERS: dict[str, Callable[[dict[str, Any]], Reply]] = {
 def test_reruns_are_identical_and_cached(tmp_path: Path, strategy: str) -> None:
     llm = {"structured_output": "off"} if strategy == "synclr" else {}
     with ChatServer(RESPONDERS[strategy]) as server:
-        spec = _spec(strategy, server, per_class=5, metaprompts=2, llm=llm)
+        extra = {"metaprompts": 2} if strategy == "metaprompt" else {}
+        spec = _spec(strategy, server, per_class=5, llm=llm, **extra)
         first, _, _ = _run(spec, tmp_path / "a")
         calls = len(server.requests)
         seeds = sorted(p["seed"] for p in server.requests)
@@ -353,6 +357,25 @@ def test_reruns_are_identical_and_cached(tmp_path: Path, strategy: str) -> None:
         other, _, _ = _run(spec, tmp_path / "c", seed=8)
     assert calls > 0 and first == second == third
     assert [r.prompt for r in other] != [r.prompt for r in first]
+
+
+@pytest.mark.parametrize("strategy", sorted(RESPONDERS))
+def test_renaming_one_class_resends_only_its_requests(tmp_path: Path, strategy: str) -> None:
+    """Every request names one class at most, so the answer cache is per class: after renaming
+    canoe to kayak, the rerun asks the server about kayak only (stage 1 included)."""
+    llm = {"structured_output": "off"} if strategy == "synclr" else {}
+    renamed = [CLASSES[0], ClassInfo(1, "kayak", "kayak")]
+    with ChatServer(RESPONDERS[strategy]) as server:
+        spec = _spec(strategy, server, per_class=5, llm=llm)
+        first, _, _ = _run(spec, tmp_path / "cache")
+        calls = len(server.requests)
+        backend = OpenAICompatibleBackend(spec.llm, tmp_path / "cache", backoff=0.01)
+        again, _ = collect_prompts(STRATEGIES[strategy](spec, backend), renamed, spec, 7)
+        resent = [_user(p) for p in server.requests[calls:]]
+    assert resent and all("kayak" in text and "golden retriever" not in text for text in resent)
+    kept = [r for r in again if r.class_id == 0]
+    assert kept == [r for r in first if r.class_id == 0]  # the cached answers, same prompts
+    assert all(names_class(r.prompt, ["kayak"]) for r in again if r.class_id == 1)
 
 
 # --- answers without captions ------------------------------------------------------------------

@@ -101,6 +101,7 @@ def test_bad_set_syntax(tmp_path: Path, override: str, fragment: str) -> None:
         ({"classes": {}}, "give exactly one of names, file, imagefolder, dataset"),
         ({"classes": {"names": ["a"], "dataset": "digits"}}, "(got names, dataset)"),
         ({"prompts": {"template": "a photo"}}, "prompts.template: template must contain '{class}'"),
+        ({"prompts": {"domain": "pets"}}, "domain is read by strategy 'metaprompt' only"),
         ({"adapt": {"steps": 5}}, "'adapt' trains on real images: add a 'real' section"),
         ({"real": {"source": "imagefolder"}}, "real: source 'imagefolder' needs 'path'"),
         ({"evaluate": {"train_sets": ["fake"]}}, "evaluate.train_sets.0"),

@@ -1,7 +1,9 @@
 """The metaprompt strategy (hierarchical diversity, as in "Just Say the Name").
 
 Stage 1 (once per strategy instance): the LLM writes ``prompts.metaprompts`` (K) diverse scene /
-style directions for photos of the task's classes. Stage 2 (every round): for every class and
+style directions, class-agnostic as in the paper's metaprompts: the request names the dataset's
+``prompts.domain`` (if given), never the class list, so renaming or adding one class re-sends only
+that class's requests (every answer is cached by request). Stage 2 (every round): for every class and
 direction, the LLM writes prompts following that direction; each request shows the prompts
 already accepted for the class (the last ``RECENT``) and asks for different ones. A class's
 ``need`` is spread over the directions, starting at a seeded offset.
@@ -35,19 +37,14 @@ from synthset.recipe import PromptsSpec
 
 log = logging.getLogger(__name__)
 
-MAX_NAMES = 40  # class names shown in the stage-1 request
 FALLBACK_DIRECTION = "a realistic photo in a natural setting"
 
 
-def directions_message(class_names: Sequence[str], k: int) -> str:
-    """Stage 1: ask for ``k`` scene/style directions for photos of ``class_names``."""
-    shown = ", ".join(class_names[:MAX_NAMES])
-    more = len(class_names) - MAX_NAMES
-    if more > 0:
-        shown += f" and {more} more"
+def directions_message(domain: str | None, k: int) -> str:
+    """Stage 1: ask for ``k`` scene/style directions for a photo dataset of ``domain``."""
     return "\n".join(
         [
-            f"I am building a photo dataset of: {shown}.",
+            f"I am building a photo dataset of {domain or 'everyday subjects'}.",
             f"Write {k} short directions for its photos, each a different scene, setting, "
             "style, lighting or camera choice, e.g. 'a rainy window-side shot in cool tones'.",
             "Keep each under 12 words and do not name any subject.",
@@ -92,7 +89,7 @@ class MetapromptStrategy:
             return {}
         base = rng.getrandbits(31)
         names = [n for r in requests for n in (r.cls.name, *r.synonyms)]
-        directions = self.stage1([r.cls.name for r in requests], base, names)
+        directions = self.stage1(base, names)
         size = per_request(self.llm_spec)
         jobs = []
         for req in requests:
@@ -108,19 +105,19 @@ class MetapromptStrategy:
                     jobs.append(Job(req.cls.id, request, source, _parse_prompts))
         return ask(self.llm, jobs)
 
-    def stage1(self, class_names: Sequence[str], base: int, names: Sequence[str] = ()) -> list[str]:
+    def stage1(self, base: int, names: Sequence[str]) -> list[str]:
         """The K directions, asked for once (kept in memory; the backend caches on disk).
-        Directions naming a class (or a synonym, ``names``) are left out: they would steer every
+        Directions naming a class (or a synonym: ``names``) are left out: they would steer every
         class's prompts towards that class (the loop drops prompts naming another class)."""
         if self.directions is None:
             k = self.spec.metaprompts
-            user = directions_message(class_names, k) + "\n"
+            user = directions_message(self.spec.domain, k) + "\n"
             user += answer_format(self.llm_spec, k, key="directions")
             seed = derive_seed(base, "directions")
             request = build_request(self.llm_spec, user, seed, key="directions")
             answer = self.llm.complete([request])[0]
             found = distinct(parse_list(answer, "directions"), self.spec.near_duplicate)
-            named = [d for d in found if names_class(d, names or class_names)]
+            named = [d for d in found if names_class(d, names)]
             if named:
                 log.info("metaprompt: %d directions name a class, left out: %r", len(named), named)
             found = [d for d in found if d not in named][:k]

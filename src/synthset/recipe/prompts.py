@@ -85,6 +85,11 @@ class PromptsSpec(Strict):
     metaprompts: int = Field(
         5, ge=1, description="metaprompt strategy: scene directions (stage 1)."
     )
+    domain: str | None = Field(
+        None,
+        description="metaprompt strategy: what the dataset shows (e.g. 'vehicles and animals'), "
+        "told to stage 1 instead of the class list, so each class's requests are cached apart.",
+    )
     file: Path | None = Field(
         None, description="strategy file: 'caption => class' lines or captions_single_labeled JSON."
     )
@@ -132,4 +137,8 @@ class PromptsSpec(Strict):
             raise ValueError(f"strategy '{self.strategy}' needs an 'llm' section (backend, model)")
         if self.strategy == "file" and self.file is None:
             raise ValueError("strategy 'file' needs 'file': a caption file to import")
+        if self.strategy != "metaprompt" and self.domain is not None:
+            raise ValueError(
+                "domain is read by strategy 'metaprompt' only; remove it or set strategy: metaprompt"
+            )
         return self
