@@ -3,10 +3,12 @@
 Stage 1 (once per strategy instance): the LLM writes ``prompts.metaprompts`` (K) diverse scene /
 style directions, class-agnostic as in the paper's metaprompts: the request names the dataset's
 ``prompts.domain`` (if given), never the class list, so renaming or adding one class re-sends only
-that class's requests (every answer is cached by request). Stage 2 (every round): for every class and
-direction, the LLM writes prompts following that direction; each request shows the prompts
-already accepted for the class (the last ``RECENT``) and asks for different ones. A class's
-``need`` is spread over the directions, starting at a seeded offset.
+that class's requests (every answer is cached by request).
+
+Stage 2 (every round): for every class and direction, the LLM writes prompts following that
+direction; each request shows the prompts already accepted for the class (the last ``RECENT``)
+and asks for different ones. A class's ``need`` is spread over the directions, starting at a
+seeded offset.
 """
 
 from __future__ import annotations

@@ -139,6 +139,7 @@ class PromptsSpec(Strict):
             raise ValueError("strategy 'file' needs 'file': a caption file to import")
         if self.strategy != "metaprompt" and self.domain is not None:
             raise ValueError(
-                "domain is read by strategy 'metaprompt' only; remove it or set strategy: metaprompt"
+                "domain is read by strategy 'metaprompt' only; "
+                "remove it or set strategy: metaprompt"
             )
         return self
