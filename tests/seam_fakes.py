@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from synthset.classes import ClassInfo
-from synthset.data.splits import Samples
+from synthset.adapt.base import AdaptData
 from synthset.executors.base import GenerationJob, GenerationResult
 from synthset.executors.local import run_generation
 from synthset.plan import WorkItem
@@ -50,16 +49,9 @@ class MeanLevelAdapter:
     def __init__(self, spec: AdaptSpec) -> None:
         self.spec = spec
 
-    def fit(
-        self,
-        train: Samples,
-        classes: list[ClassInfo],
-        out_dir: Path,
-        seed: int,
-        progress: bool = True,
-    ) -> None:
+    def fit(self, data: AdaptData, out_dir: Path, seed: int, progress: bool = True) -> None:
         levels: dict[str, list[float]] = {}
-        for path, label in train:
+        for path, label in data.train:
             with Image.open(path) as img:
                 levels.setdefault(str(label), []).append(float(np.asarray(img.convert("L")).mean()))
         out_dir.mkdir(parents=True, exist_ok=True)

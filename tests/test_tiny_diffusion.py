@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from synthset.adapt.tiny_diffusion import META_FILE, state_path, train_tiny_diffusion
+from synthset.adapt.tiny_diffusion import META_FILE, train_tiny_diffusion
+from synthset.adapt.training import state_path
 from synthset.data.splits import Samples
 from synthset.generators.tiny import TinyDiffusionGenerator
 from synthset.plan import WorkItem

@@ -117,6 +117,79 @@ def adapt(
     console.print("model trained" if ran else "adapt: nothing to do (already trained)")
 
 
+def _class_ids(text: str | None, names: list[str]) -> tuple[int, ...] | None:
+    """``0-4`` or ``0,2,5`` (class ids) or class names → sorted ids; None for every class."""
+    if not text:
+        return None
+    ids: set[int] = set()
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        lo, dash, hi = part.partition("-")
+        try:
+            ids.update(range(int(lo), int(hi) + 1) if dash else [int(part)])
+        except ValueError:
+            if part not in names:
+                raise SynthsetError(
+                    f"--classes: {part!r} is neither a class id, a range like 0-4, nor a class "
+                    "name of this recipe"
+                ) from None
+            ids.add(names.index(part))
+    bad = sorted(i for i in ids if not 0 <= i < len(names))
+    if bad:
+        raise SynthsetError(f"--classes: class id {bad[0]} is out of range 0..{len(names) - 1}")
+    return tuple(sorted(ids))
+
+
+@app.command("pretrain-tiny")
+@friendly_errors
+def pretrain_tiny(
+    recipe: RecipeArg,
+    captions: Annotated[
+        str, typer.Option(help="generic (no class words) or class (class-name captions).")
+    ] = "generic",
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Pretrain on these classes only: ids (0-4, 0,2,5) or names."),
+    ] = None,
+    base_out: Annotated[
+        Path | None,
+        typer.Option("--base-out", help="Pipeline folder (default: <run>/base-<captions>)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="UNet + text encoder steps.")] = 3000,
+    vae_steps: Annotated[int, typer.Option(min=1, help="Autoencoder steps.")] = 600,
+    set_: SetOpt = None,
+    out_dir: OutOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Pretrain a tiny text-conditional Stable Diffusion pipeline on the recipe's real train
+    split (CPU minutes): the stand-in for a downloaded base model that adapt methods adapt."""
+    from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
+    from synthset.classes import read_classes
+    from synthset.data.splits import load_splits
+    from synthset.pipeline import stage_data
+
+    if captions not in ("generic", "class"):
+        raise SynthsetError(f"--captions: {captions!r}; choose generic or class")
+    r = _load(recipe, set_, out_dir)
+    if r.real is None:
+        raise SynthsetError("pretrain-tiny trains on real images: add a 'real' section")
+    run = _open(r)
+    stage_data(r, run)
+    names = [c.name for c in read_classes(run.classes)]
+    ids = _class_ids(classes, names)
+    settings = BaseSettings(
+        captions=captions,  # type: ignore[arg-type]
+        class_ids=ids,
+        steps=steps,
+        vae_steps=vae_steps,
+        seed=r.seed,
+    )
+    suffix = "" if ids is None else "-" + "_".join(str(i) for i in ids)
+    target = base_out or run.root / f"base-{captions}{suffix}"
+    train = load_splits(run.real / "splits.json", names=("train",))["train"]
+    done = pretrain_tiny_base(train, names, settings, target, progress=not quiet)
+    console.print(f"tiny base pipeline: {done}", markup=False, highlight=False)
+
+
 @app.command()
 @friendly_errors
 def prompts(

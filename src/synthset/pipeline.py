@@ -146,7 +146,7 @@ STAGES: tuple[Stage, ...] = (
         stages.adapt_model,
         sections=("classes", "real", "adapt"),
         output=lambda run: run.adapt,
-        needs=lambda r: ("classes", "data"),
+        needs=lambda r: ("classes", "data", *(("prompts",) if r.adapt.uses_pipeline else ())),
         applies=lambda r: r.adapt is not None,
     ),
     Stage(

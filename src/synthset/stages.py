@@ -114,13 +114,24 @@ def real_train(run: RunFolder) -> Samples:
 
 
 def adapt_model(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
-    """Fit the recipe's adapter (``adapt.method``) on the real train split into ``adapt/``."""
+    """Fit the recipe's adapter (``adapt.method``) on the real train split (``adapt.real_subset``
+    of it) into ``adapt/``; the val split gives the validation loss, the prompts stage the
+    captions of methods that train on text."""
+    from synthset.adapt.base import AdaptData
     from synthset.adapt.registry import build_adapter
+    from synthset.data.splits import load_splits
 
     assert recipe.adapt is not None
-    adapter = build_adapter(recipe.adapt)
-    adapter.fit(real_train(run), read_classes(run.classes), run.adapt, recipe.seed, progress)
-    return {"method": recipe.adapt.method}
+    splits = load_splits(run.real / "splits.json", names=("train", "val"))
+    prompts = None
+    if recipe.adapt.uses_pipeline:
+        from synthset.prompts.base import load_prompts
+
+        prompts = prompts_by_class(load_prompts(run.prompts))
+    classes = read_classes(run.classes)
+    data = AdaptData.for_spec(recipe.adapt, splits["train"], classes, splits["val"], prompts)
+    build_adapter(recipe.adapt).fit(data, run.adapt, recipe.seed, progress)
+    return {"method": recipe.adapt.method, "train_images": len(data.train)}
 
 
 def adapted_spec(spec: GeneratorSpec, recipe: Recipe, out_dir: Path) -> GeneratorSpec:

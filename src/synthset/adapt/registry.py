@@ -12,7 +12,11 @@ if TYPE_CHECKING:
 
 ADAPTERS: Registry[type[Adapter]] = Registry(
     "adapt.method",
-    {"tiny_diffusion": "synthset.adapt.tiny_diffusion:TinyDiffusionAdapter"},
+    {
+        "tiny_diffusion": "synthset.adapt.tiny_diffusion:TinyDiffusionAdapter",
+        "lora": "synthset.adapt.lora:LoraAdapter",
+        "textual_inversion": "synthset.adapt.textual_inversion:TextualInversionAdapter",
+    },
 )
 
 

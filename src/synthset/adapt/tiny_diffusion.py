@@ -8,20 +8,16 @@ The model is a diffusers ``UNet2DModel`` with one class embedding per class plus
     <out_dir>/scheduler/          the training noise schedule
     <out_dir>/synthset_model.json classes, null class id, image channels and sizes
 
-Training is resumable: every ``checkpoint_every`` steps the whole training state (model, EMA,
-optimizer, step, random generators) is written atomically to ``<out_dir>.state.pt``; a rerun
-continues from it and ends with exactly the weights of an uninterrupted run.
+Training runs in the shared loop (:mod:`synthset.adapt.training`): resumable from
+``<out_dir>.state.pt`` to exactly the weights of an uninterrupted run, EMA, validation loss,
+training curve.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
-from tqdm.auto import tqdm
 
-from synthset.classes import ClassInfo
+from synthset.adapt.base import AdaptData
+from synthset.adapt.training import LoopSettings, train
 from synthset.data.images import common_format, open_image
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
@@ -40,7 +35,6 @@ from synthset.recipe import AdaptSpec
 
 META_FILE = "synthset_model.json"
 GRAD_CLIP = 1.0
-WEIGHT_DECAY = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,17 +52,12 @@ class TinyDiffusionAdapter:
     the real train split; the tiny generator loads the folder it writes."""
 
     def __init__(self, spec: AdaptSpec) -> None:
-        self.spec = spec
+        self.spec = spec.resolved()
 
-    def fit(
-        self,
-        train: Samples,
-        classes: list[ClassInfo],
-        out_dir: Path,
-        seed: int,
-        progress: bool = True,
-    ) -> None:
-        train_tiny_diffusion(self.spec, train, len(classes), out_dir, seed, progress)
+    def fit(self, data: AdaptData, out_dir: Path, seed: int, progress: bool = True) -> None:
+        train_tiny_diffusion(
+            self.spec, data.train, len(data.classes), out_dir, seed, progress, val=data.val
+        )
 
     def generator_inputs(self, out_dir: Path) -> dict[str, Any]:
         return {"model": str(out_dir)}
@@ -138,35 +127,14 @@ def build_noise_scheduler(spec: AdaptSpec) -> Any:
     return DDPMScheduler(num_train_timesteps=spec.num_train_timesteps, clip_sample=True)
 
 
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
-    """EMA of the weights with a warm-up: the effective decay grows from 0.1 towards ``decay``."""
-    d = min(decay, (1.0 + step) / (10.0 + step))
-    ema_params = [p for p in ema.parameters()]
-    params = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(ema_params, params, 1.0 - d)
-
-
-def learning_rate(spec: AdaptSpec, step: int) -> float:
-    """Linear warm-up, then constant (depends on the step only, so resuming is exact)."""
-    if spec.warmup_steps <= 0:
-        return spec.lr
-    return spec.lr * min(1.0, (step + 1) / spec.warmup_steps)
-
-
-# ----------------------------------------------------------------------------- state
-
-
-def state_path(out_dir: Path) -> Path:
-    """Where the resumable training state of ``out_dir`` lives."""
-    return out_dir.parent / (out_dir.name + ".state.pt")
-
-
 def _fingerprint(spec: AdaptSpec, num_classes: int, seed: int, data: ImageTensor) -> str:
     """What a saved state must match to be resumed (everything but steps, checkpointing, device)."""
-    keep = spec.model_dump(mode="json", exclude={"steps", "checkpoint_every", "device"})
+    keep = spec.model_dump(
+        mode="json", exclude={"steps", "checkpoint_every", "keep_checkpoints", "device"}
+    )
     blob = json.dumps(
         {
+            "loop": 2,
             "spec": keep,
             "classes": num_classes,
             "seed": seed,
@@ -179,176 +147,122 @@ def _fingerprint(spec: AdaptSpec, num_classes: int, seed: int, data: ImageTensor
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temp file next to ``path``, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Delete temp files and folders a killed run left next to ``out_dir``."""
-    for tmp in out_dir.parent.glob(f".{out_dir.name}.*"):
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-
-
-def _load_state(path: Path, fingerprint: str) -> dict[str, Any] | None:
-    """The saved state if it belongs to this training, else ``None`` (it is then overwritten)."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a corrupt state is no worse than none: start over
-        return None
-    return state if state.get("fingerprint") == fingerprint else None
-
-
 # ----------------------------------------------------------------------------- training
 
 
 def train_tiny_diffusion(
     spec: AdaptSpec,
-    train: Samples,
+    train_set: Samples,
     num_classes: int,
     out_dir: Path,
     seed: int,
     progress: bool = True,
     stop_after: int | None = None,
+    val: Samples | None = None,
 ) -> Path:
-    """Train the tiny class-conditional diffusion model on ``train`` and save it to ``out_dir``.
+    """Train the tiny class-conditional diffusion model on ``train_set`` and save it to
+    ``out_dir`` (which exists only once all ``spec.steps`` are done).
 
     ``stop_after`` ends the run after that step, leaving only the resumable state behind (as a
-    kill would; for time-boxed jobs and tests); the next call continues from it. Returns
-    ``out_dir`` (which exists only once all ``spec.steps`` are done).
+    kill would; for time-boxed jobs and tests); the next call continues from it.
     """
     from synthset.devices import resolve_device
 
+    spec = spec.resolved()
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out_dir)
     device = resolve_device(spec.device)
-    data = load_images(train, spec.image_size)
-    images, labels = data.images.to(device), data.labels.to(device)
-    if int(labels.max()) >= num_classes or int(labels.min()) < 0:
+    data = load_images(train_set, spec.image_size)
+    if int(data.labels.max()) >= num_classes or int(data.labels.min()) < 0:
         raise SynthsetError(f"adapt: labels must be in 0..{num_classes - 1}")
-
+    held_out = load_images(val, spec.image_size) if val and spec.validate_every else None
     torch.manual_seed(seed)
-    model = build_unet(spec, data.channels, num_classes).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    noise_sched = build_noise_scheduler(spec)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=WEIGHT_DECAY)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-
+    task = TinyTask(spec, data, num_classes, device, held_out)
+    assert spec.lr is not None and spec.ema_decay is not None and spec.validate_every is not None
+    settings = LoopSettings(
+        steps=spec.steps,
+        lr=spec.lr,
+        warmup_steps=spec.warmup_steps,
+        grad_accum=spec.grad_accum,
+        grad_clip=GRAD_CLIP,
+        ema_decay=spec.ema_decay,
+        mixed_precision=spec.mixed_precision,
+        checkpoint_every=spec.checkpoint_every,
+        keep_checkpoints=spec.keep_checkpoints,
+        validate_every=spec.validate_every,
+    )
     fingerprint = _fingerprint(spec, num_classes, seed, data)
-    spath = state_path(out_dir)
-    step = 0
-    state = _load_state(spath, fingerprint)
-    if state is not None and int(state["step"]) <= spec.steps:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
-
-    alphas = noise_sched.alphas_cumprod.to(device)
-    end = spec.steps if stop_after is None else min(spec.steps, stop_after)
-    model.train()
-    bar = tqdm(total=spec.steps, initial=step, desc="adapt", disable=not progress, leave=False)
-    while step < end:
-        loss = _train_step(model, optimizer, images, labels, alphas, spec, num_classes, gen, step)
-        step += 1
-        ema_update(ema, model, spec.ema_decay, step)
-        bar.update(1)
-        if step % 25 == 0 or step == end:
-            bar.set_postfix(loss=f"{loss:.4f}")
-        if step < spec.steps and (step % spec.checkpoint_every == 0 or step == end):
-            _save_state(
-                spath,
-                {
-                    "fingerprint": fingerprint,
-                    "step": step,
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                },
-            )
-    bar.close()
-    if step < spec.steps:
-        return out_dir
-    _save_model(ema, noise_sched, data, num_classes, spec, out_dir)
-    spath.unlink(missing_ok=True)
+    train(task, settings, out_dir, fingerprint, seed, progress, stop_after)
     return out_dir
 
 
-def _train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    spec: AdaptSpec,
-    num_classes: int,
-    gen: torch.Generator,
-    step: int,
-) -> float:
-    """One optimisation step on a random batch; all randomness comes from ``gen``."""
-    device = images.device
-    n = images.shape[0]
-    idx = torch.randint(0, n, (spec.batch_size,), generator=gen)
-    x0 = images[idx.to(device)]
-    y = labels[idx.to(device)]
-    b = x0.shape[0]
-    t = torch.randint(0, spec.num_train_timesteps, (b,), generator=gen).to(device)
-    noise = torch.randn(x0.shape, generator=gen).to(device)
-    drop = (torch.rand(b, generator=gen) < spec.cond_dropout).to(device)
-    y = torch.where(drop, torch.full_like(y, num_classes), y)
-    a = alphas_cumprod[t].view(b, 1, 1, 1)
-    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    pred = model(xt, t, class_labels=y).sample
-    loss = torch.nn.functional.mse_loss(pred, noise)
-    for group in optimizer.param_groups:
-        group["lr"] = learning_rate(spec, step)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-    optimizer.step()
-    return float(loss.detach())
+class TinyTask:
+    """The tiny model's training task: ε-prediction MSE with label dropout for CFG."""
 
+    def __init__(
+        self,
+        spec: AdaptSpec,
+        data: ImageTensor,
+        num_classes: int,
+        device: torch.device,
+        val: ImageTensor | None = None,
+    ) -> None:
+        self.spec, self.data, self.num_classes, self.device = spec, data, num_classes, device
+        self.model = build_unet(spec, data.channels, num_classes).to(device)
+        self.model.train()
+        self.noise_sched = build_noise_scheduler(spec)
+        self.alphas = self.noise_sched.alphas_cumprod.to(device)
+        self.images, self.labels = data.images.to(device), data.labels.to(device)
+        self.val = val
 
-def _save_model(
-    ema: Any, noise_sched: Any, data: ImageTensor, num_classes: int, spec: AdaptSpec, out_dir: Path
-) -> None:
-    """Write the EMA UNet, the scheduler and the metadata to a temp folder, then rename it."""
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model is an ordinary output folder
-    try:
-        ema.to("cpu").save_pretrained(tmp / "unet", safe_serialization=True)
-        noise_sched.save_pretrained(tmp / "scheduler")
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.model.parameters())
+
+    def _loss(
+        self, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator, dropout: bool
+    ) -> torch.Tensor:
+        b, device = x0.shape[0], self.device
+        t = torch.randint(0, self.spec.num_train_timesteps, (b,), generator=gen).to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        if dropout:
+            drop = (torch.rand(b, generator=gen) < self.spec.cond_dropout).to(device)
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        a = self.alphas[t].view(b, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = self.model(xt, t, class_labels=y).sample
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    def loss(self, gen: torch.Generator) -> torch.Tensor:
+        """One random batch; all randomness comes from ``gen``."""
+        assert self.spec.batch_size is not None
+        idx = torch.randint(0, self.images.shape[0], (self.spec.batch_size,), generator=gen)
+        idx = idx.to(self.device)
+        return self._loss(self.images[idx], self.labels[idx], gen, dropout=True)
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        """Mean loss over the val images with fixed noise and timesteps."""
+        if self.val is None:
+            return None
+        self.model.eval()
+        gen = torch.Generator().manual_seed(0)
+        images, labels = self.val.images.to(self.device), self.val.labels.to(self.device)
+        losses = [
+            float(self._loss(images[i : i + 256], labels[i : i + 256], gen, dropout=False))
+            for i in range(0, len(labels), 256)
+        ]
+        self.model.train()
+        return sum(losses) / len(losses)
+
+    def save(self, out_dir: Path) -> None:
+        """The UNet, the scheduler and the metadata the tiny generator reads."""
+        model = self.model
+        model.save_pretrained(out_dir / "unet", safe_serialization=True)
+        self.noise_sched.save_pretrained(out_dir / "scheduler")
         meta = {
-            "num_classes": num_classes,
-            "null_class": num_classes,
-            "channels": data.channels,
-            "native_size": list(data.native_size),
-            "image_size": spec.image_size,
+            "num_classes": self.num_classes,
+            "null_class": self.num_classes,
+            "channels": self.data.channels,
+            "native_size": list(self.data.native_size),
+            "image_size": self.spec.image_size,
         }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

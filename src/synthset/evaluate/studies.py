@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from synthset.data.subsets import fraction_counts, stratified_indices
 from synthset.errors import SynthsetError
 from synthset.evaluate.tensors import TensorSet
 from synthset.recipe import EvaluateSpec
-
-SUBSET_SEED = 1234  # fixed: subsets must not change with the classifier seed
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,7 @@ def study_sets(spec: EvaluateSpec) -> list[TrainSetSpec]:
 
 def stratified_take(data: TensorSet, counts: dict[int, int], what: str) -> TensorSet:
     """``counts[c]`` images of every class ``c``, picked at random with a fixed seed."""
-    gen = torch.Generator().manual_seed(SUBSET_SEED)
-    keep = []
-    for c, n in sorted(counts.items()):
-        idx = torch.nonzero(data.labels == c).flatten()
-        if n > len(idx):
-            raise SynthsetError(
-                f"{what}: class {c} needs {n} images but has {len(idx)}; generate more "
-                "(raise generate.images_per_class) or lower evaluate.synthetic_multipliers"
-            )
-        keep.append(idx[torch.randperm(len(idx), generator=gen)[:n]])
-    order = torch.sort(torch.cat(keep)).values
+    order = stratified_indices(data.labels, counts, what)
     return TensorSet(data.images[order], data.labels[order])
 
 
@@ -84,7 +73,7 @@ def class_counts(data: TensorSet, num_classes: int) -> dict[int, int]:
 
 def real_subset(real: TensorSet, fraction: float, num_classes: int) -> TensorSet:
     """``fraction`` of every class of ``real`` (at least one image per class)."""
-    counts = {c: max(1, round(n * fraction)) for c, n in class_counts(real, num_classes).items()}
+    counts = fraction_counts(real.labels, fraction, num_classes)
     return stratified_take(real, counts, f"real {fraction:g} subset")
 
 

@@ -9,8 +9,6 @@ its own item (seed, prompt) and the batch it runs in.
 from __future__ import annotations
 
 import inspect
-import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,13 +21,14 @@ from synthset.generators.base import item_generators
 from synthset.generators.embeddings import PromptEmbeddings
 from synthset.generators.pipeline_setup import configure, load_extras
 from synthset.generators.schedulers import make_scheduler, scheduler_class
+from synthset.pipeline_loading import load_pipeline
+from synthset.prompts.base import with_class_token
 
 if TYPE_CHECKING:
     from synthset.plan import WorkItem
     from synthset.recipe import GeneratorSpec
 
 _FIELD = "generate.generator.model"
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 class Text2ImageGenerator:
@@ -71,6 +70,11 @@ class Text2ImageGenerator:
         """The pipeline this mode calls, made from the loaded text-to-image one."""
         return pipe
 
+    def prompt_of(self, item: WorkItem) -> str:
+        """The item's prompt, its class name replaced by the class's learned token if any."""
+        token = self.spec.class_tokens.get(item.class_name)
+        return with_class_token(item.prompt, item.class_name, token) if token else item.prompt
+
     def call_kwargs(self, items: Sequence[WorkItem], **more: Any) -> dict[str, Any]:
         """The pipeline's arguments for one batch, keeping only those its ``__call__`` accepts."""
         spec = self.spec
@@ -84,7 +88,7 @@ class Text2ImageGenerator:
         if self.embeddings is not None:
             kwargs.update(self.embeddings.kwargs(items, self.device, self.dtype))
         else:
-            kwargs["prompt"] = [it.prompt for it in items]
+            kwargs["prompt"] = [self.prompt_of(it) for it in items]
         if spec.negative_prompt is not None:
             kwargs["negative_prompt"] = [spec.negative_prompt] * len(items)
         if spec.height is not None:
@@ -117,107 +121,3 @@ class Text2ImageGenerator:
                 f"{self.name}: the pipeline returned {len(images)} images for {len(items)} prompts"
             )
         return [img if img.mode == "RGB" else img.convert("RGB") for img in images]
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def load_pipeline(model: str, dtype: Any = None, variant: str | None = None) -> Any:
-    """``AutoPipelineForText2Image.from_pretrained`` with one-line errors and no safety checker."""
-    from diffusers import AutoPipelineForText2Image
-
-    config = _pipeline_config(model)
-    kwargs = {**_null_components(config), **_no_safety_checker(config), "dtype": dtype}
-    if variant:
-        kwargs["variant"] = variant
-    try:
-        return AutoPipelineForText2Image.from_pretrained(model, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise SynthsetError(f"{_FIELD}: cannot load {model!r}: {first_line(exc)}") from None
-
-
-def is_local_path(model: str) -> bool:
-    """Whether ``model`` names a local path rather than a hub id (``name`` or ``org/name``)."""
-    if Path(model).expanduser().exists():
-        return True
-    return model.startswith((".", "/", "~", "\\")) or not _HUB_ID.match(model)
-
-
-def _pipeline_config(model: str) -> dict[str, Any]:
-    """The pipeline's ``model_index.json`` as a dict, with a helpful error when there is none."""
-    if is_local_path(model):
-        return _local_config(Path(model).expanduser())
-    from diffusers import DiffusionPipeline
-
-    try:
-        return dict(DiffusionPipeline.load_config(model))
-    except (OSError, ValueError) as exc:
-        raise SynthsetError(_hub_error(model, exc)) from None
-
-
-def _local_config(path: Path) -> dict[str, Any]:
-    from diffusers import DiffusionPipeline
-
-    if not path.exists():
-        raise SynthsetError(
-            f"{_FIELD}: no such folder {str(path)!r}; give a diffusers pipeline folder or a hub id"
-        )
-    if not path.is_dir():
-        raise SynthsetError(
-            f"{_FIELD}: {str(path)!r} is a file; give a diffusers pipeline folder (with "
-            "model_index.json), e.g. one saved with pipe.save_pretrained(folder)"
-        )
-    if not (path / "model_index.json").is_file():
-        raise SynthsetError(
-            f"{_FIELD}: {str(path)!r} is not a diffusers pipeline folder (no model_index.json); "
-            "save one with pipe.save_pretrained(folder) or give a hub id"
-        )
-    try:
-        return dict(DiffusionPipeline.load_config(str(path)))
-    except (OSError, ValueError) as exc:
-        raise SynthsetError(
-            f"{_FIELD}: {path / 'model_index.json'} is unreadable: {first_line(exc)}"
-        ) from None
-
-
-def _hub_error(model: str, exc: Exception) -> str:
-    from huggingface_hub import constants
-
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    text = str(exc)
-    if offline or "couldn't connect" in text.lower() or "connection" in text.lower():
-        return (
-            f"{_FIELD}: {model!r} is not found locally and the hub is unreachable; download it "
-            f"first with `hf download {model}` or give a local folder"
-        )
-    return (
-        f"{_FIELD}: {model!r} is not found locally or on the hub ({first_line(exc)}); check "
-        f"the id (gated models need `hf auth login`), download it with `hf download {model}`, "
-        "or give a local folder"
-    )
-
-
-def _null_components(config: dict[str, Any]) -> dict[str, None]:
-    """Components saved as absent (``[null, null]`` in ``model_index.json``, e.g. SD3 without
-    its T5 encoder): diffusers loads such a folder only when they are passed as ``None``."""
-    return {
-        name: None
-        for name, value in config.items()
-        if not name.startswith("_")
-        and isinstance(value, list | tuple)
-        and list(value)[:1] == [None]
-    }
-
-
-def _no_safety_checker(config: dict[str, Any]) -> dict[str, Any]:
-    """Loading kwargs that skip the safety checker, for pipelines that have one."""
-    import diffusers
-
-    cls = getattr(diffusers, str(config.get("_class_name", "")), None)
-    params = set(inspect.signature(cls.__init__).parameters) if isinstance(cls, type) else set()
-    kwargs: dict[str, Any] = {}
-    if "safety_checker" in config or "safety_checker" in params:
-        kwargs["safety_checker"] = None
-    if "requires_safety_checker" in config or "requires_safety_checker" in params:
-        kwargs["requires_safety_checker"] = False
-    return kwargs

@@ -129,6 +129,15 @@ def _spans(words: Sequence[str], name: str) -> list[range]:
     ]
 
 
+def with_class_token(prompt: str, name: str, token: str) -> str:
+    """``prompt`` with whole-word mentions of the class ``name`` (any case) replaced by
+    ``token`` — a learned placeholder such as ``<cat>``; appended when the prompt does not name
+    the class (it may use a synonym)."""
+    pattern = re.compile(rf"(?<![\w<]){re.escape(name)}(?![\w>])", re.IGNORECASE)
+    new, count = pattern.subn(lambda _: token, prompt)
+    return new if count else f"{prompt}, {token}"
+
+
 def names_class(prompt: str, names: Sequence[str]) -> bool:
     """True when the prompt contains one of ``names`` as whole words (plural ``s``/``es`` too)."""
     words = normalize(prompt).split()

@@ -112,6 +112,11 @@ class GeneratorSpec(Strict):
     textual_inversion: list[TextualInversionSpec] = Field(
         [], description="Textual-inversion embeddings to load; their tokens can appear in prompts."
     )
+    class_tokens: dict[str, str] = Field(
+        {},
+        description="Per class name, a token (e.g. a textual-inversion '<cat>') put in place of "
+        "the class name in its prompts; filled by adapt.method textual_inversion.",
+    )
     tiny_vae: str | None = Field(
         None,
         description="Decode (and encode) with a tiny autoencoder instead of the pipeline's VAE: "
@@ -223,7 +228,8 @@ class GeneratorSpec(Strict):
 
     def diffusers_options(self) -> list[str]:
         """The options set here that only diffusers pipelines take (not the tiny model)."""
-        names = ["prompt_embeds", "lora", "textual_inversion", "tiny_vae", "channels_last"]
+        names = ["prompt_embeds", "lora", "textual_inversion", "class_tokens", "tiny_vae"]
+        names += ["channels_last"]
         names += ["compile", "attention_slicing", "vae_tiling"]
         used = [n for n in names if getattr(self, n)]
         return used + (["cpu_offload"] if self.cpu_offload != "none" else [])

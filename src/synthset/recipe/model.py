@@ -201,12 +201,13 @@ class Recipe(Strict):
                     why = gen.ignored_by_kind(gen.kind, parts[2], gen.strength)
                     if why:
                         raise ValueError(f"tune.space {path}: {why}")
+        adapted_base = self._pipeline_adapt_base()
         for gen in self.generate.members if self.generate is not None else []:
             if gen.kind == "tiny" and gen.model is None and self.adapt is None:
                 raise ValueError(
                     "generate.generator.kind 'tiny' needs an 'adapt' section or generator.model"
                 )
-            if gen.kind in ("text2image", "img2img", "inpaint") and gen.model is None:
+            if gen.kind in ("text2image", "img2img", "inpaint") and not (gen.model or adapted_base):
                 raise ValueError(f"generate.generator.kind {gen.kind!r} needs generator.model")
             if gen.uses_real_images and self.real is None:
                 raise ValueError(
@@ -225,6 +226,28 @@ class Recipe(Strict):
                     "evaluate.synthetic_dir to an ImageFolder"
                 )
         return self
+
+    def _pipeline_adapt_base(self) -> str | None:
+        """For an adapt method that adapts a diffusers pipeline: its base, taken from the
+        generator's model when ``adapt.base`` is unset (written into the spec); else None."""
+        if self.adapt is None or not self.adapt.uses_pipeline:
+            return None
+        method = self.adapt.method
+        members = self.generate.members if self.generate is not None else []
+        if any(g.kind == "tiny" for g in members):
+            raise ValueError(
+                f"adapt.method {method} adapts a diffusers pipeline, which the tiny generator "
+                "cannot load; set generate.generator.kind: text2image (or img2img, inpaint)"
+            )
+        if self.adapt.base is None:
+            models = sorted({g.model for g in members if g.model})
+            if len(models) != 1:
+                raise ValueError(
+                    f"adapt.base: method {method} needs the diffusers pipeline to adapt; set "
+                    "adapt.base (hub id or folder) or generate.generator.model"
+                )
+            self.adapt.base = models[0]
+        return self.adapt.base
 
     def fingerprint(self, *parts: str) -> str:
         """A short hash of the named recipe parts (sections, or dotted sub-sections such as

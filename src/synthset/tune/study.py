@@ -72,12 +72,14 @@ def trial_model(ctx: TuneContext, recipe: Recipe) -> Path | None:
         return None
     if recipe.adapt == ctx.recipe.adapt:
         return ctx.run.adapt
+    from synthset.adapt.base import AdaptData
     from synthset.adapt.registry import build_adapter
 
     out = ctx.run.tune / "adapt" / recipe.fingerprint("classes", "real", "adapt")
     done = out / ".done"
     if not done.exists():
-        build_adapter(recipe.adapt).fit(ctx.train, ctx.classes, out, recipe.seed, ctx.progress)
+        data = AdaptData.for_spec(recipe.adapt, ctx.train, ctx.classes, prompts=ctx.prompts)
+        build_adapter(recipe.adapt).fit(data, out, recipe.seed, ctx.progress)
         atomic_write_text(done, "")
     return out
 

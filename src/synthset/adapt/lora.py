@@ -1,0 +1,100 @@
+"""``adapt.method: lora``: LoRA on the attention of a pretrained pipeline's UNet (peft), trained
+on the real train images with their classes' captions from the prompts stage.
+
+The artifact is diffusers' LoRA format (``pytorch_lora_weights.safetensors``, written by the
+pipeline's own ``save_lora_weights``), so the generators' ``lora:`` loader — and every other
+tool that reads diffusers LoRAs — loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from synthset.adapt.base import AdaptData
+from synthset.adapt.pipeline_task import (
+    PipelineTask,
+    captioned_latents,
+    class_captions,
+    fit_pipeline_task,
+    write_meta,
+)
+from synthset.adapt.sd_parts import PipelineParts
+from synthset.recipe import AdaptSpec, LoraSpec
+
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+class LoraTask(PipelineTask):
+    """Frozen text encoder(s) and UNet; LoRA layers on the UNet's attention projections."""
+
+    def __init__(self, spec: AdaptSpec, parts: PipelineParts, data: AdaptData) -> None:
+        from peft import LoraConfig
+
+        captions = class_captions(data, "lora")
+        train_set = captioned_latents(parts, data.train, captions, "adapt: real train")
+        val_set = (
+            captioned_latents(parts, data.val, captions, "adapt: real val") if data.val else None
+        )
+        super().__init__(spec, parts, train_set, val_set)
+        self.classes = data.classes
+        config = LoraConfig(
+            r=spec.rank,
+            lora_alpha=spec.alpha or spec.rank,
+            init_lora_weights="gaussian",
+            target_modules=TARGET_MODULES,
+        )
+        parts.unet.add_adapter(config)
+        parts.unet.train()
+        self._params = [p for p in parts.unet.parameters() if p.requires_grad]
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self._params
+
+    def condition(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.no_grad():
+            return self.parts.encode(self.parts.token_ids(prompts))
+
+    def save(self, out_dir: Path) -> None:
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.parts.unet))
+        type(self.parts.pipe).save_lora_weights(
+            str(out_dir), unet_lora_layers=layers, weight_name=WEIGHT_NAME, safe_serialization=True
+        )
+        write_meta(out_dir, self.spec, self.classes, rank=self.spec.rank)
+
+
+class LoraAdapter:
+    """Trains a LoRA of ``adapt.base``; the text-to-image generators load it as ``lora:``."""
+
+    def __init__(self, spec: AdaptSpec) -> None:
+        self.spec = spec.resolved()
+
+    def fit(
+        self,
+        data: AdaptData,
+        out_dir: Path,
+        seed: int,
+        progress: bool = True,
+        stop_after: int | None = None,
+    ) -> bool:
+        return fit_pipeline_task(
+            self.spec,
+            data,
+            out_dir,
+            seed,
+            progress,
+            lambda parts: LoraTask(self.spec, parts, data),
+            stop_after,
+        )
+
+    def generator_inputs(self, out_dir: Path) -> dict[str, Any]:
+        return {
+            "model": self.spec.base,
+            "lora": [LoraSpec(path=str(out_dir), weight_name=WEIGHT_NAME)],
+        }

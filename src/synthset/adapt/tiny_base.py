@@ -1,0 +1,358 @@
+"""Pretrain a tiny *text-conditional* Stable Diffusion pipeline on CPU: the stand-in for a
+downloaded base model, so the adapt methods are proven on the very code users run on GPUs.
+
+It is a real ``StableDiffusionPipeline`` folder (UNet with cross-attention, CLIP text encoder,
+byte-level CLIP tokenizer, VAE, DDIM scheduler) that loads with ``from_pretrained``. It is
+trained from the real train split in two resumable phases of the shared loop:
+
+1. a one-level ``AutoencoderKL`` (latent = pixel grid, 4 channels) learns to reconstruct the
+   images; its scaling factor is set so latents have unit variance;
+2. UNet and text encoder learn jointly to denoise the latents given a caption (10 % of captions
+   dropped to "" for classifier-free guidance).
+
+Captions come in two kinds (``captions``):
+
+- ``generic``: no class words. Each image's caption describes what anyone sees without labels —
+  how much ink (thin / regular / bold) and how large the figure is — in a few phrasings
+  ("a bold handwritten digit", ...). The base knows the domain and listens to its text, but not
+  the labels: the situation of Stable Diffusion on a new dataset.
+- ``class``: the class name in a few templates ("a handwritten digit 3", ...), for the classes
+  in ``class_ids`` only (the others are never seen): a base to adapt to new classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from synthset.adapt.tiny_tokenizer import TINY_TEXT_VOCAB_SIZE, build_tiny_clip_tokenizer
+from synthset.adapt.training import LoopSettings, train, write_folder_atomic
+from synthset.data.images import open_image
+from synthset.data.splits import Samples
+from synthset.errors import SynthsetError
+
+BASE_META = "synthset_base.json"
+MAX_TOKENS = 32  # caption length in tokens (the byte-level tokenizer is ~1 token per character)
+CAPTION_DROPOUT = 0.1
+GENERIC_FORMS = (
+    "a {ink} handwritten digit",
+    "a {size} {ink} digit",
+    "a {ink} digit written by hand, {size}",
+    "a scanned {size} handwritten digit, {ink} strokes",
+)
+CLASS_FORMS = (
+    "a handwritten digit {name}",
+    "the digit {name}, handwritten",
+    "a scanned handwritten {name}",
+)
+INK = ("thin", "regular", "bold")
+SIZE = ("small", "medium", "large")
+
+
+@dataclass(frozen=True)
+class BaseSettings:
+    """What to pretrain: caption kind, which classes, sizes and steps."""
+
+    captions: Literal["generic", "class"] = "generic"
+    class_ids: tuple[int, ...] | None = None  # None: every class
+    image_size: int = 8
+    vae_steps: int = 600
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+
+
+def pretrain_tiny_base(
+    train_set: Samples,
+    class_names: list[str],
+    settings: BaseSettings,
+    out_dir: Path,
+    progress: bool = True,
+) -> Path:
+    """Pretrain (or reuse, when ``out_dir`` holds a base made from the same data and settings)
+    the tiny pipeline; returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    keep = [
+        (p, lbl) for p, lbl in train_set if settings.class_ids is None or lbl in settings.class_ids
+    ]
+    if not keep:
+        raise SynthsetError("pretrain-tiny: no training images for the chosen classes")
+    fingerprint = _fingerprint(keep, class_names, settings)
+    meta_file = out_dir / BASE_META
+    if meta_file.is_file() and json.loads(meta_file.read_text())["fingerprint"] == fingerprint:
+        return out_dir
+    pixels = _pixels(keep, settings.image_size)
+    captions = _captions(pixels, [lbl for _, lbl in keep], class_names, settings.captions)
+    parts = out_dir.parent / f"{out_dir.name}.parts"
+    vae_dir, denoiser_dir = parts / "vae", parts / "denoiser"
+    if not (vae_dir / "config.json").is_file():
+        torch.manual_seed(settings.seed)
+        vae_task = VaeTask(pixels)
+        vae_settings = LoopSettings(
+            steps=settings.vae_steps, lr=2e-3, warmup_steps=50, desc="pretrain (vae)"
+        )
+        train(vae_task, vae_settings, vae_dir, fingerprint + "vae", settings.seed, progress)
+    vae = _load_vae(vae_dir)
+    if not (denoiser_dir / "unet" / "config.json").is_file():
+        torch.manual_seed(settings.seed + 1)
+        task = DenoiserTask(vae, pixels, captions, parts / "tokenizer", settings.batch_size)
+        loop = LoopSettings(
+            steps=settings.steps,
+            lr=settings.lr,
+            warmup_steps=100,
+            ema_decay=0.999,
+            desc="pretrain (unet + text)",
+        )
+        train(task, loop, denoiser_dir, fingerprint + "unet", settings.seed, progress)
+    meta = {
+        "fingerprint": fingerprint,
+        "settings": asdict(settings),
+        "classes_seen": sorted({class_names[lbl] for _, lbl in keep}),
+        "images": len(keep),
+        "caption_examples": captions[:5],
+    }
+    write_folder_atomic(out_dir, lambda tmp: _assemble(vae, denoiser_dir, tmp, meta))
+    shutil.rmtree(parts, ignore_errors=True)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _fingerprint(samples: Samples, class_names: list[str], settings: BaseSettings) -> str:
+    rows = [[str(p), lbl, p.stat().st_size] for p, lbl in samples]
+    blob = json.dumps(
+        {"v": 1, "rows": rows, "names": class_names, "settings": asdict(settings)}, default=str
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _pixels(samples: Samples, size: int) -> torch.Tensor:
+    """RGB images in [-1, 1], (N, 3, size, size)."""
+    arrays = []
+    for path, _ in samples:
+        img = open_image(path, "RGB", "pretrain-tiny: real train")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(img, dtype=np.float32))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+def _tertile(values: np.ndarray) -> np.ndarray:
+    """0, 1 or 2: which third of ``values`` each value falls in."""
+    cuts = np.quantile(values, [1 / 3, 2 / 3])
+    return np.searchsorted(cuts, values, side="right")
+
+
+def _captions(
+    pixels: torch.Tensor, labels: list[int], class_names: list[str], captions: str
+) -> list[str]:
+    """One caption per image (see the module docstring); the phrasing cycles with the index."""
+    if captions == "class":
+        return [
+            CLASS_FORMS[i % len(CLASS_FORMS)].format(name=class_names[lbl])
+            for i, lbl in enumerate(labels)
+        ]
+    ink_map = (pixels.mean(1) + 1) / 2  # (N, H, W) in [0, 1]
+    ink = _tertile(ink_map.mean((1, 2)).numpy())
+    size = _tertile((ink_map > 0.3).float().mean((1, 2)).numpy())
+    return [
+        GENERIC_FORMS[i % len(GENERIC_FORMS)].format(ink=INK[ink[i]], size=SIZE[size[i]])
+        for i in range(len(labels))
+    ]
+
+
+# ----------------------------------------------------------------------------- phase 1: VAE
+
+
+def _new_vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(32,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=8,
+    )
+
+
+def _load_vae(folder: Path) -> Any:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(folder)
+    return vae.requires_grad_(False).eval()
+
+
+class VaeTask:
+    """Reconstruction + a light KL term; the saved VAE carries the latents' scaling factor."""
+
+    KL_WEIGHT = 1e-6
+
+    def __init__(self, pixels: torch.Tensor) -> None:
+        self.device = torch.device("cpu")
+        self.pixels = pixels
+        self.vae = _new_vae().train()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.vae.parameters())
+
+    def loss(self, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, len(self.pixels), (128,), generator=gen)
+        x = self.pixels[idx]
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = self.vae.decode(z).sample
+        return torch.nn.functional.mse_loss(recon, x) + self.KL_WEIGHT * posterior.kl().mean()
+
+    def validation_loss(self) -> float | None:
+        return None
+
+    @torch.no_grad()
+    def save(self, out_dir: Path) -> None:
+        latents = torch.cat(
+            [
+                self.vae.encode(self.pixels[i : i + 256]).latent_dist.mean
+                for i in range(0, len(self.pixels), 256)
+            ]
+        )
+        self.vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+        self.vae.save_pretrained(out_dir, safe_serialization=True)
+
+
+# ----------------------------------------------------------------------------- phase 2: UNet
+
+
+def _new_unet() -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),  # text enters at the 4x4 mid block (CPU cost)
+        cross_attention_dim=64,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+def _new_text_encoder(tokenizer: Any) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_hidden_layers=3,
+        max_position_embeddings=MAX_TOKENS,
+        vocab_size=TINY_TEXT_VOCAB_SIZE,
+    )
+    return CLIPTextModel(config)
+
+
+def _noise_scheduler() -> Any:
+    """Stable Diffusion's training schedule (scaled-linear betas, ε-prediction)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
+
+
+class DenoiserTask:
+    """UNet + text encoder trained together on captioned latents."""
+
+    def __init__(
+        self,
+        vae: Any,
+        pixels: torch.Tensor,
+        captions: list[str],
+        tokenizer_dir: Path,
+        batch_size: int,
+    ) -> None:
+        self.device = torch.device("cpu")
+        self.tokenizer = build_tiny_clip_tokenizer(tokenizer_dir, max_length=MAX_TOKENS)
+        self.unet = _new_unet().train()
+        self.text_encoder = _new_text_encoder(self.tokenizer).train()
+        self.scheduler = _noise_scheduler()
+        with torch.no_grad():
+            mean = torch.cat(
+                [
+                    vae.encode(pixels[i : i + 256]).latent_dist.mean
+                    for i in range(0, len(pixels), 256)
+                ]
+            )
+        self.latents = mean * vae.config.scaling_factor
+        self.ids = self._tokenize(captions)
+        self.empty = self._tokenize([""])[0]
+        self.batch_size = batch_size
+
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(
+            texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+        ).input_ids
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.unet.parameters(), *self.text_encoder.parameters()]
+
+    def loss(self, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, len(self.latents), (self.batch_size,), generator=gen)
+        x0, ids = self.latents[idx], self.ids[idx].clone()
+        drop = torch.rand(len(idx), generator=gen) < CAPTION_DROPOUT
+        ids[drop] = self.empty
+        t = torch.randint(0, 1000, (len(idx),), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        noisy = self.scheduler.add_noise(x0, noise, t)
+        text = self.text_encoder(ids)[0]
+        pred = self.unet(noisy, t, encoder_hidden_states=text).sample
+        return torch.nn.functional.mse_loss(pred, noise)
+
+    def validation_loss(self) -> float | None:
+        return None
+
+    def save(self, out_dir: Path) -> None:
+        self.unet.save_pretrained(out_dir / "unet", safe_serialization=True)
+        self.text_encoder.save_pretrained(out_dir / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir / "tokenizer")
+
+
+def _assemble(vae: Any, denoiser_dir: Path, out_dir: Path, meta: dict[str, Any]) -> None:
+    """Save the whole ``StableDiffusionPipeline`` (DDIM for sampling) and its metadata."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    scheduler = DDIMScheduler.from_config(
+        _noise_scheduler().config, clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel.from_pretrained(denoiser_dir / "text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(denoiser_dir / "tokenizer"),
+        unet=UNet2DConditionModel.from_pretrained(denoiser_dir / "unet"),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    (out_dir / BASE_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
