@@ -316,3 +316,27 @@ def test_recipe_adapts_then_generates_with_the_artifact(
         a = np.asarray(Image.open(row["path"]), dtype=float)
         b = np.asarray(Image.open(base_row["path"]), dtype=float)
         assert np.abs(a - b).max() > 0  # the artifact changed every image
+
+
+def test_a_retrained_local_base_reruns_adapt(tiny_sd_path: Path, tmp_path: Path) -> None:
+    """The base folder is an input of the adapt stage: rewriting its weights changes the
+    stage's fingerprint (same recipe text), so a stale adapter is never reused."""
+    import shutil
+
+    import yaml
+
+    from synthset.pipeline import fingerprint, open_run, stage
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_sd_path, base)
+    path = tmp_path / "r.yaml"
+    recipe = _recipe(tmp_path, {"method": "lora"}, {"kind": "text2image", "model": str(base)})
+    path.write_text(yaml.safe_dump(recipe))
+    loaded = load_recipe(path)
+    run = open_run(loaded)
+    before = fingerprint(stage("adapt"), loaded, run)
+    assert fingerprint(stage("adapt"), loaded, run) == before
+    weights = next(base.glob("unet/*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # retrained in place: new mtime
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert fingerprint(stage("adapt"), loaded, run) != before

@@ -187,7 +187,7 @@ def pretrain_tiny(
     target = base_out or run.root / f"base-{captions}{suffix}"
     train = load_splits(run.real / "splits.json", names=("train",))["train"]
     done = pretrain_tiny_base(train, names, settings, target, progress=not quiet)
-    console.print(f"tiny base pipeline: {done}", markup=False, highlight=False)
+    out.print(str(done), highlight=False, soft_wrap=True)
 
 
 @app.command()

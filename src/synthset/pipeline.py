@@ -109,6 +109,15 @@ def _report_inputs(recipe: Recipe, run: RunFolder) -> list[Path]:
     return [*outputs, *markers, *extra, *Manifest(run.manifest).files()]
 
 
+def _adapt_base(recipe: Recipe, run: RunFolder) -> list[Path]:
+    """The local pipeline folder a pipeline method adapts: retraining it reruns adapt (a hub
+    id is pinned by the hub's own revision, not digested here)."""
+    from synthset.pipeline_loading import is_local_path
+
+    base = recipe.adapt.base if recipe.adapt is not None else None
+    return [Path(base).expanduser()] if base and is_local_path(base) else []
+
+
 def _generator_needs(recipe: Recipe) -> tuple[str, ...]:
     """Evaluation reads the run's own images unless the recipe points at an image folder."""
     ev = recipe.evaluate
@@ -147,6 +156,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("classes", "real", "adapt"),
         output=lambda run: run.adapt,
         needs=lambda r: ("classes", "data", *(("prompts",) if r.adapt.uses_pipeline else ())),
+        inputs=_adapt_base,
         applies=lambda r: r.adapt is not None,
     ),
     Stage(

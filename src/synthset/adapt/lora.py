@@ -25,7 +25,9 @@ from synthset.adapt.sd_parts import PipelineParts
 from synthset.recipe import AdaptSpec, LoraSpec
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+# the attention projections (and those of the attention-pooled text embedding some UNets add to
+# the time embedding, e.g. addition_embed_type "text")
+TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj", "v_proj"]
 
 
 class LoraTask(PipelineTask):

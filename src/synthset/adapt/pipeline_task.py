@@ -118,7 +118,7 @@ class PipelineTask:
         return sum(losses) / len(val.labels)
 
 
-def loop_settings(spec: AdaptSpec) -> LoopSettings:
+def loop_settings(spec: AdaptSpec, latent_size: int = 0) -> LoopSettings:
     """The shared loop's settings from a resolved spec."""
     assert spec.lr is not None and spec.ema_decay is not None and spec.validate_every is not None
     return LoopSettings(
@@ -132,6 +132,7 @@ def loop_settings(spec: AdaptSpec) -> LoopSettings:
         keep_checkpoints=spec.keep_checkpoints,
         validate_every=spec.validate_every,
         desc=f"adapt ({spec.method})",
+        image_size=latent_size,
     )
 
 
@@ -176,7 +177,8 @@ def fit_pipeline_task(
     torch.manual_seed(seed)
     task = make_task(parts)
     fingerprint = task_fingerprint(spec, data, seed)
-    return train(task, loop_settings(spec), out_dir, fingerprint, seed, progress, stop_after)
+    settings = loop_settings(spec, latent_size=parts.resolution // parts.vae_factor)
+    return train(task, settings, out_dir, fingerprint, seed, progress, stop_after)
 
 
 def write_meta(out_dir: Path, spec: AdaptSpec, classes: list[ClassInfo], **more: Any) -> None:

@@ -98,7 +98,11 @@ def pretrain_tiny_base(
         torch.manual_seed(settings.seed)
         vae_task = VaeTask(pixels)
         vae_settings = LoopSettings(
-            steps=settings.vae_steps, lr=2e-3, warmup_steps=50, desc="pretrain (vae)"
+            steps=settings.vae_steps,
+            lr=2e-3,
+            warmup_steps=50,
+            desc="pretrain (vae)",
+            image_size=settings.image_size,
         )
         train(vae_task, vae_settings, vae_dir, fingerprint + "vae", settings.seed, progress)
     vae = _load_vae(vae_dir)
@@ -111,6 +115,7 @@ def pretrain_tiny_base(
             warmup_steps=100,
             ema_decay=0.999,
             desc="pretrain (unet + text)",
+            image_size=settings.image_size,
         )
         train(task, loop, denoiser_dir, fingerprint + "unet", settings.seed, progress)
     meta = {
@@ -131,7 +136,7 @@ def pretrain_tiny_base(
 def _fingerprint(samples: Samples, class_names: list[str], settings: BaseSettings) -> str:
     rows = [[str(p), lbl, p.stat().st_size] for p, lbl in samples]
     blob = json.dumps(
-        {"v": 1, "rows": rows, "names": class_names, "settings": asdict(settings)}, default=str
+        {"v": 2, "rows": rows, "names": class_names, "settings": asdict(settings)}, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -246,8 +251,9 @@ def _new_unet() -> Any:
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),  # text enters at the 4x4 mid block (CPU cost)
+        up_block_types=("UpBlock2D", "UpBlock2D"),  # cross-attention at the 4x4 mid block only
         cross_attention_dim=64,
+        addition_embed_type="text",  # and the attention-pooled text joins the time embedding
         attention_head_dim=8,
         norm_num_groups=32,
     )

@@ -50,6 +50,7 @@ class LoopSettings:
     keep_checkpoints: bool = False  # also save the artifact at every checkpoint
     validate_every: int = 0  # 0: no validation loss
     desc: str = "adapt"
+    image_size: int = 0  # > 0: tiny images on a CPU train on one thread (devices.cpu_threads)
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up, then constant (a function of the step only, so resuming is exact)."""
@@ -209,6 +210,23 @@ def train(
     ``stop_after`` ends the run after that step, leaving only the resumable state behind (as a
     kill would; for time-boxed jobs and tests). Returns True when the artifact was written.
     """
+    from synthset.devices import cpu_threads
+
+    if settings.image_size <= 0:
+        return _train(task, settings, out_dir, fingerprint, seed, progress, stop_after)
+    with cpu_threads(task.device, settings.image_size):
+        return _train(task, settings, out_dir, fingerprint, seed, progress, stop_after)
+
+
+def _train(
+    task: TrainingTask,
+    settings: LoopSettings,
+    out_dir: Path,
+    fingerprint: str,
+    seed: int,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> bool:
     check_precision(settings.mixed_precision, task.device)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,288 @@
+"""Adaptation methods on two digits benchmarks (CPU, offline), over several recipe seeds.
+
+A pretrained base is built here for each seed from that seed's real train split with
+``synthset pretrain-tiny``'s code (a tiny text-conditional Stable Diffusion pipeline), then each
+``adapt.method`` adapts it and generates a synthetic set that CAS scores on the real test split:
+
+- **A. The domain is known, the labels are not.** The base is pretrained on all ten digits with
+  generic captions (ink and size words, never a class word). Every method must teach it the
+  classes from the labeled real train images. Floor: the base prompted with "a handwritten
+  digit 7" (no adaptation). Ceiling: the tiny class-conditional model trained from scratch.
+  Low data: the generator adapted on the real 10 % only (``adapt.real_subset``), against real
+  10 % and real 25 % alone.
+- **B. New classes.** The base is pretrained on digits 0–4 with class captions; each method
+  adapts it to 5–9, never seen in pretraining; CAS on 5–9.
+
+    python benchmarks/adapt_digits.py [--settings A B] [--seeds 0 1 2] [--methods ...]
+        [--out runs/adapt-digits] [--json benchmarks/results/adapt_digits.json] [--quick]
+
+Each (setting, seed, method) is a run folder; a rerun skips what is done (the stage table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+TEMPLATE = "a handwritten digit {class}"
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
+
+
+def method_recipe(method: str, base: Path, quick: bool, real_subset: float | None) -> dict:
+    """The adapt section and generator of one method (``floor``: no adapt section)."""
+    steps = 150 if quick else 1500
+    gen: dict[str, Any] = {
+        "kind": "text2image",
+        "model": str(base),
+        "steps": 20,
+        "scheduler": "ddim",
+        "guidance_scale": 2.0,
+        "height": 8,
+        "width": 8,
+    }
+    adapt: dict[str, Any] | None
+    if method == "floor":
+        adapt = None
+    elif method == "ceiling":
+        adapt = {"method": "tiny_diffusion", "steps": 100 if quick else 1000}
+        gen = {"kind": "tiny", "steps": 30, "scheduler": "ddim", "guidance_scale": 1.0}
+    elif method == "lora":
+        adapt = {"method": "lora", "rank": 8, "lr": 2e-3, "batch_size": 64, "steps": steps}
+    elif method == "textual_inversion":
+        adapt = {
+            "method": "textual_inversion",
+            "num_tokens": 2,
+            "init_word": "digit",
+            "lr": 2e-2,
+            "batch_size": 64,
+            "steps": steps,
+        }
+    else:
+        raise SystemExit(f"unknown method {method!r}")
+    if adapt is not None:
+        adapt |= {"warmup_steps": 50, "checkpoint_every": 250, "validate_every": 250}
+        if real_subset is not None:
+            adapt["real_subset"] = real_subset
+    return {"adapt": adapt, "generator": gen}
+
+
+def recipe_dict(
+    seed: int, out: Path, real: dict, classes: dict, parts: dict, quick: bool, low_data: bool
+) -> dict:
+    evaluate: dict[str, Any] = {
+        "train_sets": ["real", "synthetic", "real+synthetic"],
+        "real_batch_fraction": 0.5,
+        "classifier": "small_cnn",
+        "epochs": 10 if quick else 30,
+        "ema_epochs": 3,
+        "seeds": [0],
+    }
+    if low_data:
+        evaluate["real_subsets"] = [0.1, 0.25]
+    data: dict[str, Any] = {
+        "name": out.name,
+        "seed": seed,
+        "output_dir": str(out),
+        "classes": classes,
+        "real": real,
+        "prompts": {"template": TEMPLATE, "per_class": 1},
+        "generate": {
+            "images_per_class": 40 if quick else 200,
+            "batch_size": 250,
+            "generator": parts["generator"],
+        },
+        "evaluate": evaluate,
+    }
+    if parts["adapt"] is not None:
+        data["adapt"] = parts["adapt"]
+    return data
+
+
+def run_one(data: dict) -> dict[str, Any]:
+    """Run a recipe stage by stage; CAS per train set and the stages' seconds."""
+    import yaml
+
+    from synthset.pipeline import (
+        stage_adapt,
+        stage_data,
+        stage_evaluate,
+        stage_generate,
+        stage_plan,
+        stage_prompts,
+    )
+    from synthset.recipe import load_recipe
+    from synthset.store.run_folder import RunFolder
+
+    out = Path(data["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    recipe = load_recipe(path)
+    run = RunFolder(out)
+    timing: dict[str, float] = {}
+    start = time.perf_counter()
+    stage_data(recipe, run)
+    stage_prompts(recipe, run)
+    if recipe.adapt is not None:
+        t = time.perf_counter()
+        stage_adapt(recipe, run, progress=False)
+        timing["adapt_s"] = round(time.perf_counter() - t, 1)
+    stage_plan(recipe, run)
+    t = time.perf_counter()
+    stage_generate(recipe, run, progress=False)
+    gen_s = time.perf_counter() - t
+    n_images = len(list((run.images).rglob("*.png")))
+    timing["generate_s"] = round(gen_s, 1)
+    timing["images_per_s"] = round(n_images / gen_s, 1) if gen_s > 0 else None
+    stage_evaluate(recipe, run, progress=False)
+    timing["total_s"] = round(time.perf_counter() - start, 1)
+    cas = json.loads((run.evaluate / "cas.json").read_text())
+    acc = {k: v["summary"]["test_accuracy_mean"] for k, v in cas["train_sets"].items()}
+    return {"test_accuracy": acc, **timing}
+
+
+def digits_split(seed: int, root: Path) -> Path:
+    """The seed's split of the ten digits (the data stage of a digits recipe)."""
+    import yaml
+
+    from synthset.pipeline import stage_data
+    from synthset.recipe import load_recipe
+    from synthset.store.run_folder import RunFolder
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = {
+        "name": "split",
+        "seed": seed,
+        "output_dir": str(root),
+        "classes": {"dataset": "digits"},
+        "real": {"source": "digits", "val_fraction": 0.15, "test_fraction": 0.25},
+    }
+    path = root.parent / f"{root.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    stage_data(load_recipe(path), RunFolder(root))
+    return root / "real" / "splits.json"
+
+
+def words_folder(splits_file: Path, out: Path, labels: range) -> Path:
+    """The seed's split of the digits ``labels`` as an ImageFolder (train/ val/ test/) whose
+    class folders are the digits' names as words: class names a text encoder can tell apart,
+    as a real model's vocabulary would (the tiny tokenizer spells numerals as one rare byte)."""
+    from synthset.data.splits import load_splits
+
+    if (out / "test").is_dir():
+        return out
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, samples in load_splits(splits_file).items():
+        for path, label in samples:
+            if label in labels:
+                dest = tmp / split / WORDS[label] / path.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, dest)
+    tmp.rename(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", nargs="+", default=["A", "B"], choices=["A", "B"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--methods", nargs="+", default=["floor", "lora", "textual_inversion", "ceiling"]
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/adapt-digits"))
+    parser.add_argument("--json", type=Path, default=RESULTS / "adapt_digits.json")
+    parser.add_argument("--quick", action="store_true", help="Tiny steps: checks the plumbing.")
+    parser.add_argument("--base-steps", type=int, default=2000)
+    args = parser.parse_args()
+
+    import torch
+
+    from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
+    from synthset.data.splits import load_splits
+
+    base_steps = 100 if args.quick else args.base_steps
+    results: dict[str, Any] = {}
+    for setting in args.settings:
+        per_seed: dict[str, dict[str, Any]] = {}
+        for seed in args.seeds:
+            root = args.out / setting / f"seed{seed}"
+            splits_file = digits_split(seed, args.out / "splits" / f"seed{seed}")
+            train = load_splits(splits_file, names=("train",))["train"]
+            if setting == "A":
+                settings = BaseSettings("generic", None, steps=base_steps, seed=seed)
+                labels = range(10)
+            else:
+                settings = BaseSettings("class", (0, 1, 2, 3, 4), steps=base_steps, seed=seed)
+                labels = range(5, 10)
+            folder = words_folder(
+                splits_file, args.out / "splits" / f"{setting}-seed{seed}", labels
+            )
+            real = {"source": "imagefolder", "path": str(folder)}
+            classes: dict[str, Any] = {"names": [WORDS[i] for i in labels]}
+            t = time.perf_counter()
+            base = pretrain_tiny_base(
+                train, WORDS, settings, args.out / "bases" / f"{setting}-seed{seed}", False
+            )
+            rows: dict[str, Any] = {"base_s": round(time.perf_counter() - t, 1)}
+            variants = [(m, None) for m in args.methods]
+            if setting == "A":
+                variants += [(m, 0.1) for m in args.methods if m in ("lora", "textual_inversion")]
+            for method, subset in variants:
+                label = method if subset is None else f"{method}@real10%"
+                parts = method_recipe(method, base, args.quick, subset)
+                out = root / label.replace("@", "-").replace("%", "")
+                data = recipe_dict(
+                    seed, out, real, classes, parts, args.quick, low_data=subset is not None
+                )
+                rows[label] = run_one(data)
+                print(f"{setting} seed {seed} {label}: {rows[label]}", flush=True)
+            per_seed[str(seed)] = rows
+        results[setting] = {"per_seed": per_seed, "summary": summarize(per_seed)}
+    result = {
+        "benchmark": "adapt_digits",
+        "seeds": args.seeds,
+        "quick": args.quick,
+        "base_steps": base_steps,
+        "settings": results,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v["summary"] for k, v in results.items()}, indent=2))
+
+
+def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std over seeds of every (method, train set) accuracy and of the timings."""
+    out: dict[str, Any] = {}
+    labels = [k for k, v in next(iter(per_seed.values())).items() if isinstance(v, dict)]
+    for label in labels:
+        runs = [rows[label] for rows in per_seed.values()]
+        sets = runs[0]["test_accuracy"]
+        entry: dict[str, Any] = {s: mean_std([r["test_accuracy"][s] for r in runs]) for s in sets}
+        for key in ("adapt_s", "images_per_s"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if values:
+                entry[key] = mean_std(values)
+        out[label] = entry
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""``synthset pretrain-tiny``: a tiny text-conditional Stable Diffusion pipeline pretrained on the
+recipe's real train split, loadable by diffusers and by synthset's generators, cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cli import synthset
+
+
+def _recipe(tmp_path: Path) -> Path:
+    data = {
+        "name": "pt",
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+        "classes": {"dataset": "digits"},
+        "real": {"source": "digits", "val_fraction": 0.15, "test_fraction": 0.25},
+    }
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_pretrain_tiny_builds_a_stable_diffusion_pipeline_once(tmp_path: Path) -> None:
+    import json
+
+    import torch
+    from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline
+
+    recipe = _recipe(tmp_path)
+    args = ["pretrain-tiny", str(recipe), "--captions", "class", "--classes", "0-4", "-q"]
+    done = synthset(*args, "--steps", "4", "--vae-steps", "4")
+    assert done.returncode == 0, done.stderr
+    base = tmp_path / "run" / "base-class-0_1_2_3_4"
+    assert str(base) in done.stdout
+    meta = json.loads((base / "synthset_base.json").read_text())
+    assert meta["classes_seen"] == ["0", "1", "2", "3", "4"]
+    assert "a handwritten digit 0" in meta["caption_examples"]
+    pipe = AutoPipelineForText2Image.from_pretrained(base)
+    assert isinstance(pipe, StableDiffusionPipeline) and pipe.vae_scale_factor == 1
+    gen = torch.Generator().manual_seed(0)
+    image = pipe(["a handwritten digit 3"], num_inference_steps=2, generator=[gen]).images[0]
+    assert image.size == (8, 8)
+    stamp = (base / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    again = synthset(*args, "--steps", "4", "--vae-steps", "4")
+    assert again.returncode == 0, again.stderr
+    assert (base / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
+    assert not (tmp_path / "run" / "base-class-0_1_2_3_4.parts").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--classes", "0-12"], "--classes: class id 10 is out of range 0..9"),
+        (["--classes", "cat"], "--classes: 'cat' is neither a class id"),
+        (["--captions", "labels"], "--captions: 'labels'; choose generic or class"),
+    ],
+)
+def test_pretrain_tiny_bad_options_are_one_line_errors(
+    tmp_path: Path, extra: list[str], fragment: str
+) -> None:
+    done = synthset("pretrain-tiny", str(_recipe(tmp_path)), *extra)
+    assert done.returncode != 0
+    assert fragment in done.stderr and "Traceback" not in done.stderr
