@@ -316,6 +316,12 @@ def test_recipe_adapts_then_generates_with_the_artifact(
         a = np.asarray(Image.open(row["path"]), dtype=float)
         b = np.asarray(Image.open(base_row["path"]), dtype=float)
         assert np.abs(a - b).max() > 0  # the artifact changed every image
+    from synthset.pipeline import stage_report
+
+    report = stage_report(recipe("adapted", adapt), adapted)
+    assert report is not None
+    html = report.read_text()
+    assert 'id="adapt"' in html and 'alt="adapt loss curve"' in html and f"<td>{method}" in html
 
 
 def test_a_retrained_local_base_reruns_adapt(tiny_sd_path: Path, tmp_path: Path) -> None:

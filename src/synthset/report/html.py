@@ -26,6 +26,7 @@ from synthset.report.eval_sections import (
 )
 from synthset.report.plots import image_strip
 from synthset.report.run_sections import (
+    adapt_section,
     prompts_section,
     provenance_section,
     stages_section,
@@ -206,6 +207,7 @@ def write_report(
     builders: list[tuple[str, Callable[[], str]]] = [
         ("Run", lambda: _summary_section(recipe, classes, counts, n_real)),
         ("Stages", lambda: stages_section(run, stage_order)),
+        ("Adaptation", lambda: adapt_section(run.adapt, recipe.adapt and recipe.adapt.method)),
         ("CAS", lambda: cas_section(cas)),
         ("Scaling", lambda: scaling_section(cas)),
         ("Per-class accuracy", lambda: per_class_section(cas, names)),

@@ -323,3 +323,21 @@ def image_strip(paths: list[Path], tile: int = TILE) -> bytes:
     buf = io.BytesIO()
     strip.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def adapt_loss_chart(points: list[dict[str, Any]], title: str) -> bytes:
+    """The adapt stage's training loss (every logged window) and validation loss by step."""
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.add_subplot()
+    train = [(p["step"], p["loss"]) for p in points if "loss" in p]
+    val = [(p["step"], p["val_loss"]) for p in points if "val_loss" in p]
+    if train:
+        ax.plot(*zip(*train, strict=True), color=COLORS["synthetic"], label="train loss")
+    if val:
+        ax.plot(*zip(*val, strict=True), "o-", color=COLORS["real"], label="val loss (real val)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("denoising loss")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _figure_png(fig)

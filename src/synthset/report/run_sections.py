@@ -13,7 +13,7 @@ from typing import Any
 
 from synthset.classes import ClassInfo
 from synthset.report.common import details, heading, img, num, read_json, table, value
-from synthset.report.plots import optuna_chart
+from synthset.report.plots import adapt_loss_chart, optuna_chart
 from synthset.store.atomic import read_jsonl
 from synthset.store.run_folder import RunFolder
 
@@ -46,6 +46,25 @@ def stages_section(run: RunFolder, order: Sequence[str] | None = None) -> str:
     return heading("stages", "Stages") + table(
         ["stage", "finished", "seconds", "recorded"], rows, numeric_from=2
     )
+
+
+def adapt_section(adapt_dir: Path, method: str | None) -> str:
+    """The adapt stage's method, its artifact's description and its loss curves."""
+    if method is None or not adapt_dir.is_dir():
+        return ""
+    log_file = adapt_dir / "training_log.jsonl"
+    points = read_jsonl(log_file) if log_file.exists() else []
+    meta = read_json(adapt_dir / "synthset_adapt.json")
+    rows = [["method", escape(method)]]
+    if isinstance(meta, dict):
+        rows += [[escape(k), escape(str(v))] for k, v in meta.items() if k not in ("method",)]
+    val = [p["val_loss"] for p in points if "val_loss" in p]
+    if val:
+        rows.append(["val loss (first → last)", f"{val[0]:.4f} → {val[-1]:.4f}"])
+    parts = [heading("adapt", "Adaptation"), table(["", "value"], rows, numeric_from=2)]
+    if points:
+        parts.append(img(adapt_loss_chart(points, f"adapt ({method})"), "adapt loss curve"))
+    return "\n".join(parts)
 
 
 def provenance_section(provenance: Any, recipe_text: str) -> str:
