@@ -15,10 +15,10 @@ import torch
 
 from synthset.adapt.base import AdaptData
 from synthset.adapt.pipeline_task import (
+    PipelineAdapter,
     PipelineTask,
     captioned_latents,
     class_captions,
-    fit_pipeline_task,
     write_meta,
 )
 from synthset.adapt.sd_parts import PipelineParts
@@ -71,29 +71,10 @@ class LoraTask(PipelineTask):
         write_meta(out_dir, self.spec, self.classes, rank=self.spec.rank)
 
 
-class LoraAdapter:
+class LoraAdapter(PipelineAdapter):
     """Trains a LoRA of ``adapt.base``; the text-to-image generators load it as ``lora:``."""
 
-    def __init__(self, spec: AdaptSpec) -> None:
-        self.spec = spec.resolved()
-
-    def fit(
-        self,
-        data: AdaptData,
-        out_dir: Path,
-        seed: int,
-        progress: bool = True,
-        stop_after: int | None = None,
-    ) -> bool:
-        return fit_pipeline_task(
-            self.spec,
-            data,
-            out_dir,
-            seed,
-            progress,
-            lambda parts: LoraTask(self.spec, parts, data),
-            stop_after,
-        )
+    task_class = LoraTask
 
     def generator_inputs(self, out_dir: Path) -> dict[str, Any]:
         return {

@@ -186,3 +186,32 @@ def write_meta(out_dir: Path, spec: AdaptSpec, classes: list[ClassInfo], **more:
     classes, and method details."""
     meta = {"method": spec.method, "base": spec.base, "classes": [c.name for c in classes]}
     (out_dir / META_FILE).write_text(json.dumps(meta | more, indent=2) + "\n", encoding="utf-8")
+
+
+class PipelineAdapter:
+    """An adapter whose training is a :class:`PipelineTask` (``task_class``) on ``adapt.base``."""
+
+    task_class: type[PipelineTask]
+
+    def __init__(self, spec: AdaptSpec) -> None:
+        self.spec = spec.resolved()
+
+    def fit(
+        self,
+        data: AdaptData,
+        out_dir: Path,
+        seed: int,
+        progress: bool = True,
+        stop_after: int | None = None,
+    ) -> bool:
+        """Train on ``data`` into ``out_dir``; True once the artifact is written."""
+        make = self.task_class
+        return fit_pipeline_task(
+            self.spec,
+            data,
+            out_dir,
+            seed,
+            progress,
+            lambda parts: make(self.spec, parts, data),  # type: ignore[call-arg]
+            stop_after,
+        )

@@ -21,10 +21,10 @@ import torch
 from synthset.adapt.base import AdaptData
 from synthset.adapt.pipeline_task import (
     META_FILE,
+    PipelineAdapter,
     PipelineTask,
     captioned_latents,
     class_captions,
-    fit_pipeline_task,
     write_meta,
 )
 from synthset.adapt.sd_parts import PipelineParts
@@ -120,30 +120,11 @@ class TextualInversionTask(PipelineTask):
         write_meta(out_dir, self.spec, self.classes, num_tokens=n, tokens=files)
 
 
-class TextualInversionAdapter:
+class TextualInversionAdapter(PipelineAdapter):
     """Learns class tokens for ``adapt.base``; the generators load them and put them in the
     prompts in place of the class names."""
 
-    def __init__(self, spec: AdaptSpec) -> None:
-        self.spec = spec.resolved()
-
-    def fit(
-        self,
-        data: AdaptData,
-        out_dir: Path,
-        seed: int,
-        progress: bool = True,
-        stop_after: int | None = None,
-    ) -> bool:
-        return fit_pipeline_task(
-            self.spec,
-            data,
-            out_dir,
-            seed,
-            progress,
-            lambda parts: TextualInversionTask(self.spec, parts, data),
-            stop_after,
-        )
+    task_class = TextualInversionTask
 
     def generator_inputs(self, out_dir: Path) -> dict[str, Any]:
         meta_file = Path(out_dir) / META_FILE

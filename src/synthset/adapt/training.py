@@ -212,101 +212,96 @@ def train(
     """
     from synthset.devices import cpu_threads
 
-    if settings.image_size <= 0:
-        return _train(task, settings, out_dir, fingerprint, seed, progress, stop_after)
-    with cpu_threads(task.device, settings.image_size):
-        return _train(task, settings, out_dir, fingerprint, seed, progress, stop_after)
-
-
-def _train(
-    task: TrainingTask,
-    settings: LoopSettings,
-    out_dir: Path,
-    fingerprint: str,
-    seed: int,
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> bool:
     check_precision(settings.mixed_precision, task.device)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out_dir)
-    params = task.parameters()
-    ema = [p.detach().clone() for p in params] if settings.ema_decay > 0 else None
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    scaler = torch.amp.GradScaler(enabled=settings.mixed_precision == "fp16")
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    log: list[dict[str, Any]] = []
-    window: list[float] = []  # losses since the last curve point
-    step = 0
-    spath = state_path(out_dir)
-    state = load_state(spath, fingerprint)
-    if state is not None and int(state["step"]) <= settings.steps:
-        with torch.no_grad():
-            for p, v in zip(params, state["params"], strict=True):
-                p.copy_(v)
-        if ema is not None:
-            ema = [t.to(task.device) for t in state["ema"]]
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        log = json.loads(state["log"])
-        window = json.loads(state["window"])
-        step = int(state["step"])
-
-    end = settings.steps if stop_after is None else min(settings.steps, stop_after)
-    bar = tqdm(
-        total=settings.steps, initial=step, desc=settings.desc, disable=not progress, leave=False
+    threads = (
+        cpu_threads(task.device, settings.image_size)
+        if settings.image_size > 0
+        else contextlib.nullcontext()
     )
-    if step == 0 and settings.validate_every:
-        val = task.validation_loss()  # the starting point of the curve
-        if val is not None:
-            log.append({"step": 0, "val_loss": val})
-    while step < end:
-        loss = _step(task, settings, optimizer, scaler, params, gen, step)
-        step += 1
-        window.append(loss)
-        if ema is not None:
-            ema_update(ema, params, settings.ema_decay, step)
-        bar.update(1)
-        validate = bool(settings.validate_every) and (
-            step % settings.validate_every == 0 or step == settings.steps
+    with threads:  # tiny images on a CPU: one thread, restored on return
+        out_dir = Path(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out_dir)
+        params = task.parameters()
+        ema = [p.detach().clone() for p in params] if settings.ema_decay > 0 else None
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        scaler = torch.amp.GradScaler(enabled=settings.mixed_precision == "fp16")
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        log: list[dict[str, Any]] = []
+        window: list[float] = []  # losses since the last curve point
+        step = 0
+        spath = state_path(out_dir)
+        state = load_state(spath, fingerprint)
+        if state is not None and int(state["step"]) <= settings.steps:
+            with torch.no_grad():
+                for p, v in zip(params, state["params"], strict=True):
+                    p.copy_(v)
+            if ema is not None:
+                ema = [t.to(task.device) for t in state["ema"]]
+            optimizer.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            log = json.loads(state["log"])
+            window = json.loads(state["window"])
+            step = int(state["step"])
+
+        end = settings.steps if stop_after is None else min(settings.steps, stop_after)
+        bar = tqdm(
+            total=settings.steps,
+            initial=step,
+            desc=settings.desc,
+            disable=not progress,
+            leave=False,
         )
-        if validate or step % LOG_EVERY == 0 or step == settings.steps:
-            point: dict[str, Any] = {"step": step, "loss": sum(window) / len(window)}
-            point["lr"] = settings.lr_at(step - 1)
-            window = []
-            if validate:
-                with swapped_in(params, ema):
-                    val = task.validation_loss()
-                if val is not None:
-                    point["val_loss"] = val
-            log.append(point)
-            bar.set_postfix(loss=f"{point['loss']:.4f}")
-        if step < settings.steps and (step % settings.checkpoint_every == 0 or step == end):
-            save_torch_atomic(
-                spath,
-                {
-                    "fingerprint": fingerprint,
-                    "step": step,
-                    "params": [p.detach().cpu() for p in params],
-                    "ema": [t.cpu() for t in ema] if ema is not None else [],
-                    "optimizer": optimizer.state_dict(),
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "log": json.dumps(log),
-                    "window": json.dumps(window),
-                },
+        if step == 0 and settings.validate_every:
+            val = task.validation_loss()  # the starting point of the curve
+            if val is not None:
+                log.append({"step": 0, "val_loss": val})
+        while step < end:
+            loss = _step(task, settings, optimizer, scaler, params, gen, step)
+            step += 1
+            window.append(loss)
+            if ema is not None:
+                ema_update(ema, params, settings.ema_decay, step)
+            bar.update(1)
+            validate = bool(settings.validate_every) and (
+                step % settings.validate_every == 0 or step == settings.steps
             )
-            if settings.keep_checkpoints:
-                keep = checkpoints_dir(out_dir) / f"step-{step:06d}"
-                _save(task, params, ema, log, keep)
-    bar.close()
-    if step < settings.steps:
-        return False
-    _save(task, params, ema, log, out_dir)
-    spath.unlink(missing_ok=True)
-    return True
+            if validate or step % LOG_EVERY == 0 or step == settings.steps:
+                point: dict[str, Any] = {"step": step, "loss": sum(window) / len(window)}
+                point["lr"] = settings.lr_at(step - 1)
+                window = []
+                if validate:
+                    with swapped_in(params, ema):
+                        val = task.validation_loss()
+                    if val is not None:
+                        point["val_loss"] = val
+                log.append(point)
+                bar.set_postfix(loss=f"{point['loss']:.4f}")
+            if step < settings.steps and (step % settings.checkpoint_every == 0 or step == end):
+                save_torch_atomic(
+                    spath,
+                    {
+                        "fingerprint": fingerprint,
+                        "step": step,
+                        "params": [p.detach().cpu() for p in params],
+                        "ema": [t.cpu() for t in ema] if ema is not None else [],
+                        "optimizer": optimizer.state_dict(),
+                        "generator": gen.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "log": json.dumps(log),
+                        "window": json.dumps(window),
+                    },
+                )
+                if settings.keep_checkpoints:
+                    keep = checkpoints_dir(out_dir) / f"step-{step:06d}"
+                    _save(task, params, ema, log, keep)
+        bar.close()
+        if step < settings.steps:
+            return False
+        _save(task, params, ema, log, out_dir)
+        spath.unlink(missing_ok=True)
+        return True
 
 
 def _step(
