@@ -214,6 +214,7 @@ def main() -> None:
     from synthset.data.splits import load_splits
 
     base_steps = 100 if args.quick else args.base_steps
+    vae_steps = 50 if args.quick else 600
     results: dict[str, Any] = {}
     for setting in args.settings:
         per_seed: dict[str, dict[str, Any]] = {}
@@ -222,10 +223,14 @@ def main() -> None:
             splits_file = digits_split(seed, args.out / "splits" / f"seed{seed}")
             train = load_splits(splits_file, names=("train",))["train"]
             if setting == "A":
-                settings = BaseSettings("generic", None, steps=base_steps, seed=seed)
+                settings = BaseSettings(
+                    "generic", None, vae_steps=vae_steps, steps=base_steps, seed=seed
+                )
                 labels = range(10)
             else:
-                settings = BaseSettings("class", (0, 1, 2, 3, 4), steps=base_steps, seed=seed)
+                settings = BaseSettings(
+                    "class", (0, 1, 2, 3, 4), vae_steps=vae_steps, steps=base_steps, seed=seed
+                )
                 labels = range(5, 10)
             folder = words_folder(
                 splits_file, args.out / "splits" / f"{setting}-seed{seed}", labels
