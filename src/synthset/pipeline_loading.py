@@ -20,10 +20,11 @@ def load_pipeline(
     model: str, dtype: Any = None, variant: str | None = None, field: str = _FIELD
 ) -> Any:
     """``AutoPipelineForText2Image.from_pretrained`` with one-line errors (naming the recipe
-    ``field``) and no safety checker."""
+    ``field``) and no safety checker. A missing folder is reported before diffusers is
+    imported (importing it can print library warnings)."""
+    config = _pipeline_config(model, field)
     from diffusers import AutoPipelineForText2Image
 
-    config = _pipeline_config(model, field)
     kwargs = {**_null_components(config), **_no_safety_checker(config), "dtype": dtype}
     if variant:
         kwargs["variant"] = variant
@@ -53,8 +54,6 @@ def _pipeline_config(model: str, field: str) -> dict[str, Any]:
 
 
 def _local_config(path: Path, field: str) -> dict[str, Any]:
-    from diffusers import DiffusionPipeline
-
     if not path.exists():
         raise SynthsetError(
             f"{field}: no such folder {str(path)!r}; give a diffusers pipeline folder or a hub id"
@@ -69,6 +68,8 @@ def _local_config(path: Path, field: str) -> dict[str, Any]:
             f"{field}: {str(path)!r} is not a diffusers pipeline folder (no model_index.json); "
             "save one with pipe.save_pretrained(folder) or give a hub id"
         )
+    from diffusers import DiffusionPipeline
+
     try:
         return dict(DiffusionPipeline.load_config(str(path)))
     except (OSError, ValueError) as exc:

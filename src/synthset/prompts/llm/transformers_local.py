@@ -93,6 +93,7 @@ class TransformersBackend:
         inputs = tok(
             prompts,
             return_tensors="pt",
+            return_token_type_ids=False,  # generate() rejects them (transformers 4.x)
             padding=True,
             add_special_tokens=not tok.chat_template,
         ).to(model.device)
