@@ -15,7 +15,7 @@ import torch
 
 from synthset.adapt.base import AdaptData
 from synthset.adapt.sd_parts import PipelineParts
-from synthset.adapt.training import LoopSettings, check_precision, train
+from synthset.adapt.training import check_precision, loop_settings, train
 from synthset.classes import ClassInfo
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
@@ -116,24 +116,6 @@ class PipelineTask:
             latents = val.latents[i : i + VAL_BATCH]
             losses.append(float(self.parts.loss(latents, embeds, pooled, gen)) * len(labels))
         return sum(losses) / len(val.labels)
-
-
-def loop_settings(spec: AdaptSpec, latent_size: int = 0) -> LoopSettings:
-    """The shared loop's settings from a resolved spec."""
-    assert spec.lr is not None and spec.ema_decay is not None and spec.validate_every is not None
-    return LoopSettings(
-        steps=spec.steps,
-        lr=spec.lr,
-        warmup_steps=spec.warmup_steps,
-        grad_accum=spec.grad_accum,
-        ema_decay=spec.ema_decay,
-        mixed_precision=spec.mixed_precision,
-        checkpoint_every=spec.checkpoint_every,
-        keep_checkpoints=spec.keep_checkpoints,
-        validate_every=spec.validate_every,
-        desc=f"adapt ({spec.method})",
-        image_size=latent_size,
-    )
 
 
 def task_fingerprint(spec: AdaptSpec, data: AdaptData, seed: int) -> str:

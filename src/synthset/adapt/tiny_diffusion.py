@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from synthset.adapt.base import AdaptData
-from synthset.adapt.training import LoopSettings, train
+from synthset.adapt.training import loop_settings, train
 from synthset.data.images import common_format, open_image
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
@@ -177,19 +177,7 @@ def train_tiny_diffusion(
     held_out = load_images(val, spec.image_size) if val and spec.validate_every else None
     torch.manual_seed(seed)
     task = TinyTask(spec, data, num_classes, device, held_out)
-    assert spec.lr is not None and spec.ema_decay is not None and spec.validate_every is not None
-    settings = LoopSettings(
-        steps=spec.steps,
-        lr=spec.lr,
-        warmup_steps=spec.warmup_steps,
-        grad_accum=spec.grad_accum,
-        grad_clip=GRAD_CLIP,
-        ema_decay=spec.ema_decay,
-        mixed_precision=spec.mixed_precision,
-        checkpoint_every=spec.checkpoint_every,
-        keep_checkpoints=spec.keep_checkpoints,
-        validate_every=spec.validate_every,
-    )
+    settings = replace(loop_settings(spec), grad_clip=GRAD_CLIP, desc="adapt")
     fingerprint = _fingerprint(spec, num_classes, seed, data)
     train(task, settings, out_dir, fingerprint, seed, progress, stop_after)
     return out_dir

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from synthset.errors import SynthsetError
+from synthset.recipe import AdaptSpec
 
 LOG_FILE = "training_log.jsonl"
 LOG_EVERY = 25  # steps per training-curve point (mean loss over them)
@@ -57,6 +58,25 @@ class LoopSettings:
         if self.warmup_steps <= 0:
             return self.lr
         return self.lr * min(1.0, (step + 1) / self.warmup_steps)
+
+
+def loop_settings(spec: AdaptSpec, latent_size: int = 0) -> LoopSettings:
+    """The shared loop's settings from a resolved ``adapt`` spec (``latent_size`` > 0: the
+    training images' size, for the one-thread rule on a CPU)."""
+    assert spec.lr is not None and spec.ema_decay is not None and spec.validate_every is not None
+    return LoopSettings(
+        steps=spec.steps,
+        lr=spec.lr,
+        warmup_steps=spec.warmup_steps,
+        grad_accum=spec.grad_accum,
+        ema_decay=spec.ema_decay,
+        mixed_precision=spec.mixed_precision,
+        checkpoint_every=spec.checkpoint_every,
+        keep_checkpoints=spec.keep_checkpoints,
+        validate_every=spec.validate_every,
+        desc=f"adapt ({spec.method})",
+        image_size=latent_size,
+    )
 
 
 class TrainingTask(Protocol):
