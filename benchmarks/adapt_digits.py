@@ -69,6 +69,28 @@ def method_recipe(method: str, base: Path, quick: bool, real_subset: float | Non
             "batch_size": 64,
             "steps": steps,
         }
+    elif method == "diffusion_inversion":
+        adapt = {
+            "method": "diffusion_inversion",
+            "num_tokens": 5,
+            "group_size": 2000,
+            "lr": 3e-2,
+            "batch_size": 64,
+            "steps": steps * 2,
+        }
+        gen = gen | {"kind": "inversion", "emb_noise": 0.1, "interpolation_strength": 0.0}
+    elif method == "class_encoder":
+        adapt = {
+            "method": "class_encoder",
+            "num_tokens": 4,
+            "lr": 1e-3,
+            "batch_size": 64,
+            "steps": steps,
+            "finetune": "lora",
+            "finetune_steps": steps,
+            "finetune_lr": 2e-3,
+            "rank": 8,
+        }
     else:
         raise SystemExit(f"unknown method {method!r}")
     if adapt is not None:
@@ -200,7 +222,16 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["A", "B"], choices=["A", "B"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--methods", nargs="+", default=["floor", "lora", "textual_inversion", "ceiling"]
+        "--methods",
+        nargs="+",
+        default=[
+            "floor",
+            "lora",
+            "textual_inversion",
+            "diffusion_inversion",
+            "class_encoder",
+            "ceiling",
+        ],
     )
     parser.add_argument("--out", type=Path, default=Path("runs/adapt-digits"))
     parser.add_argument("--json", type=Path, default=RESULTS / "adapt_digits.json")
@@ -244,7 +275,7 @@ def main() -> None:
             rows: dict[str, Any] = {"base_s": round(time.perf_counter() - t, 1)}
             variants = [(m, None) for m in args.methods]
             if setting == "A":
-                variants += [(m, 0.1) for m in args.methods if m in ("lora", "textual_inversion")]
+                variants += [(m, 0.1) for m in args.methods if m not in ("floor", "ceiling")]
             for method, subset in variants:
                 label = method if subset is None else f"{method}@real10%"
                 parts = method_recipe(method, base, args.quick, subset)

@@ -59,3 +59,34 @@ def real_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             mask[8:24, 8:24] = 255
             Image.fromarray(mask).save(root / "masks" / name / f"{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def digits_images(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, int]]:
+    """40 of scikit-learn's 8×8 digits per class, as PNG files with their labels."""
+    from PIL import Image
+
+    from synthset.data.real import digits_arrays
+
+    root = tmp_path_factory.mktemp("digits")
+    images, labels = digits_arrays()
+    samples: list[tuple[Path, int]] = []
+    for c in range(10):
+        for i in [int(k) for k in (labels == c).nonzero()[0][:40]]:
+            path = root / str(c) / f"{i:04d}.png"
+            path.parent.mkdir(exist_ok=True)
+            Image.fromarray(images[i]).convert("RGB").save(path)
+            samples.append((path, c))
+    return samples
+
+
+@pytest.fixture(scope="session")
+def digits_base(tmp_path_factory: pytest.TempPathFactory, digits_images: list) -> Path:
+    """A tiny text-conditional SD pipeline briefly pretrained on ``digits_images`` with generic
+    (label-free) captions: a base that responds to its conditioning, for the adapt tests."""
+    from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
+
+    settings = BaseSettings("generic", None, vae_steps=150, steps=400, batch_size=32)
+    names = [str(c) for c in range(10)]
+    out = tmp_path_factory.mktemp("digits-base") / "base"
+    return pretrain_tiny_base(digits_images, names, settings, out, progress=False)

@@ -107,14 +107,30 @@ def data(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> None
 @app.command()
 @friendly_errors
 def adapt(
-    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    out_dir: OutOpt = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="diffusion_inversion: invert only groups i, i+n, ... (i/n, or 'slurm'); the "
+            "shard that finds every group done assembles the result."
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Train the embedded class-conditional diffusion model on the real train split."""
+    """Adapt a model to the real train split (adapt.method; resumes after a crash or kill)."""
     from synthset.pipeline import stage_adapt
+    from synthset.plan import parse_shard
 
     r = _load(recipe, set_, out_dir)
-    ran = stage_adapt(r, _open(r), progress=not quiet)
-    console.print("model trained" if ran else "adapt: nothing to do (already trained)")
+    shard_ix = parse_shard(shard)
+    ran = stage_adapt(r, _open(r), progress=not quiet, shard=shard_ix)
+    if shard_ix != (0, 1):
+        state = "complete" if ran else "incomplete (other shards or a rerun will finish it)"
+        console.print(f"adapt shard {shard_ix[0]}/{shard_ix[1]} done; the artifact is {state}")
+    else:
+        console.print("model adapted" if ran else "adapt: nothing to do (already adapted)")
 
 
 def _class_ids(text: str | None, names: list[str]) -> tuple[int, ...] | None:

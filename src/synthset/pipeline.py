@@ -118,6 +118,21 @@ def _adapt_base(recipe: Recipe, run: RunFolder) -> list[Path]:
     return [Path(base).expanduser()] if base and is_local_path(base) else []
 
 
+def _samples_inversion(recipe: Recipe) -> bool:
+    """Whether the plan draws its items from inverted real images (kind inversion)."""
+    return recipe.generate is not None and recipe.generate.members[0].kind == "inversion"
+
+
+def _inversion_input(recipe: Recipe, run: RunFolder) -> list[Path]:
+    """A given inversion artifact's index (the adapt stage's own is read through 'adapt')."""
+    if not _samples_inversion(recipe) or recipe.adapt is not None:
+        return []
+    from synthset.store.conditioning import INDEX_FILE
+
+    folder = recipe.generate.members[0].inversion_dir  # type: ignore[union-attr]
+    return [Path(folder) / INDEX_FILE] if folder else []
+
+
 def _generator_needs(recipe: Recipe) -> tuple[str, ...]:
     """Evaluation reads the run's own images unless the recipe points at an image folder."""
     ev = recipe.evaluate
@@ -155,7 +170,7 @@ STAGES: tuple[Stage, ...] = (
         stages.adapt_model,
         sections=("classes", "real", "adapt"),
         output=lambda run: run.adapt,
-        needs=lambda r: ("classes", "data", *(("prompts",) if r.adapt.uses_pipeline else ())),
+        needs=lambda r: ("classes", "data", *(("prompts",) if r.adapt.uses_captions else ())),
         inputs=_adapt_base,
         applies=lambda r: r.adapt is not None,
     ),
@@ -172,7 +187,13 @@ STAGES: tuple[Stage, ...] = (
         stages.write_plan,
         sections=("classes", "prompts", "generate"),
         output=lambda run: run.plan,
-        needs=lambda r: ("classes", "prompts", "data"),
+        needs=lambda r: (
+            "classes",
+            "prompts",
+            "data",
+            *(("adapt",) if _samples_inversion(r) else ()),
+        ),
+        inputs=_inversion_input,
         applies=lambda r: r.generate is not None,
     ),
     Stage(
@@ -339,11 +360,33 @@ def stage_data(recipe: Recipe, run: RunFolder) -> bool:
     return log.status("data") == "ran"
 
 
-def stage_adapt(recipe: Recipe, run: RunFolder, progress: bool = True) -> bool:
-    """Fit the adapter; True when it was (re)trained now."""
-    log = StageLog()
-    run_stage("adapt", recipe, run, progress, log)
-    return log.status("adapt") == "ran"
+def stage_adapt(
+    recipe: Recipe, run: RunFolder, progress: bool = True, shard: tuple[int, int] = (0, 1)
+) -> bool:
+    """Fit the adapter; True when it was (re)trained now. A shard (diffusion inversion's
+    groups ``i, i+n, …``) trains its part; whichever shard finds every part done assembles the
+    artifact and marks the stage done; it returns True when the artifact is complete."""
+    if shard == (0, 1):
+        log = StageLog()
+        run_stage("adapt", recipe, run, progress, log)
+        return log.status("adapt") == "ran"
+    if recipe.adapt is None or recipe.adapt.method != "diffusion_inversion":
+        raise SynthsetError(
+            "adapt --shard: only adapt.method diffusion_inversion splits into independent jobs; "
+            "run 'synthset adapt' without --shard"
+        )
+    row = stage("adapt")
+    if not all(is_current(stage(n), recipe, run) for n in row.needs(recipe)):
+        raise SynthsetError(
+            "adapt --shard: run 'synthset data' once before launching shards (every shard "
+            "reads the same split)"
+        )
+    if is_current(row, recipe, run):
+        return True
+    info = stages.adapt_model(recipe, run, progress, shard)
+    if info["complete"]:
+        run.mark_done("adapt", fingerprint(row, recipe, run), **info)
+    return bool(info["complete"])
 
 
 def stage_prompts(recipe: Recipe, run: RunFolder) -> list[PromptRecord]:

@@ -59,6 +59,7 @@ def build_plan(
     prompts: dict[int, list[str]] | None = None,
     real: Samples | None = None,
     root: Path | None = None,
+    inverted: list[dict[str, Any]] | None = None,
 ) -> list[WorkItem]:
     """``images_per_class`` items per class; item ``k`` of a class takes the class's prompt
     ``k mod n``. Ids are ``<class id>-<index>`` so growing the plan keeps every existing item
@@ -66,7 +67,10 @@ def build_plan(
 
     Real-image modes (img2img, inpaint) get one item per (real image, variant) instead, from
     ``real`` (any list of (path, label)); image paths are stored relative to ``root`` when
-    inside it. An ensemble assigns each item to one member (see :func:`pick_member`)."""
+    inside it. An ensemble assigns each item to one member (see :func:`pick_member`).
+
+    The inversion mode draws its items from ``inverted`` (the rows of a diffusion-inversion
+    artifact), see :func:`_inversion_items`."""
     if recipe.generate is None:
         return []
     members = recipe.generate.members
@@ -76,6 +80,13 @@ def build_plan(
                 "generate: img2img/inpaint start from real images: add a 'real' section"
             )
         items = _real_items(recipe, classes, prompts or {}, real, root)
+    elif members[0].kind == "inversion":
+        if inverted is None:
+            raise SynthsetError(
+                "generate: kind inversion samples inverted real images: run 'synthset adapt' "
+                "with method diffusion_inversion first"
+            )
+        items = _inversion_items(recipe, classes, prompts or {}, inverted, root)
     else:
         items = _text_items(recipe, classes, prompts or {})
     if recipe.generate.generators is None:
@@ -153,6 +164,51 @@ def _real_items(
             if spec.masks_from_folder:
                 params["mask"] = _stored_path(_mask_path(recipe, spec, images[j]), root)
             items.append(_item(recipe, cls, k, texts[k % len(texts)], spec.kind, params))
+    return items
+
+
+def _inversion_items(
+    recipe: Recipe,
+    classes: list[ClassInfo],
+    prompts: dict[int, list[str]],
+    inverted: list[dict[str, Any]],
+    root: Path | None,
+) -> list[WorkItem]:
+    """Item ``k`` of a class samples the conditioning of the class's ``k mod n``-th inverted
+    image (round robin), moved by λ towards a partner of the same class drawn from (seed, item
+    id). A class gets ``images_per_class`` items, at most ``n × samples_per_embedding``."""
+    assert recipe.generate is not None
+    spec = recipe.generate.members[0]
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for row in inverted:
+        by_class.setdefault(str(row["class_name"]), []).append(row)
+    items = []
+    for cls in classes:
+        rows = by_class.get(cls.name)
+        if not rows:
+            raise SynthsetError(
+                f"generate: class {cls.name!r} has no inverted images; rerun 'synthset adapt' "
+                "(diffusion_inversion) with this class's real images"
+            )
+        texts = _class_texts(recipe, cls, prompts)
+        n = recipe.generate.images_per_class
+        if spec.samples_per_embedding is not None:
+            n = min(n, len(rows) * spec.samples_per_embedding)
+        for k in range(n):
+            src = rows[k % len(rows)]
+            partner = src
+            if len(rows) > 1:
+                draw = item_seed(recipe.seed, f"partner:{cls.id:04d}-{k:06d}")
+                others = [r for r in rows if r is not src]
+                partner = others[draw % len(others)]
+            params = {
+                "source_image": _stored_path(Path(src["image"]), root),
+                "source_row": int(src["row"]),
+                "partner_image": _stored_path(Path(partner["image"]), root),
+                "partner_row": int(partner["row"]),
+                "lambda": spec.interpolation_strength,
+            }
+            items.append(_item(recipe, cls, k, texts[k % len(texts)], "inversion", params))
     return items
 
 

@@ -113,7 +113,9 @@ def real_train(run: RunFolder) -> Samples:
 # ----------------------------------------------------------------------------- adapt
 
 
-def adapt_model(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+def adapt_model(
+    recipe: Recipe, run: RunFolder, progress: bool = True, shard: tuple[int, int] = (0, 1)
+) -> dict[str, Any]:
     """Fit the recipe's adapter (``adapt.method``) on the real train split (``adapt.real_subset``
     of it) into ``adapt/``; the val split gives the validation loss, the prompts stage the
     captions of methods that train on text."""
@@ -124,14 +126,19 @@ def adapt_model(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[s
     assert recipe.adapt is not None
     splits = load_splits(run.real / "splits.json", names=("train", "val"))
     prompts = None
-    if recipe.adapt.uses_pipeline:
+    if recipe.adapt.uses_captions:
         from synthset.prompts.base import load_prompts
 
         prompts = prompts_by_class(load_prompts(run.prompts))
     classes = read_classes(run.classes)
     data = AdaptData.for_spec(recipe.adapt, splits["train"], classes, splits["val"], prompts)
-    build_adapter(recipe.adapt).fit(data, run.adapt, recipe.seed, progress)
-    return {"method": recipe.adapt.method, "train_images": len(data.train)}
+    adapter = build_adapter(recipe.adapt)
+    if shard == (0, 1):
+        adapter.fit(data, run.adapt, recipe.seed, progress)
+        complete = True
+    else:  # only diffusion inversion shards (stage_adapt checks)
+        complete = adapter.fit(data, run.adapt, recipe.seed, progress, shard=shard)  # type: ignore[call-arg]
+    return {"method": recipe.adapt.method, "train_images": len(data.train), "complete": complete}
 
 
 def adapted_spec(spec: GeneratorSpec, recipe: Recipe, out_dir: Path) -> GeneratorSpec:
@@ -237,7 +244,13 @@ def write_plan(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[st
     if recipe.generate.members[0].uses_real_images and recipe.real is not None:
         real = real_train(run)
     prompts = prompts_by_class(load_prompts(run.prompts))
-    items = build_plan(recipe, read_classes(run.classes), prompts, real, run.root)
+    inverted = None
+    if recipe.generate.members[0].kind == "inversion":
+        from synthset.store.conditioning import read_inversion_index
+
+        spec = adapted_spec(recipe.generate.members[0], recipe, run.adapt)
+        inverted = read_inversion_index(spec.inversion_dir)
+    items = build_plan(recipe, read_classes(run.classes), prompts, real, run.root, inverted)
     save_plan(run.plan, items)
     return {"items": len(items)}
 

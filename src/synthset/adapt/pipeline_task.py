@@ -15,7 +15,7 @@ import torch
 
 from synthset.adapt.base import AdaptData
 from synthset.adapt.sd_parts import PipelineParts
-from synthset.adapt.training import check_precision, loop_settings, train
+from synthset.adapt.training import TrainingTask, check_precision, loop_settings, train
 from synthset.classes import ClassInfo
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
@@ -119,14 +119,24 @@ class PipelineTask:
 
 
 def task_fingerprint(spec: AdaptSpec, data: AdaptData, seed: int) -> str:
-    """What a saved training state must match to be resumed: the settings (not the step count,
-    checkpointing or device), the seed, the images and the captions."""
+    """What a saved training state (or a finished part of the training) must match to be
+    reused: the settings (not the step count, checkpointing or device), the seed, the images,
+    the captions and, for a local base folder, its listing (a retrained base at the same path
+    restarts the training)."""
+    from synthset.pipeline_loading import is_local_path
+    from synthset.store.digests import folder_digest
+
     settings = spec.model_dump(
         mode="json", exclude={"steps", "checkpoint_every", "keep_checkpoints", "device"}
     )
     images = [[str(p), lbl, p.stat().st_size] for p, lbl in data.train]
+    base = (
+        folder_digest(Path(spec.base).expanduser())
+        if spec.base and is_local_path(spec.base)
+        else None
+    )
     blob = json.dumps(
-        {"spec": settings, "seed": seed, "images": images, "prompts": data.prompts},
+        {"spec": settings, "seed": seed, "images": images, "prompts": data.prompts, "base": base},
         sort_keys=True,
         default=str,
     )
@@ -139,7 +149,7 @@ def fit_pipeline_task(
     out_dir: Path,
     seed: int,
     progress: bool,
-    make_task: Callable[[PipelineParts], PipelineTask],
+    make_task: Callable[[PipelineParts], TrainingTask],
     stop_after: int | None = None,
 ) -> bool:
     """Load the base pipeline, build the method's task with the global RNG seeded (its new
@@ -168,6 +178,14 @@ def write_meta(out_dir: Path, spec: AdaptSpec, classes: list[ClassInfo], **more:
     classes, and method details."""
     meta = {"method": spec.method, "base": spec.base, "classes": [c.name for c in classes]}
     (out_dir / META_FILE).write_text(json.dumps(meta | more, indent=2) + "\n", encoding="utf-8")
+
+
+def meta_value(out_dir: Path, key: str) -> Any:
+    """A value from an artifact's ``synthset_adapt.json`` (None when absent or unreadable)."""
+    try:
+        return json.loads((Path(out_dir) / META_FILE).read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None
 
 
 class PipelineAdapter:

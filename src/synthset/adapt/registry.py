@@ -16,6 +16,8 @@ ADAPTERS: Registry[type[Adapter]] = Registry(
         "tiny_diffusion": "synthset.adapt.tiny_diffusion:TinyDiffusionAdapter",
         "lora": "synthset.adapt.lora:LoraAdapter",
         "textual_inversion": "synthset.adapt.textual_inversion:TextualInversionAdapter",
+        "diffusion_inversion": "synthset.adapt.diffusion_inversion:DiffusionInversionAdapter",
+        "class_encoder": "synthset.adapt.class_encoder:ClassEncoderAdapter",
     },
 )
 

@@ -127,14 +127,16 @@ class PipelineParts:
         t = torch.randint(0, steps, (b,), generator=gen).to(self.device)
         noise = torch.randn(latents.shape, generator=gen).to(self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
-        if self.prediction_type == "epsilon":
-            target = noise
-        elif self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, t)
-        else:
-            target = latents
         pred = self.predict(noisy, t, embeds, pooled)
-        return torch.nn.functional.mse_loss(pred.float(), target.float())
+        return torch.nn.functional.mse_loss(pred.float(), self.target(latents, noise, t).float())
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the UNet is trained to predict: ε, v or the clean latents."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, t)
+        return latents
 
     def predict(
         self,

@@ -8,14 +8,16 @@ trained from the real train split in two resumable phases of the shared loop:
 1. a one-level ``AutoencoderKL`` (latent = pixel grid, 4 channels) learns to reconstruct the
    images; its scaling factor is set so latents have unit variance;
 2. UNet and text encoder learn jointly to denoise the latents given a caption (10 % of captions
-   dropped to "" for classifier-free guidance).
+   dropped to "" for classifier-free guidance), with v-prediction as Stable Diffusion 2 does.
 
 Captions come in two kinds (``captions``):
 
-- ``generic``: no class words. Each image's caption describes what anyone sees without labels —
-  how much ink (thin / regular / bold) and how large the figure is — in a few phrasings
-  ("a bold handwritten digit", ...). The base knows the domain and listens to its text, but not
-  the labels: the situation of Stable Diffusion on a new dataset.
+- ``generic``: no class words. Each image's caption describes what anyone sees without labels,
+  measured on its pixels: how much ink (thin / regular / bold), how wide the figure is, whether
+  it encloses a loop and where (top / middle / low), where its ink sits (heavy top / heavy low)
+  and which way it leans, in a few phrasings ("a bold narrow digit, loop top, leans left"). The
+  base knows the domain and a visual vocabulary and listens to its text, but not the labels:
+  the situation of Stable Diffusion on a new dataset.
 - ``class``: the class name in a few templates ("a handwritten digit 3", ...), for the classes
   in ``class_ids`` only (the others are never seen): a base to adapt to new classes.
 """
@@ -40,13 +42,13 @@ from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
 
 BASE_META = "synthset_base.json"
-MAX_TOKENS = 32  # caption length in tokens (the byte-level tokenizer is ~1 token per character)
+MAX_TOKENS = 77  # caption length in tokens (the byte-level tokenizer is ~1 token per character)
 CAPTION_DROPOUT = 0.1
 GENERIC_FORMS = (
-    "a {ink} handwritten digit",
-    "a {size} {ink} digit",
-    "a {ink} digit written by hand, {size}",
-    "a scanned {size} handwritten digit, {ink} strokes",
+    "a {ink} {width} digit, {loop}, {mass}, {lean}",
+    "a {width} handwritten digit, {ink}, {loop}, {lean}, {mass}",
+    "{loop}, {mass}: a {ink} digit, {width}, {lean}",
+    "a scanned {ink} digit, {lean}, {width}, {mass}, {loop}",
 )
 CLASS_FORMS = (
     "a handwritten digit {name}",
@@ -54,7 +56,10 @@ CLASS_FORMS = (
     "a scanned handwritten {name}",
 )
 INK = ("thin", "regular", "bold")
-SIZE = ("small", "medium", "large")
+WIDTH = ("narrow", "medium", "wide")
+MASS = ("heavy top", "even", "heavy low")
+LEAN = ("leans left", "upright", "leans right")
+INK_LEVEL = 0.35  # a pixel is ink above this (images in [0, 1]): the loop finder's threshold
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def pretrain_tiny_base(
 def _fingerprint(samples: Samples, class_names: list[str], settings: BaseSettings) -> str:
     rows = [[str(p), lbl, p.stat().st_size] for p, lbl in samples]
     blob = json.dumps(
-        {"v": 2, "rows": rows, "names": class_names, "settings": asdict(settings)}, default=str
+        {"v": 4, "rows": rows, "names": class_names, "settings": asdict(settings)}, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -158,6 +163,19 @@ def _tertile(values: np.ndarray) -> np.ndarray:
     return np.searchsorted(cuts, values, side="right")
 
 
+def _loop(ink: np.ndarray) -> str:
+    """Where the figure encloses background (a loop), from one image's ink map in [0, 1]."""
+    from scipy import ndimage
+
+    background, n = ndimage.label(ink <= INK_LEVEL)
+    edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    holes = np.isin(background, np.setdiff1d(np.arange(1, n + 1), edge))
+    if not holes.any():
+        return "no loop"
+    row = np.nonzero(holes)[0].mean() / (ink.shape[0] - 1)
+    return "loop top" if row < 0.4 else "loop low" if row > 0.6 else "loop middle"
+
+
 def _captions(
     pixels: torch.Tensor, labels: list[int], class_names: list[str], captions: str
 ) -> list[str]:
@@ -167,13 +185,36 @@ def _captions(
             CLASS_FORMS[i % len(CLASS_FORMS)].format(name=class_names[lbl])
             for i, lbl in enumerate(labels)
         ]
-    ink_map = (pixels.mean(1) + 1) / 2  # (N, H, W) in [0, 1]
-    ink = _tertile(ink_map.mean((1, 2)).numpy())
-    size = _tertile((ink_map > 0.3).float().mean((1, 2)).numpy())
+    ink_map = ((pixels.mean(1) + 1) / 2).numpy()  # (N, H, W) in [0, 1]
+    total = ink_map.sum((1, 2)) + 1e-6
+    h, w = ink_map.shape[1:]
+    rows = (ink_map.sum(2) * np.arange(h)).sum(1) / total  # centre of mass, top → bottom
+    cols = ink_map.sum(1)  # (N, W) ink per column
+    inked = cols > INK_LEVEL
+    spans = np.array([np.ptp(np.nonzero(c)[0]) + 1 if c.any() else 0 for c in inked])
+    top, bottom = ink_map[:, : h // 2], ink_map[:, h // 2 :]
+    lean = _centre(top.sum(1), w) - _centre(bottom.sum(1), w)  # > 0: the top sits further right
+    ink, width, mass, leans = (
+        _tertile(total),
+        _tertile(spans.astype(float)),
+        _tertile(rows),
+        _tertile(lean),
+    )
     return [
-        GENERIC_FORMS[i % len(GENERIC_FORMS)].format(ink=INK[ink[i]], size=SIZE[size[i]])
+        GENERIC_FORMS[i % len(GENERIC_FORMS)].format(
+            ink=INK[ink[i]],
+            width=WIDTH[width[i]],
+            loop=_loop(ink_map[i]),
+            mass=MASS[mass[i]],
+            lean=LEAN[leans[i]],
+        )
         for i in range(len(labels))
     ]
+
+
+def _centre(cols: np.ndarray, width: int) -> np.ndarray:
+    """Horizontal centre of mass of per-column ink (N, W)."""
+    return (cols * np.arange(width)).sum(1) / (cols.sum(1) + 1e-6)
 
 
 # ----------------------------------------------------------------------------- phase 1: VAE
@@ -277,11 +318,18 @@ def _new_text_encoder(tokenizer: Any) -> Any:
 
 
 def _noise_scheduler() -> Any:
-    """Stable Diffusion's training schedule (scaled-linear betas, ε-prediction)."""
+    """Stable Diffusion 2's training schedule: scaled-linear betas, v-prediction. (With
+    ε-prediction a tiny model learns to listen to its text far more slowly: at high noise ε is
+    almost the input itself, so the caption barely changes the loss; v asks for the image
+    there, which the caption helps predict.)"""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
     )
 
 
@@ -331,7 +379,7 @@ class DenoiserTask:
         noisy = self.scheduler.add_noise(x0, noise, t)
         text = self.text_encoder(ids)[0]
         pred = self.unet(noisy, t, encoder_hidden_states=text).sample
-        return torch.nn.functional.mse_loss(pred, noise)
+        return torch.nn.functional.mse_loss(pred, self.scheduler.get_velocity(x0, noise, t))
 
     def validation_loss(self) -> float | None:
         return None

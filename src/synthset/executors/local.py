@@ -97,6 +97,18 @@ def run_generation(
         return GenerationResult(n_todo, n_shard - n_todo, n_shard, time.perf_counter() - start)
 
 
+#: The item params each manifest row records: the real image a variant or an inversion sample
+#: comes from, its strength, and an inversion sample's partner image and λ.
+MANIFEST_PARAMS = (
+    "image",
+    "strength",
+    "variant",
+    "source_image",
+    "partner_image",
+    "lambda",
+)
+
+
 def _entry(item: WorkItem, relpath: str) -> dict:
     return {
         "item_id": item.item_id,
@@ -106,7 +118,7 @@ def _entry(item: WorkItem, relpath: str) -> dict:
         "prompt": item.prompt,
         "seed": item.seed,
         "mode": item.mode,
-        **{k: item.params[k] for k in ("image", "strength", "variant") if k in item.params},
+        **{k: item.params[k] for k in MANIFEST_PARAMS if k in item.params},
     }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthset.errors import SynthsetError
+from synthset.store.conditioning import POOLED, UNCONDITIONAL
 
 if TYPE_CHECKING:
     import torch
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from synthset.plan import WorkItem
 
 _FIELD = "generate.generator.prompt_embeds"
-POOLED = ".pooled"
 
 
 class PromptEmbeddings:
@@ -50,6 +50,11 @@ class PromptEmbeddings:
                 "each class needs [tokens, dim]"
             )
 
+    @property
+    def has_unconditional(self) -> bool:
+        """Whether the file brings the classifier-free guidance input."""
+        return UNCONDITIONAL in self.tokens
+
     def _lookup(self, table: dict[str, torch.Tensor], key: str, what: str) -> torch.Tensor:
         if key not in table:
             known = ", ".join(sorted(table)[:5]) or "none"
@@ -72,4 +77,13 @@ class PromptEmbeddings:
         out: dict[str, Any] = {"prompt_embeds": stacked(self.tokens, "embedding")}
         if self.pooled:
             out["pooled_prompt_embeds"] = stacked(self.pooled, "pooled embedding")
+        if UNCONDITIONAL in self.tokens:
+            n = len(items)
+            out["negative_prompt_embeds"] = (
+                self.tokens[UNCONDITIONAL].to(device, dtype).unsqueeze(0).expand(n, -1, -1)
+            )
+            if UNCONDITIONAL in self.pooled:
+                out["negative_pooled_prompt_embeds"] = (
+                    self.pooled[UNCONDITIONAL].to(device, dtype).unsqueeze(0).expand(n, -1)
+                )
         return out

@@ -17,6 +17,7 @@ GENERATORS: Registry[type[Generator]] = Registry(
         "text2image": "synthset.generators.text2image:Text2ImageGenerator",
         "img2img": "synthset.generators.img2img:Img2ImgGenerator",
         "inpaint": "synthset.generators.inpaint:InpaintGenerator",
+        "inversion": "synthset.generators.inversion:InversionGenerator",
     },
 )
 

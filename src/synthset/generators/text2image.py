@@ -60,6 +60,15 @@ class Text2ImageGenerator:
         configure(self.pipe, spec, self.device, self.dtype)
         self.pipe.set_progress_bar_config(disable=True)
         self._call_params = set(inspect.signature(self.pipe.__call__).parameters)
+        if (
+            self.embeddings is not None
+            and spec.negative_prompt
+            and self.embeddings.has_unconditional
+        ):
+            raise SynthsetError(
+                f"generate.generator.negative_prompt: {spec.prompt_embeds} brings its own "
+                "unconditional input (__unconditional__); remove negative_prompt"
+            )
         if self.embeddings is not None and "prompt_embeds" not in self._call_params:
             raise SynthsetError(
                 f"generate.generator.prompt_embeds: {type(self.pipe).__name__} takes no "

@@ -9,9 +9,15 @@ from pydantic import Field, ValidationInfo, field_validator
 from synthset.recipe.base import Strict
 
 _TINY = ("tiny_diffusion",)
-_DIFFUSERS = ("lora", "textual_inversion")
+_DIFFUSERS = ("lora", "textual_inversion", "diffusion_inversion", "class_encoder")
+_CAPTIONED = ("lora", "textual_inversion")  # the methods that train on the prompts stage's text
+_TOKENS = ("textual_inversion", "diffusion_inversion", "class_encoder")
 _TINY_HINT = "it sets up the embedded tiny model (method: tiny_diffusion); remove it"
-_DIFFUSERS_HINT = "it applies to methods that adapt a diffusers pipeline (lora, textual_inversion)"
+_DIFFUSERS_HINT = (
+    "it applies to methods that adapt a diffusers pipeline (lora, textual_inversion, "
+    "diffusion_inversion, class_encoder)"
+)
+_CE_HINT = "it sets up the class encoder; use method: class_encoder or remove it"
 
 
 class AdaptSpec(Strict):
@@ -30,26 +36,48 @@ class AdaptSpec(Strict):
         "channels": (_TINY, _TINY_HINT),
         "layers_per_block": (_TINY, _TINY_HINT),
         "attention": (_TINY, _TINY_HINT),
-        "cond_dropout": (_TINY, _TINY_HINT),
+        "cond_dropout": (
+            ("tiny_diffusion", "class_encoder"),
+            "label dropout for guidance; use method tiny_diffusion or class_encoder",
+        ),
         "num_train_timesteps": (_TINY, _TINY_HINT),
         "base": (_DIFFUSERS, _DIFFUSERS_HINT),
         "resolution": (_DIFFUSERS, _DIFFUSERS_HINT),
-        "rank": (("lora",), "LoRA's rank; remove it or use method: lora"),
-        "alpha": (("lora",), "LoRA's scale; remove it or use method: lora"),
-        "num_tokens": (("textual_inversion",), "tokens per class; use method: textual_inversion"),
+        "rank": (("lora", "class_encoder"), "LoRA's rank; use method lora or class_encoder"),
+        "alpha": (("lora", "class_encoder"), "LoRA's scale; use method lora or class_encoder"),
+        "num_tokens": (
+            _TOKENS,
+            "learned tokens; use textual_inversion, diffusion_inversion or class_encoder",
+        ),
         "init_word": (("textual_inversion",), "the tokens' start; use method: textual_inversion"),
+        "group_size": (
+            ("diffusion_inversion",),
+            "images per inversion job; use method: diffusion_inversion",
+        ),
+        "encoder_width": (("class_encoder",), _CE_HINT),
+        "finetune": (("class_encoder",), _CE_HINT),
+        "finetune_steps": (("class_encoder",), _CE_HINT),
+        "finetune_lr": (("class_encoder",), _CE_HINT),
     }
     METHOD_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny_diffusion": {"lr": 2e-3, "batch_size": 128, "ema_decay": 0.995, "validate_every": 0},
         "lora": {"lr": 1e-4, "batch_size": 8, "ema_decay": 0.0},
         "textual_inversion": {"lr": 5e-3, "batch_size": 8, "ema_decay": 0.0},
+        # the paper's settings (Zhou et al. 2023: lr 3e-2 on CIFAR-10 with SD 1.5)
+        "diffusion_inversion": {"lr": 3e-2, "batch_size": 8, "ema_decay": 0.0},
+        "class_encoder": {"lr": 1e-3, "batch_size": 8, "ema_decay": 0.0},
     }
 
-    method: Literal["tiny_diffusion", "lora", "textual_inversion"] = Field(
+    method: Literal[
+        "tiny_diffusion", "lora", "textual_inversion", "diffusion_inversion", "class_encoder"
+    ] = Field(
         "tiny_diffusion",
         description="tiny_diffusion: train the embedded class-conditional model from scratch; "
         "lora: LoRA on a pipeline's UNet attention, captions from the prompts stage; "
-        "textual_inversion: new tokens per class in a pipeline's text encoder.",
+        "textual_inversion: new tokens per class in a pipeline's text encoder; "
+        "diffusion_inversion: one learned conditioning per real image (frozen pipeline); "
+        "class_encoder: a network from class id to conditioning replaces the text encoder, "
+        "optionally followed by fine-tuning the UNet.",
     )
     # --- the training loop (every method)
     steps: int = Field(1000, ge=1, description="Optimisation steps.")
@@ -106,12 +134,35 @@ class AdaptSpec(Strict):
     )
     rank: int = Field(4, ge=1, le=256, description="lora: rank of the update matrices.")
     alpha: float | None = Field(None, gt=0, description="lora: scale numerator (default: rank).")
-    num_tokens: int = Field(1, ge=1, le=16, description="textual_inversion: new tokens per class.")
+    num_tokens: int = Field(
+        1,
+        ge=1,
+        le=77,
+        description="Learned tokens: per class (textual_inversion, class_encoder) or per image "
+        "(diffusion_inversion; the paper uses 5).",
+    )
     init_word: str | None = Field(
         None,
         description="textual_inversion: the word the new tokens start from (default: the class "
         "name's last token).",
     )
+
+    group_size: int = Field(
+        100,
+        ge=1,
+        description="diffusion_inversion: images per inversion job; jobs are independent "
+        "(synthset adapt --shard i/n) and each resumes on its own.",
+    )
+    encoder_width: int = Field(
+        256, ge=8, description="class_encoder: hidden width of the class encoder's network."
+    )
+    finetune: Literal["none", "full", "lora"] = Field(
+        "none",
+        description="class_encoder stage 2: fine-tune the UNet with the encoder fixed (full or "
+        "LoRA with 'rank'); none keeps the UNet frozen.",
+    )
+    finetune_steps: int = Field(0, ge=0, description="class_encoder: stage-2 steps.")
+    finetune_lr: float = Field(1e-4, gt=0, description="class_encoder: stage-2 learning rate.")
 
     @classmethod
     def ignored_by_method(cls, method: str, name: str) -> str | None:
@@ -139,5 +190,10 @@ class AdaptSpec(Strict):
 
     @property
     def uses_pipeline(self) -> bool:
-        """Whether the method adapts a pretrained diffusers pipeline (and reads prompts)."""
+        """Whether the method adapts a pretrained diffusers pipeline."""
         return self.method in _DIFFUSERS
+
+    @property
+    def uses_captions(self) -> bool:
+        """Whether the method trains on text: the prompts stage's prompts as captions."""
+        return self.method in _CAPTIONED

@@ -34,6 +34,7 @@ class TextualInversionSpec(Strict):
 _REAL = ("tiny", "img2img", "inpaint")
 _REAL_HINT = "use kind img2img (or inpaint) to start from real images, or remove it"
 _MASK_HINT = "use kind inpaint to regenerate part of real images, or remove it"
+_INV_HINT = "it samples from inverted images; use kind inversion or remove it"
 
 
 class GeneratorSpec(Strict):
@@ -50,13 +51,18 @@ class GeneratorSpec(Strict):
         "mask_dir": (("inpaint",), _MASK_HINT),
         "mask_box": (("inpaint",), _MASK_HINT),
         "invert_mask": (("inpaint",), _MASK_HINT),
+        "inversion_dir": (("inversion",), _INV_HINT),
+        "emb_noise": (("inversion",), _INV_HINT),
+        "interpolation_strength": (("inversion",), _INV_HINT),
+        "samples_per_embedding": (("inversion",), _INV_HINT),
     }
 
-    kind: Literal["tiny", "text2image", "img2img", "inpaint"] = Field(
+    kind: Literal["tiny", "text2image", "img2img", "inpaint", "inversion"] = Field(
         "tiny",
-        description="tiny (adapted model), text2image, img2img (noise then denoise real images) "
-        "or inpaint (regenerate the background of real images). 'tiny' also does img2img when "
-        "'strength' is set.",
+        description="tiny (adapted model), text2image, img2img (noise then denoise real images), "
+        "inpaint (regenerate the background of real images) or inversion (sample from the "
+        "conditionings diffusion inversion learned per real image). 'tiny' also does img2img "
+        "when 'strength' is set.",
     )
     model: str | None = Field(
         None,
@@ -107,6 +113,31 @@ class GeneratorSpec(Strict):
         description="A .safetensors file of text embeddings used instead of encoding prompts: "
         "one tensor [tokens, dim] per class name (and '<class>.pooled' [dim] for SDXL/SD3); "
         "e.g. embeddings learned by diffusion inversion or a class encoder.",
+    )
+    inversion_dir: Path | None = Field(
+        None,
+        description="inversion: the folder adapt.method diffusion_inversion wrote "
+        "(embeddings.safetensors + index.json); filled by the adapt stage.",
+    )
+    emb_noise: float = Field(
+        0.0,
+        ge=0,
+        description="inversion: std of the Gaussian noise added to each learned conditioning "
+        "(drawn from the item's seed): more diversity, less fidelity.",
+    )
+    interpolation_strength: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="inversion: λ of e_i + λ(e_j − e_i), moving each image's conditioning "
+        "towards another image of the same class (j drawn from the item's seed).",
+    )
+    samples_per_embedding: int | None = Field(
+        None,
+        ge=1,
+        description="inversion: at most this many images per learned conditioning (a class "
+        "gets min(images_per_class, its images × this) items; items take the class's images "
+        "round robin).",
     )
     lora: list[LoraSpec] = Field([], description="LoRA weights to load (fused at load time).")
     textual_inversion: list[TextualInversionSpec] = Field(
@@ -228,7 +259,8 @@ class GeneratorSpec(Strict):
 
     def diffusers_options(self) -> list[str]:
         """The options set here that only diffusers pipelines take (not the tiny model)."""
-        names = ["prompt_embeds", "lora", "textual_inversion", "class_tokens", "tiny_vae"]
+        names = ["prompt_embeds", "inversion_dir", "lora", "textual_inversion", "class_tokens"]
+        names += ["tiny_vae"]
         names += ["channels_last"]
         names += ["compile", "attention_slicing", "vae_tiling"]
         used = [n for n in names if getattr(self, n)]

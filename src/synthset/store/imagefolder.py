@@ -60,6 +60,10 @@ def remove_stale_temp_files(images_dir: Path, relpaths: list[str]) -> int:
     return removed
 
 
+#: Manifest fields naming an image's real source, copied into ``metadata.jsonl`` when present.
+SOURCE_KEYS = ("image", "strength", "source_image", "partner_image", "lambda")
+
+
 def write_metadata(images_dir: Path, entries: list[dict[str, Any]]) -> Path:
     """Write ``metadata.jsonl`` (plan order) with an integer ``label`` per image."""
     rows = [
@@ -73,6 +77,8 @@ def write_metadata(images_dir: Path, entries: list[dict[str, Any]]) -> Path:
             "generator": e.get("generator", ""),
             # the settings the image was made with: the index changes when an image does
             "config": e.get("config", ""),
+            # where an image comes from when a real image is its source (img2img, inversion)
+            **{k: e[k] for k in SOURCE_KEYS if k in e},
         }
         for e in entries
     ]
