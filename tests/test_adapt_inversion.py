@@ -363,3 +363,51 @@ def test_inversion_without_its_artifact_is_a_one_line_error(tmp_path: Path) -> N
 
     with pytest.raises(SynthsetError, match="run 'synthset adapt' with method diffusion_inver"):
         read_inversion_index(tmp_path)
+
+
+def test_adapt_shards_from_the_cli_finish_the_stage_once_every_group_is_done(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    """synthset data, then one `synthset adapt --shard i/2` per shard (as SLURM tasks would run
+    them): the first leaves the stage incomplete, the second assembles it and marks it done, so
+    `synthset adapt` has nothing left to do; a method without groups refuses --shard."""
+    from test_cli import synthset
+
+    data = {
+        "name": "shards",
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+        "classes": {"names": ["red", "blue"]},
+        "real": {"source": "imagefolder", "path": str(real_folder / "images")},
+        "adapt": {
+            "method": "diffusion_inversion",
+            "group_size": 2,
+            "steps": 2,
+            "resolution": 16,
+            "batch_size": 2,
+        },
+        "generate": {
+            "images_per_class": 2,
+            "generator": {"kind": "inversion", "model": str(tiny_sd_path), "steps": 2},
+        },
+    }
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    early = synthset("adapt", str(recipe), "--shard", "0/2", "-q")
+    assert early.returncode != 0 and "run 'synthset data' once" in early.stderr
+    assert synthset("data", str(recipe)).returncode == 0
+    first = synthset("adapt", str(recipe), "--shard", "0/2", "-q")
+    assert first.returncode == 0, first.stderr
+    assert "artifact is incomplete" in first.stderr
+    second = synthset("adapt", str(recipe), "--shard", "1/2", "-q")
+    assert "artifact is complete" in second.stderr
+    assert (tmp_path / "run" / "adapt" / INDEX_FILE).is_file()
+    again = synthset("adapt", str(recipe), "-q")
+    assert "nothing to do" in again.stderr
+
+    data["adapt"] = {"method": "lora", "resolution": 16}
+    data["generate"]["generator"]["kind"] = "text2image"
+    recipe.write_text(yaml.safe_dump(data))
+    refused = synthset("adapt", str(recipe), "--shard", "0/2", "-q")
+    assert refused.returncode != 0 and "only adapt.method diffusion_inversion" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
