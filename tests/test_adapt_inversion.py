@@ -411,3 +411,48 @@ def test_adapt_shards_from_the_cli_finish_the_stage_once_every_group_is_done(
     refused = synthset("adapt", str(recipe), "--shard", "0/2", "-q")
     assert refused.returncode != 0 and "only adapt.method diffusion_inversion" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_a_trained_lora_reloads_to_exactly_the_trained_unet(
+    digits_base: Path, digits_images: list, tmp_path: Path, fuse: bool
+) -> None:
+    """The LoRA file written after training, loaded by diffusers' load_lora_weights (and fused,
+    as the generators do), gives the UNet outputs of the trained model itself. The digits base
+    has an attention-pooled text embedding whose LoRA diffusers restores wrongly: the method
+    must not train modules that do not come back."""
+    from diffusers import StableDiffusionPipeline
+
+    from synthset.adapt.lora import WEIGHT_NAME, LoraTask
+    from synthset.adapt.sd_parts import PipelineParts
+
+    data = _digits(digits_images)
+    data = AdaptData(data.train, data.classes, prompts={0: ["a zero"], 1: ["a one"]})
+    spec = _digits_spec("lora", digits_base, rank=4).resolved()
+    parts = PipelineParts(str(digits_base), torch.device("cpu"))
+    task = LoraTask(spec, parts, data)
+    torch.manual_seed(0)
+    with torch.no_grad():  # as if trained: every LoRA layer changes the output
+        for p in task.parameters():
+            p.normal_(0, 0.1)
+    ids = parts.token_ids(["a zero"])
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500])
+    with torch.no_grad():
+        context, _ = parts.encode(ids)
+        trained = parts.unet(x, t, encoder_hidden_states=context).sample
+    out = tmp_path / "lora"
+    out.mkdir()
+    task.save(out)
+
+    pipe = StableDiffusionPipeline.from_pretrained(digits_base, safety_checker=None)
+    with torch.no_grad():
+        plain = pipe.unet(x, t, encoder_hidden_states=context).sample
+    pipe.load_lora_weights(out, weight_name=WEIGHT_NAME)
+    if fuse:
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+    with torch.no_grad():
+        loaded = pipe.unet(x, t, encoder_hidden_states=context).sample
+    assert (trained - plain).abs().max() > 1e-2  # the LoRA matters
+    assert torch.allclose(loaded, trained, atol=1e-5)

@@ -1,5 +1,6 @@
-"""``adapt.method: lora``: LoRA on the attention of a pretrained pipeline's UNet (peft), trained
-on the real train images with their classes' captions from the prompts stage.
+"""``adapt.method: lora``: LoRA on the transformer blocks of a pretrained pipeline's UNet
+(attention and feed-forward, peft), trained on the real train images with their classes'
+captions from the prompts stage.
 
 The artifact is diffusers' LoRA format (``pytorch_lora_weights.safetensors``, written by the
 pipeline's own ``save_lora_weights``), so the generators' ``lora:`` loader — and every other
@@ -25,13 +26,15 @@ from synthset.adapt.sd_parts import PipelineParts
 from synthset.recipe import AdaptSpec, LoraSpec
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
-# the attention projections (and those of the attention-pooled text embedding some UNets add to
-# the time embedding, e.g. addition_embed_type "text")
-TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0", "q_proj", "k_proj", "v_proj"]
+# the attention projections and the feed-forward layers of the UNet's transformer blocks: the
+# modules whose LoRA layers diffusers' load_lora_weights restores exactly (measured: LoRA on
+# the attention pooling of addition_embed_type "text", on time_emb_proj, proj_in/out or the
+# ResNet convolutions comes back wrong or NaN), tested in test_adapt_pipelines
+TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
 
 
 class LoraTask(PipelineTask):
-    """Frozen text encoder(s) and UNet; LoRA layers on the UNet's attention projections."""
+    """Frozen text encoder(s) and UNet; LoRA layers on the UNet's transformer blocks."""
 
     def __init__(self, spec: AdaptSpec, parts: PipelineParts, data: AdaptData) -> None:
         from peft import LoraConfig
