@@ -5,7 +5,8 @@ A pretrained base is built here for each seed from that seed's real train split 
 ``adapt.method`` adapts it and generates a synthetic set that CAS scores on the real test split:
 
 - **A. The domain is known, the labels are not.** The base is pretrained on all ten digits with
-  generic captions (ink and size words, never a class word). Every method must teach it the
+  generic captions (label-free shape words measured on the pixels: ink, width, loops, balance,
+  lean; never a class word). Every method must teach it the
   classes from the labeled real train images. Floor: the base prompted with "a handwritten
   digit 7" (no adaptation). Ceiling: the tiny class-conditional model trained from scratch.
   Low data: the generator adapted on the real 10 % only (``adapt.real_subset``), against real
@@ -42,7 +43,7 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 def method_recipe(method: str, base: Path, quick: bool, real_subset: float | None) -> dict:
     """The adapt section and generator of one method (``floor``: no adapt section)."""
-    steps = 150 if quick else 1500
+    steps = 150 if quick else 1000
     gen: dict[str, Any] = {
         "kind": "text2image",
         "model": str(base),
@@ -236,7 +237,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/adapt-digits"))
     parser.add_argument("--json", type=Path, default=RESULTS / "adapt_digits.json")
     parser.add_argument("--quick", action="store_true", help="Tiny steps: checks the plumbing.")
-    parser.add_argument("--base-steps", type=int, default=2000)
+    parser.add_argument("--base-steps", type=int, default=1500)
+    parser.add_argument("--base-batch", type=int, default=64)
     args = parser.parse_args()
 
     import torch
@@ -255,12 +257,22 @@ def main() -> None:
             train = load_splits(splits_file, names=("train",))["train"]
             if setting == "A":
                 settings = BaseSettings(
-                    "generic", None, vae_steps=vae_steps, steps=base_steps, seed=seed
+                    "generic",
+                    None,
+                    vae_steps=vae_steps,
+                    steps=base_steps,
+                    batch_size=args.base_batch,
+                    seed=seed,
                 )
                 labels = range(10)
             else:
                 settings = BaseSettings(
-                    "class", (0, 1, 2, 3, 4), vae_steps=vae_steps, steps=base_steps, seed=seed
+                    "class",
+                    (0, 1, 2, 3, 4),
+                    vae_steps=vae_steps,
+                    steps=base_steps,
+                    batch_size=args.base_batch,
+                    seed=seed,
                 )
                 labels = range(5, 10)
             folder = words_folder(
@@ -292,6 +304,7 @@ def main() -> None:
         "seeds": args.seeds,
         "quick": args.quick,
         "base_steps": base_steps,
+        "base_batch": args.base_batch,
         "settings": results,
         "machine": {
             "cpu": platform.processor() or platform.machine(),

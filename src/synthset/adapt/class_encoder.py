@@ -26,7 +26,7 @@ import torch
 
 from synthset.adapt.base import AdaptData
 from synthset.adapt.diffusion_inversion import empty_context
-from synthset.adapt.lora import TARGET_MODULES, WEIGHT_NAME
+from synthset.adapt.lora import WEIGHT_NAME, add_unet_lora
 from synthset.adapt.pipeline_task import (
     CaptionedLatents,
     PipelineAdapter,
@@ -113,19 +113,10 @@ class ClassEncoderTask:
         self.encoder.load_state_dict(load_file(str(stage.encoder_dir / ENCODER_FILE)))
         self.encoder.requires_grad_(False)
         if stage.finetune == "lora":
-            from peft import LoraConfig
-
-            config = LoraConfig(
-                r=spec.rank,
-                lora_alpha=spec.alpha or spec.rank,
-                init_lora_weights="gaussian",
-                target_modules=TARGET_MODULES,
-            )
-            parts.unet.add_adapter(config)
+            self._params = add_unet_lora(parts.unet, spec)
         else:
-            parts.unet.requires_grad_(True)
-        parts.unet.train()
-        self._params = [p for p in parts.unet.parameters() if p.requires_grad]
+            parts.unet.requires_grad_(True).train()
+            self._params = list(parts.unet.parameters())
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return self._params

@@ -33,12 +33,26 @@ WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]
 
 
+def add_unet_lora(unet: Any, spec: AdaptSpec) -> list[torch.nn.Parameter]:
+    """Add LoRA layers (``spec.rank``/``alpha``) on :data:`TARGET_MODULES` of a frozen UNet and
+    put it in training mode; returns the new trainable parameters."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha or spec.rank,
+        init_lora_weights="gaussian",
+        target_modules=TARGET_MODULES,
+    )
+    unet.add_adapter(config)
+    unet.train()
+    return [p for p in unet.parameters() if p.requires_grad]
+
+
 class LoraTask(PipelineTask):
     """Frozen text encoder(s) and UNet; LoRA layers on the UNet's transformer blocks."""
 
     def __init__(self, spec: AdaptSpec, parts: PipelineParts, data: AdaptData) -> None:
-        from peft import LoraConfig
-
         captions = class_captions(data, "lora")
         train_set = captioned_latents(parts, data.train, captions, "adapt: real train")
         val_set = (
@@ -46,15 +60,7 @@ class LoraTask(PipelineTask):
         )
         super().__init__(spec, parts, train_set, val_set)
         self.classes = data.classes
-        config = LoraConfig(
-            r=spec.rank,
-            lora_alpha=spec.alpha or spec.rank,
-            init_lora_weights="gaussian",
-            target_modules=TARGET_MODULES,
-        )
-        parts.unet.add_adapter(config)
-        parts.unet.train()
-        self._params = [p for p in parts.unet.parameters() if p.requires_grad]
+        self._params = add_unet_lora(parts.unet, spec)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return self._params
