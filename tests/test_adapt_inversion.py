@@ -456,3 +456,33 @@ def test_a_trained_lora_reloads_to_exactly_the_trained_unet(
         loaded = pipe.unet(x, t, encoder_hidden_states=context).sample
     assert (trained - plain).abs().max() > 1e-2  # the LoRA matters
     assert torch.allclose(loaded, trained, atol=1e-5)
+
+
+def test_tune_searches_the_inversion_sampler_on_the_inverted_images(
+    digits_base: Path, digits_images: list, tmp_path: Path
+) -> None:
+    """A study over emb_noise: every trial samples the artifact the adapt stage inverted (its
+    items name inverted source images) and is scored on the real val split."""
+    from synthset.pipeline import open_run, stage_tune
+    from synthset.plan import load_plan
+
+    recipe = _inversion_recipe(tmp_path, digits_images, digits_base, "tuned")
+    data = recipe.model_dump(mode="json")
+    data["evaluate"] = {"classifier": "small_cnn", "batch_size": 16, "device": "cpu"}
+    data["tune"] = {
+        "space": {"generate.generator.emb_noise": {"choices": [0.0, 2.0]}},
+        "n_trials": 2,
+        "images_per_class": 4,
+        "proxy_epochs": 1,
+    }
+    path = tmp_path / "tuned.yaml"
+    path.write_text(yaml.safe_dump(data))
+    tuned = load_recipe(path)
+    best = stage_tune(tuned, open_run(tuned), progress=False)
+    assert best is not None and "generate.generator.emb_noise" in best["params"]
+    run = open_run(tuned)
+    index = {r["image"] for r in json.loads((run.adapt / INDEX_FILE).read_text())}
+    plans = sorted(run.tune.rglob("plan.jsonl"))
+    assert plans
+    for plan in plans:
+        assert all(str(run.root / it.params["source_image"]) in index for it in load_plan(plan))

@@ -105,7 +105,12 @@ def generate_trial(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> Samples
     atomic_write_text(trun.recipe, dump_recipe(recipe))
     model = trial_model(ctx, recipe)
     generator = spec.generator if model is None else adapted_spec(spec.generator, recipe, model)
-    items = build_plan(recipe, ctx.classes, trial_prompts(ctx, recipe, trun))
+    inverted = None
+    if generator.kind == "inversion":  # the trial samples the images its artifact inverted
+        from synthset.store.conditioning import read_inversion_index
+
+        inverted = read_inversion_index(generator.inversion_dir)
+    items = build_plan(recipe, ctx.classes, trial_prompts(ctx, recipe, trun), inverted=inverted)
     save_plan(trun.plan, items)
     generate_and_index(recipe, items, lambda: build_generator(generator), trun, progress=False)
     return read_samples(trun.images)
