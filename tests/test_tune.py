@@ -185,6 +185,49 @@ def test_adapt_knobs_retrain_once_per_setting_and_leave_the_base_model(tmp_path:
     assert (run.adapt / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == base_model
 
 
+def test_tune_picks_a_kept_checkpoint_without_retraining(tmp_path: Path) -> None:
+    """adapt.checkpoint as a knob: trials generate with the artifacts the one adapt run kept
+    (no model is trained for a trial), and the kept step's images differ from the final's."""
+    from synthset.pipeline import stage_adapt, stage_generate
+    from synthset.stages import generation_config
+
+    data = toy(tmp_path / "run", n_trials=2, pruner="none")
+    data["adapt"] |= {"steps": 30, "checkpoint_every": 10, "keep_checkpoints": True}
+    data["tune"]["space"] = {"adapt.checkpoint": {"choices": [10, 20]}}
+    recipe = recipe_from_dict(data)
+    run = open_run(recipe)
+    assert stage_adapt(recipe, run, progress=False)
+    run_tune(recipe)
+    assert not (tmp_path / "run" / "tune" / "adapt").exists()  # nothing retrained
+    rows = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())
+    assert {r["params"]["adapt.checkpoint"] for r in rows} <= {10, 20}
+
+    picked = recipe_from_dict(data | {"adapt": data["adapt"] | {"checkpoint": 10}})
+    assert not stage_adapt(picked, run, progress=False)  # the same training: not redone
+    assert generation_config(picked) != generation_config(recipe)  # but new images
+    stage_generate(picked, run, progress=False)
+    image = sorted((run.images).rglob("*.png"))[0].read_bytes()
+    stage_generate(recipe, run, progress=False)
+    assert sorted((run.images).rglob("*.png"))[0].read_bytes() != image
+
+
+@pytest.mark.parametrize(
+    ("adapt", "fragment"),
+    [
+        ({"checkpoint": 10}, "checkpoint needs keep_checkpoints: true"),
+        ({"checkpoint": 15, "keep_checkpoints": True}, "checkpoint 15 is not a kept step"),
+    ],
+)
+def test_bad_checkpoint_is_a_one_line_error(
+    tmp_path: Path, adapt: dict[str, Any], fragment: str
+) -> None:
+    data = toy(tmp_path / "run")
+    data["adapt"] |= {"steps": 30, "checkpoint_every": 10} | adapt
+    with pytest.raises(SynthsetError) as err:
+        recipe_from_dict(data)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
 def test_recipe_values_only_inside_the_space() -> None:
     from synthset.recipe import TuneParam
     from synthset.tune.space import recipe_values

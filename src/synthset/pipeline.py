@@ -118,6 +118,16 @@ def _adapt_base(recipe: Recipe, run: RunFolder) -> list[Path]:
     return [Path(base).expanduser()] if base and is_local_path(base) else []
 
 
+def _kept_checkpoint_input(recipe: Recipe, run: RunFolder) -> list[Path]:
+    """The kept adapt artifact the generator uses (``adapt.checkpoint``): choosing another one
+    regenerates without retraining."""
+    if recipe.adapt is None or recipe.adapt.checkpoint is None:
+        return []
+    from synthset.adapt.training import kept_checkpoint_dir
+
+    return [kept_checkpoint_dir(run.adapt, recipe.adapt.checkpoint)]
+
+
 def _samples_inversion(recipe: Recipe) -> bool:
     """Whether the plan draws its items from inverted real images (kind inversion)."""
     return recipe.generate is not None and recipe.generate.members[0].kind == "inversion"
@@ -201,6 +211,7 @@ STAGES: tuple[Stage, ...] = (
         stages.generate_images,
         sections=("generate",),
         output=lambda run: run.images / "metadata.jsonl",
+        inputs=_kept_checkpoint_input,
         needs=lambda r: ("plan", "adapt"),
         applies=lambda r: r.generate is not None,
     ),

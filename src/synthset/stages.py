@@ -141,6 +141,22 @@ def adapt_model(
     return {"method": recipe.adapt.method, "train_images": len(data.train), "complete": complete}
 
 
+def kept_checkpoint(out_dir: Path, step: int) -> Path:
+    """The artifact the adapt stage kept at ``step`` (``adapt.checkpoint``), one line of error
+    naming the kept steps when there is none."""
+    from synthset.adapt.training import checkpoints_dir, kept_checkpoint_dir
+
+    folder = checkpoints_dir(out_dir)
+    path = kept_checkpoint_dir(out_dir, step)
+    if not path.is_dir():
+        kept = sorted(int(p.name[5:]) for p in folder.glob("step-*")) if folder.is_dir() else []
+        raise SynthsetError(
+            f"adapt.checkpoint: no artifact kept at step {step} in {folder} (kept: "
+            f"{kept or 'none'}); rerun adapt with keep_checkpoints: true or pick a kept step"
+        )
+    return path
+
+
 def adapted_spec(spec: GeneratorSpec, recipe: Recipe, out_dir: Path) -> GeneratorSpec:
     """``spec`` with the fields the adapter's artifact in ``out_dir`` supplies filled in (only
     those the recipe leaves unset); ``spec`` itself without an ``adapt`` section."""
@@ -148,6 +164,8 @@ def adapted_spec(spec: GeneratorSpec, recipe: Recipe, out_dir: Path) -> Generato
         return spec
     from synthset.adapt.registry import build_adapter
 
+    if recipe.adapt.checkpoint is not None:
+        out_dir = kept_checkpoint(out_dir, recipe.adapt.checkpoint)
     inputs = build_adapter(recipe.adapt).generator_inputs(out_dir)
     unset = {k: v for k, v in inputs.items() if not getattr(spec, k)}
     return spec.model_copy(update=unset) if unset else spec
@@ -287,6 +305,8 @@ def _config_hash(recipe: Recipe, generator: Any) -> str:
         # an adapted artifact is an input of every image
         "adapt": recipe.fingerprint("classes", "real", "adapt") if recipe.adapt else None,
     }
+    if recipe.adapt is not None and recipe.adapt.checkpoint is not None:
+        parts["adapt_checkpoint"] = recipe.adapt.checkpoint  # only then: old runs keep their hash
     if g.members[0].uses_real_images:  # the real images are inputs of every item
         parts["real"] = recipe.fingerprint("classes", "real")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

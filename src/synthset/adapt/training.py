@@ -115,6 +115,11 @@ def checkpoints_dir(out_dir: Path) -> Path:
     return out_dir.parent / (out_dir.name + ".checkpoints")
 
 
+def kept_checkpoint_dir(out_dir: Path, step: int) -> Path:
+    """Where the artifact kept at ``step`` goes (``keep_checkpoints``)."""
+    return checkpoints_dir(out_dir) / f"step-{step:06d}"
+
+
 def save_torch_atomic(path: Path, obj: Any) -> None:
     """``torch.save`` to a temp file next to ``path``, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -314,8 +319,7 @@ def train(
                     },
                 )
                 if settings.keep_checkpoints:
-                    keep = checkpoints_dir(out_dir) / f"step-{step:06d}"
-                    _save(task, params, ema, log, keep)
+                    _save(task, params, ema, log, kept_checkpoint_dir(out_dir, step))
         bar.close()
         if step < settings.steps:
             return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from synthset.recipe.base import Strict
 
@@ -95,6 +95,13 @@ class AdaptSpec(Strict):
     keep_checkpoints: bool = Field(
         False, description="Also keep the artifact at every checkpoint (<adapt>.checkpoints/)."
     )
+    checkpoint: int | None = Field(
+        None,
+        ge=1,
+        description="Generate with the artifact kept at this step (keep_checkpoints) instead of "
+        "the final one; changing it never retrains, so a tune space can search it on the real "
+        "val split (as Lomurno et al. pick their checkpoint, but never on test).",
+    )
     validate_every: int | None = Field(
         None,
         ge=0,
@@ -163,6 +170,21 @@ class AdaptSpec(Strict):
     )
     finetune_steps: int = Field(0, ge=0, description="class_encoder: stage-2 steps.")
     finetune_lr: float = Field(1e-4, gt=0, description="class_encoder: stage-2 learning rate.")
+
+    @model_validator(mode="after")
+    def _kept_checkpoint(self) -> AdaptSpec:
+        n = self.checkpoint
+        if n is None:
+            return self
+        if not self.keep_checkpoints:
+            raise ValueError("checkpoint needs keep_checkpoints: true (the steps it keeps)")
+        if n % self.checkpoint_every or n >= self.steps:
+            raise ValueError(
+                f"checkpoint {n} is not a kept step: use a multiple of checkpoint_every "
+                f"({self.checkpoint_every}) below steps ({self.steps}); the last step is the "
+                "artifact itself (remove checkpoint)"
+            )
+        return self
 
     @classmethod
     def ignored_by_method(cls, method: str, name: str) -> str | None:

@@ -279,6 +279,7 @@ def _file_digest(path: Path | None) -> str | None:
 #: Fields left out of a section's fingerprint: sub-sections with a stage (and fingerprint) of their
 #: own, so changing them redoes only that stage, and settings that change speed, never results.
 _NOT_FINGERPRINTED: dict[str, set[str]] = {
+    "adapt": {"checkpoint"},  # which kept artifact to generate with, not what is trained
     "evaluate": {"fidelity"},
     "generate": {"executor"},
     "prompts": {"shortfall"},  # whether to stop on too few prompts, not which prompts

@@ -70,7 +70,7 @@ def trial_model(ctx: TuneContext, recipe: Recipe) -> Path | None:
     agree. None without an ``adapt`` section."""
     if recipe.adapt is None:
         return None
-    if recipe.adapt == ctx.recipe.adapt:
+    if _trained(recipe.adapt) == _trained(ctx.recipe.adapt):  # same training, maybe a kept step
         return ctx.run.adapt
     from synthset.adapt.base import AdaptData
     from synthset.adapt.registry import build_adapter
@@ -82,6 +82,11 @@ def trial_model(ctx: TuneContext, recipe: Recipe) -> Path | None:
         build_adapter(recipe.adapt).fit(data, out, recipe.seed, ctx.progress)
         atomic_write_text(done, "")
     return out
+
+
+def _trained(spec: Any) -> Any:
+    """An adapt spec without ``checkpoint``: what is trained, not which kept step is used."""
+    return spec.model_copy(update={"checkpoint": None}) if spec is not None else None
 
 
 def trial_prompts(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> dict[int, list[str]]:
