@@ -52,7 +52,8 @@ def test_an_unknown_name_is_a_one_line_error_listing_the_choices() -> None:
     with pytest.raises(SynthsetError) as err:
         GENERATORS.load("dalle")
     assert str(err.value) == (
-        "generate.generator.kind: unknown 'dalle'; choose one of tiny, text2image, img2img, inpaint"
+        "generate.generator.kind: unknown 'dalle'; choose one of tiny, text2image, img2img, "
+        "inpaint, inversion"
     )
 
 

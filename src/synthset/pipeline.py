@@ -130,7 +130,7 @@ def _kept_checkpoint_input(recipe: Recipe, run: RunFolder) -> list[Path]:
 
 def _samples_inversion(recipe: Recipe) -> bool:
     """Whether the plan draws its items from inverted real images (kind inversion)."""
-    return recipe.generate is not None and recipe.generate.members[0].kind == "inversion"
+    return recipe.generate is not None and recipe.generate.members[0].uses_inversion
 
 
 def _inversion_input(recipe: Recipe, run: RunFolder) -> list[Path]:

@@ -80,7 +80,7 @@ def build_plan(
                 "generate: img2img/inpaint start from real images: add a 'real' section"
             )
         items = _real_items(recipe, classes, prompts or {}, real, root)
-    elif members[0].kind == "inversion":
+    elif members[0].uses_inversion:
         if inverted is None:
             raise SynthsetError(
                 "generate: kind inversion samples inverted real images: run 'synthset adapt' "

@@ -263,7 +263,7 @@ def write_plan(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[st
         real = real_train(run)
     prompts = prompts_by_class(load_prompts(run.prompts))
     inverted = None
-    if recipe.generate.members[0].kind == "inversion":
+    if recipe.generate.members[0].uses_inversion:
         from synthset.store.conditioning import read_inversion_index
 
         spec = adapted_spec(recipe.generate.members[0], recipe, run.adapt)

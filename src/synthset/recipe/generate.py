@@ -187,6 +187,12 @@ class GeneratorSpec(Strict):
         )
 
     @property
+    def uses_inversion(self) -> bool:
+        """Whether this generator samples the conditionings diffusion inversion learned per real
+        image (its items come from the inversion artifact's index)."""
+        return self.kind == "inversion"
+
+    @property
     def masks_from_folder(self) -> bool:
         """Whether each item's inpainting mask is read from the recipe's mask folder."""
         return self.kind == "inpaint" and self.mask == "folder"

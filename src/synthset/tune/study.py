@@ -111,7 +111,7 @@ def generate_trial(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> Samples
     model = trial_model(ctx, recipe)
     generator = spec.generator if model is None else adapted_spec(spec.generator, recipe, model)
     inverted = None
-    if generator.kind == "inversion":  # the trial samples the images its artifact inverted
+    if generator.uses_inversion:  # the trial samples the images its artifact inverted
         from synthset.store.conditioning import read_inversion_index
 
         inverted = read_inversion_index(generator.inversion_dir)
