@@ -26,7 +26,7 @@ import torch
 
 from synthset.adapt.base import AdaptData
 from synthset.adapt.diffusion_inversion import empty_context
-from synthset.adapt.lora import WEIGHT_NAME, add_unet_lora
+from synthset.adapt.lora import WEIGHT_NAME, add_unet_lora, save_unet_lora
 from synthset.adapt.pipeline_task import (
     CaptionedLatents,
     PipelineAdapter,
@@ -162,13 +162,7 @@ class ClassEncoderTask:
             tensors |= {name + POOLED: pooled[k].cpu().contiguous() for k, name in enumerate(names)}
         save_file(tensors, str(out_dir / EMBEDS_FILE))
         if self.stage.finetune == "lora":
-            from diffusers.utils import convert_state_dict_to_diffusers
-            from peft.utils import get_peft_model_state_dict
-
-            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.parts.unet))
-            type(self.parts.pipe).save_lora_weights(
-                str(out_dir), unet_lora_layers=layers, weight_name=WEIGHT_NAME
-            )
+            save_unet_lora(self.parts, out_dir)
         elif self.stage.finetune == "full":
             self.parts.pipe.save_pretrained(out_dir / PIPELINE_DIR, safe_serialization=True)
         write_meta(

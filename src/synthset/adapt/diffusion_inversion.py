@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from synthset.adapt.base import AdaptData
 from synthset.adapt.pipeline_task import (
     PipelineAdapter,
+    check_inputs,
     meta_value,
     task_fingerprint,
     write_meta,
@@ -125,13 +126,7 @@ class DiffusionInversionAdapter(PipelineAdapter):
         from synthset.devices import resolve_device
 
         spec = self.spec
-        if spec.base is None:
-            raise SynthsetError(
-                "adapt.base: diffusion_inversion inverts images in a diffusers pipeline; set "
-                "adapt.base (or generate.generator.model)"
-            )
-        if not data.train:
-            raise SynthsetError("adapt: the real train split is empty; add training images")
+        base = check_inputs(spec, data)
         out_dir = Path(out_dir)
         fingerprint = task_fingerprint(spec, data, seed)
         if meta_value(out_dir, "fingerprint") == fingerprint:
@@ -155,7 +150,7 @@ class DiffusionInversionAdapter(PipelineAdapter):
                 if _group_done(folder, g, fingerprint):
                     continue
                 if parts is None:
-                    parts = PipelineParts(spec.base, resolve_device(spec.device), spec.resolution)
+                    parts = PipelineParts(base, resolve_device(spec.device), spec.resolution)
                 marker = _marker(fingerprint, g)
                 task = InversionTask(spec, parts, [data.train[i] for i in ranges[g]], marker)
                 settings = loop_settings(spec, latent_size=parts.resolution // parts.vae_factor)

@@ -49,6 +49,18 @@ def add_unet_lora(unet: Any, spec: AdaptSpec) -> list[torch.nn.Parameter]:
     return [p for p in unet.parameters() if p.requires_grad]
 
 
+def save_unet_lora(parts: PipelineParts, out_dir: Path) -> None:
+    """Write the UNet's LoRA layers in diffusers' format (``WEIGHT_NAME``) with the pipeline's
+    own ``save_lora_weights``."""
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(parts.unet))
+    type(parts.pipe).save_lora_weights(
+        str(out_dir), unet_lora_layers=layers, weight_name=WEIGHT_NAME, safe_serialization=True
+    )
+
+
 class LoraTask(PipelineTask):
     """Frozen text encoder(s) and UNet; LoRA layers on the UNet's transformer blocks."""
 
@@ -70,13 +82,7 @@ class LoraTask(PipelineTask):
             return self.parts.encode(self.parts.token_ids(prompts))
 
     def save(self, out_dir: Path) -> None:
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
-
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.parts.unet))
-        type(self.parts.pipe).save_lora_weights(
-            str(out_dir), unet_lora_layers=layers, weight_name=WEIGHT_NAME, safe_serialization=True
-        )
+        save_unet_lora(self.parts, out_dir)
         write_meta(out_dir, self.spec, self.classes, rank=self.spec.rank)
 
 

@@ -143,6 +143,19 @@ def task_fingerprint(spec: AdaptSpec, data: AdaptData, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def check_inputs(spec: AdaptSpec, data: AdaptData) -> str:
+    """A pipeline method needs a base and real train images (one-line errors); returns the
+    base."""
+    if spec.base is None:
+        raise SynthsetError(
+            f"adapt.base: method {spec.method} adapts a diffusers pipeline; set adapt.base (or "
+            "generate.generator.model) to a hub id or folder"
+        )
+    if not data.train:
+        raise SynthsetError("adapt: the real train split is empty; add training images")
+    return spec.base
+
+
 def fit_pipeline_task(
     spec: AdaptSpec,
     data: AdaptData,
@@ -156,16 +169,10 @@ def fit_pipeline_task(
     weights start the same every time) and train it in the shared loop."""
     from synthset.devices import resolve_device
 
-    if spec.base is None:
-        raise SynthsetError(
-            f"adapt.base: method {spec.method} adapts a diffusers pipeline; set adapt.base (or "
-            "generate.generator.model) to a hub id or folder"
-        )
-    if not data.train:
-        raise SynthsetError("adapt: the real train split is empty; add training images")
+    base = check_inputs(spec, data)
     device = resolve_device(spec.device)
     check_precision(spec.mixed_precision, device)
-    parts = PipelineParts(spec.base, device, spec.resolution)
+    parts = PipelineParts(base, device, spec.resolution)
     torch.manual_seed(seed)
     task = make_task(parts)
     fingerprint = task_fingerprint(spec, data, seed)
