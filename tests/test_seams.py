@@ -48,6 +48,15 @@ def test_registry_and_recipe_literal_list_the_same_names(
         assert isinstance(registry.load(name), type)
 
 
+def test_curation_scorers_registry_matches_the_recipe() -> None:
+    from synthset.curate.registry import SCORERS
+    from synthset.recipe.curate import ScorerName
+
+    assert set(get_args(ScorerName)) == set(SCORERS.names())
+    for name in SCORERS.names():
+        assert isinstance(SCORERS.load(name), type)
+
+
 def test_an_unknown_name_is_a_one_line_error_listing_the_choices() -> None:
     with pytest.raises(SynthsetError) as err:
         GENERATORS.load("dalle")

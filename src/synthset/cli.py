@@ -300,6 +300,22 @@ def generate(
 
 @app.command()
 @friendly_errors
+def curate(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Score the synthetic images (label agreement, typicality, CLIP), drop leaks of the real
+    val/test images and what the rules drop; writes the kept view curate/kept.jsonl."""
+    from synthset.pipeline import stage_curate
+
+    r = _load(recipe, set_, out_dir)
+    result = stage_curate(r, _open(r), progress=not quiet)
+    if result is None:
+        raise SynthsetError("curate: the recipe has no 'curate' section; add one (curate: {})")
+    out.print(curate_table(result))
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
 ) -> None:
@@ -489,6 +505,21 @@ def cas_table(result: dict[str, Any]) -> Table:
             f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}",
             f"{val:.4f}",
         )
+    return table
+
+
+def curate_table(result: dict[str, Any]) -> Table:
+    """Kept and dropped images per class, and the leaks."""
+    reasons = sorted({k for c in result["per_class"].values() for k in c["dropped"]})
+    table = Table(
+        title=f"curate: kept {result['kept']} of {result['images']} images "
+        f"({result['leaks']} leaks of real val/test dropped)"
+    )
+    for col in ["class", "kept", *reasons]:
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, c in result["per_class"].items():
+        cells = [str(c["dropped"].get(k, 0)) for k in reasons]
+        table.add_row(name, f"{c['kept']}/{c['images']}", *cells)
     return table
 
 

@@ -30,6 +30,7 @@ from synthset.stages import (
     open_run,
 )
 from synthset.store.atomic import remove_dead_temp_files
+from synthset.store.curated import KEPT_FILE
 from synthset.store.digests import inputs_digest
 from synthset.store.locks import run_lock
 from synthset.store.manifest import Manifest
@@ -144,10 +145,13 @@ def _inversion_input(recipe: Recipe, run: RunFolder) -> list[Path]:
 
 
 def _generator_needs(recipe: Recipe) -> tuple[str, ...]:
-    """Evaluation reads the run's own images unless the recipe points at an image folder."""
+    """Evaluation reads the run's own images (their curated view when the recipe curates)
+    unless the recipe points at an image folder."""
     ev = recipe.evaluate
     own_images = recipe.generate is not None and (ev is None or ev.synthetic_dir is None)
-    return ("generate",) if own_images else ()
+    if not own_images:
+        return ()
+    return ("generate", "curate") if recipe.curate is not None else ("generate",)
 
 
 def _images_for_cas(recipe: Recipe) -> tuple[str, ...]:
@@ -214,6 +218,15 @@ STAGES: tuple[Stage, ...] = (
         inputs=_kept_checkpoint_input,
         needs=lambda r: ("plan", "adapt"),
         applies=lambda r: r.generate is not None,
+    ),
+    Stage(
+        "curate",
+        stages.curate_synthetic,
+        sections=("classes", "real", "curate"),
+        output=lambda run: run.curate / KEPT_FILE,
+        needs=lambda r: ("classes", "data", "generate"),
+        applies=lambda r: r.curate is not None,
+        scratch=lambda run: [run.curate, run.cache / "tensors"],
     ),
     Stage(
         "evaluate",
@@ -438,6 +451,14 @@ def stage_generate(
     if info["complete"]:
         run.mark_done("generate", fingerprint(row, recipe, run), **info)
     return info
+
+
+def stage_curate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """Score the synthetic images and write the kept view (``curate/kept.jsonl``), generating
+    first what is missing; its summary (``curate/curate.json``), None without a curate section."""
+    if run_stage("curate", recipe, run, progress) is None:
+        return None
+    return json.loads((run.curate / "curate.json").read_text())
 
 
 def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:

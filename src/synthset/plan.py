@@ -106,7 +106,7 @@ def _text_items(
     items = []
     for cls in classes:
         texts = _class_texts(recipe, cls, prompts)
-        for k in range(recipe.generate.images_per_class):
+        for k in range(recipe.generate.planned_per_class):
             items.append(_item(recipe, cls, k, texts[k % len(texts)], mode))
     return items
 
@@ -153,7 +153,7 @@ def _real_items(
     for cls in classes:
         texts = _class_texts(recipe, cls, prompts)
         images = by_class.get(cls.id, [])
-        n = min(recipe.generate.images_per_class, len(images) * variants)
+        n = min(recipe.generate.planned_per_class, len(images) * variants)
         for k in range(n):
             j, v = divmod(k, variants)
             params: dict[str, Any] = {
@@ -191,7 +191,7 @@ def _inversion_items(
                 "(diffusion_inversion) with this class's real images"
             )
         texts = _class_texts(recipe, cls, prompts)
-        n = recipe.generate.images_per_class
+        n = recipe.generate.planned_per_class
         if spec.samples_per_embedding is not None:
             n = min(n, len(rows) * spec.samples_per_embedding)
         for k in range(n):

@@ -24,6 +24,7 @@ from synthset.plan import WorkItem, build_plan, load_plan, save_plan
 from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
 from synthset.recipe import GenerateSpec, GeneratorSpec, Recipe, dump_recipe
 from synthset.store.atomic import atomic_write_json, atomic_write_text
+from synthset.store.curated import KEPT_FILE, kept_samples
 from synthset.store.imagefolder import read_samples, write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
@@ -395,6 +396,16 @@ def make_generator(recipe: Recipe, run: RunFolder) -> Generator:
     )
 
 
+# ----------------------------------------------------------------------------- curate
+
+
+def curate_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Score the synthetic images and write the kept view (``curate/kept.jsonl``)."""
+    from synthset.curate.run import curate_images
+
+    return curate_images(recipe, run, progress)
+
+
 # ----------------------------------------------------------------------------- evaluate
 
 
@@ -408,6 +419,8 @@ def synthetic_set(recipe: Recipe, run: RunFolder) -> Samples:
     if spec is not None and spec.synthetic_dir is not None:
         lookup = ClassResolver(read_classes(run.classes))
         return scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
+    if recipe.curate is not None:
+        return kept_samples(run.curate, run.images)
     return read_samples(run.images)
 
 
@@ -417,6 +430,8 @@ def synthetic_index(recipe: Recipe, run: RunFolder) -> Path:
     spec = recipe.evaluate
     if spec is not None and spec.synthetic_dir is not None:
         return Path(spec.synthetic_dir)
+    if recipe.curate is not None:
+        return run.curate / KEPT_FILE
     return run.images / "metadata.jsonl"
 
 

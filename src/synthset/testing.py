@@ -292,6 +292,65 @@ def write_tiny_textual_inversion(out_file: Path, token: str, seed: int = 0) -> P
     return out_file
 
 
+def build_trained_tiny_clip(out: Path) -> Path:
+    """A tiny CLIP trained for a few steps to pair bright images with 'white' and dark ones
+    with 'black', saved with save_pretrained (model + processor)."""
+    import torch
+    from PIL import Image
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPVisionConfig,
+    )
+
+    tok = build_tiny_clip_tokenizer(out / "tok")
+    text = CLIPTextConfig(
+        vocab_size=TINY_TEXT_VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=16,
+        patch_size=8,
+    )
+    config = CLIPConfig(
+        text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16
+    )
+    torch.manual_seed(0)
+    model = CLIPModel(config)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 16}, crop_size=16),
+        tokenizer=tok,
+    )
+    images = [Image.new("RGB", (16, 16), (v, v, v)) for v in (250, 5, 230, 25)]
+    batch = processor(
+        text=["white", "black", "white", "black"], images=images, return_tensors="pt", padding=True
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(40):
+        loss = model(**batch, return_loss=True).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    folder = out / "tiny-clip"
+    model.eval().save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def _tokenizer() -> Any:
     """The tiny CLIP tokenizer, built in a throw-away folder."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,8 +8,6 @@ prompt with a local CLIP. The result goes to ``evaluate/fidelity.json``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,18 +19,16 @@ from torch import nn
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
-from synthset.evaluate.classifiers import build_classifier
 from synthset.evaluate.fidelity_metrics import METRIC_KEYS, compare, diversity
+from synthset.evaluate.reference import reference_classifier
 from synthset.evaluate.tensors import check_labels, infer_format, load_tensors
 from synthset.evaluate.train import to_input
 from synthset.recipe import EvaluateSpec
 from synthset.scoring.features import Extractor, inception_extractor, penultimate, user_extractor
-from synthset.store.atomic import atomic_write_bytes, atomic_write_json
+from synthset.store.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_WEIGHTS = "fidelity_classifier.safetensors"
-CLASSIFIER_META = "fidelity_classifier.json"
 DECODE_CHUNK = 2048  # images decoded at once
 
 
@@ -48,38 +44,6 @@ def subsample(samples: Samples, per_class: int, seed: int) -> Samples:
 
 
 # ----------------------------------------------------------------------------- extractor
-
-
-# EvaluateSpec fields that never reach the extractor's training (a fresh model, real train only,
-# one seed). Every other field is fingerprinted, so a new training setting retrains the cached
-# extractor instead of silently reusing weights trained without it.
-_NOT_EXTRACTOR_TRAINING = {
-    "train_sets",
-    "seeds",
-    "image_size",
-    "channels",
-    "classifier_weights",
-    "real_batch_fraction",
-    "real_batchnorm",
-    "synthetic_multipliers",
-    "real_subsets",
-    "device",
-    "trackers",
-    "synthetic_dir",
-    "fidelity",
-}
-
-
-def _fingerprint(spec: EvaluateSpec, size: int, channels: int, n_cls: int, *sets: Samples) -> str:
-    data = {
-        "spec": spec.model_dump(mode="json", exclude=_NOT_EXTRACTOR_TRAINING),
-        "size": size,
-        "channels": channels,
-        "classes": n_cls,
-        "seed": spec.seeds[0],
-        "samples": [[[str(p), int(lbl)] for p, lbl in s] for s in sets],
-    }
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def classifier_extractor(
@@ -101,61 +65,22 @@ def real_classifier(
     cache_dir: Path,
     progress: bool = True,
 ) -> Extractor:
-    """The CAS classifier trained on the real train split (selected on val), as an extractor.
-
-    Its weights are kept in ``cache_dir`` with a fingerprint of everything they depend on, so a
-    rerun loads them instead of training again."""
-    from safetensors.torch import load_file, save
-
-    from synthset.devices import cpu_threads
-    from synthset.evaluate.train import train_classifier
-
-    train, val = real.get("train") or [], real.get("val") or []
-    if not train or not val:
-        raise SynthsetError(
-            "evaluate.fidelity.extractor 'classifier' trains on the real train split and selects "
-            "on val: both must hold images (or set extractor: inception with inception_weights)"
-        )
-    name = f"classifier:{spec.classifier}-real"
-    seed = spec.seeds[0]
+    """The CAS classifier trained on the real train split (selected on val), as an extractor;
+    its weights are cached in ``cache_dir`` (see ``evaluate/reference.py``)."""
     spec = spec.model_copy(update={"epochs": spec.fidelity.classifier_epochs or spec.epochs})
-    fp = _fingerprint(spec, size, channels, num_classes, train, val)
-    weights, meta = cache_dir / CLASSIFIER_WEIGHTS, cache_dir / CLASSIFIER_META
-    torch.manual_seed(seed)
-    model = build_classifier(spec.classifier, num_classes, channels, size)
-    cached = meta.exists() and weights.exists() and json.loads(meta.read_text()).get("fp") == fp
-    if cached:
-        model.load_state_dict(load_file(str(weights)))
-    else:
-        train_set = load_tensors(train, size, channels, "fidelity: real train")
-        val_set = load_tensors(val, size, channels, "fidelity: real val")
-        check_labels(train_set, num_classes, "fidelity: real train")
-        start = time.perf_counter()
-        with cpu_threads(device, size):
-            best = train_classifier(
-                model,
-                train_set,
-                val_set,
-                spec=spec,
-                seed=seed,
-                device=device,
-                progress=progress,
-                desc="fidelity extractor",
-            )
-        model.load_state_dict(best.state)
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        atomic_write_bytes(weights, save(state))
-        atomic_write_json(
-            meta,
-            {
-                "fp": fp,
-                "extractor": name,
-                "best_val_accuracy": best.best_val_accuracy,
-                "best_epoch": best.best_epoch,
-                "seconds": round(time.perf_counter() - start, 3),
-            },
-        )
-    return classifier_extractor(model, name, size, channels, device)
+    model = reference_classifier(
+        spec,
+        real,
+        num_classes,
+        size,
+        channels,
+        device,
+        cache_dir,
+        progress,
+        field="evaluate.fidelity.extractor 'classifier'",
+        stem="fidelity_classifier",
+    )
+    return classifier_extractor(model, f"classifier:{spec.classifier}-real", size, channels, device)
 
 
 def build_extractor(

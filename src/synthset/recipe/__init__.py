@@ -2,6 +2,7 @@
 
 from synthset.recipe.adapt import AdaptSpec
 from synthset.recipe.base import Strict
+from synthset.recipe.curate import CurateSpec, LeakSpec, RuleSpec
 from synthset.recipe.data import ClassesSpec, RealDataSpec
 from synthset.recipe.evaluate import EvaluateSpec, FidelitySpec, ReportSpec
 from synthset.recipe.generate import (
@@ -32,16 +33,19 @@ __all__ = [
     "TUNABLE_SECTIONS",
     "AdaptSpec",
     "ClassesSpec",
+    "CurateSpec",
     "EnsembleMember",
     "EvaluateSpec",
     "FidelitySpec",
     "GenerateSpec",
     "GeneratorSpec",
     "LLMSpec",
+    "LeakSpec",
     "LoraSpec",
     "PromptsSpec",
     "Recipe",
     "RealDataSpec",
+    "RuleSpec",
     "ReportSpec",
     "Strict",
     "TextualInversionSpec",

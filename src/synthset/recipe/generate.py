@@ -298,11 +298,23 @@ class EnsembleMember(GeneratorSpec):
 class GenerateSpec(Strict):
     """The plan's size and the generator(s) that fill it."""
 
+    @property
+    def planned_per_class(self) -> int:
+        """Items planned per class: ``images_per_class × overgenerate``, rounded up."""
+        return math.ceil(self.images_per_class * self.overgenerate - 1e-9)
+
     images_per_class: int = Field(
         100,
         ge=1,
         description="Items per class. For real-image modes (img2img, inpaint): at most this many "
         "(real image, variant) items per class.",
+    )
+    overgenerate: float = Field(
+        1.0,
+        ge=1.0,
+        le=10.0,
+        description="Plan images_per_class × this (rounded up) per class, so curation can keep "
+        "the best images_per_class (curate.target_per_class defaults to it when this is > 1).",
     )
     batch_size: int = Field(64, ge=1)
     generator: GeneratorSpec = GeneratorSpec()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from synthset.recipe.adapt import AdaptSpec
 from synthset.recipe.base import Strict, _model_in
+from synthset.recipe.curate import CurateSpec
 from synthset.recipe.data import ClassesSpec, RealDataSpec
 from synthset.recipe.evaluate import EvaluateSpec, ReportSpec
 from synthset.recipe.generate import GenerateSpec
@@ -170,6 +171,11 @@ class Recipe(Strict):
         None,
         description="Omit to only evaluate an existing synthetic set (evaluate.synthetic_dir).",
     )
+    curate: CurateSpec | None = Field(
+        None,
+        description="'synthset curate': score the synthetic images and keep the good ones "
+        "(a view evaluation reads; nothing is deleted).",
+    )
     evaluate: EvaluateSpec | None = None
     report: ReportSpec = ReportSpec()
     tune: TuneSpec | None = Field(
@@ -216,6 +222,27 @@ class Recipe(Strict):
                 )
         if self.adapt is not None and self.real is None:
             raise ValueError("'adapt' trains on real images: add a 'real' section")
+        if self.generate is not None and self.generate.overgenerate > 1 and self.curate is None:
+            raise ValueError(
+                "generate.overgenerate makes spare images for curation to choose from: add a "
+                "'curate' section or remove overgenerate"
+            )
+        if self.curate is not None:
+            if self.generate is None or self.real is None:
+                raise ValueError(
+                    "'curate' scores the run's generated images against real ones: it needs "
+                    "'generate' and 'real' sections"
+                )
+            if self.evaluate is not None and self.evaluate.synthetic_dir is not None:
+                raise ValueError(
+                    "'curate' selects from the run's own images: drop evaluate.synthetic_dir "
+                    "or the curate section"
+                )
+            if self.generate.overgenerate > 1 and self.curate.rank_by not in self.curate.scorers:
+                raise ValueError(
+                    f"generate.overgenerate keeps the best images_per_class by curate.rank_by "
+                    f"({self.curate.rank_by}): add it to curate.scorers"
+                )
         if self.evaluate is not None:
             if self.real is None:
                 raise ValueError("'evaluate' tests on real images: add a 'real' section")

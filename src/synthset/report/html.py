@@ -16,6 +16,7 @@ from synthset.errors import SynthsetError
 from synthset.evaluate.tensors import samples_from_imagefolder
 from synthset.recipe import Recipe, dump_recipe
 from synthset.report.common import heading, img, read_json
+from synthset.report.curate_section import curate_section
 from synthset.report.eval_sections import (
     cas_section,
     confusion_section,
@@ -32,7 +33,8 @@ from synthset.report.run_sections import (
     stages_section,
     tune_section,
 )
-from synthset.store.atomic import atomic_write_text
+from synthset.store.atomic import atomic_write_text, read_jsonl
+from synthset.store.curated import KEPT_FILE
 from synthset.store.imagefolder import METADATA, read_rows
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
@@ -56,8 +58,9 @@ def _synthetic_rows(
     run: RunFolder, recipe: Recipe, classes: list[ClassInfo]
 ) -> list[dict[str, Any]]:
     """Synthetic images as rows with an absolute ``path``, a ``label`` and maybe a ``prompt``:
-    from ``evaluate.synthetic_dir`` when the recipe names one, else from images/metadata.jsonl,
-    else from the manifest of finished items."""
+    from ``evaluate.synthetic_dir`` when the recipe names one, else from images/metadata.jsonl
+    (its curated view's kept rows when the recipe curates), else from the manifest of finished
+    items."""
     synthetic_dir = recipe.evaluate.synthetic_dir if recipe.evaluate else None
     if synthetic_dir is not None and synthetic_dir.is_dir():
         names = [c.name for c in classes]
@@ -68,9 +71,13 @@ def _synthetic_rows(
         return [{"path": p, "label": lbl} for p, lbl in samples]
     if (run.images / METADATA).exists():
         try:
-            return read_rows(run.images)
+            rows = read_rows(run.images)
         except SynthsetError:  # a malformed index: the sections that need it are left out
             return []
+        if recipe.curate is not None and (run.curate / KEPT_FILE).exists():
+            kept = {r["item_id"] for r in read_jsonl(run.curate / KEPT_FILE) if r.get("kept")}
+            rows = [r for r in rows if r.get("item_id") in kept]
+        return rows
     out = []
     for r in Manifest(run.manifest).rows():  # generation not finished: the images made so far
         if r.get("class_id") is not None and r.get("file_name"):
@@ -154,6 +161,7 @@ SECTIONS = (
     ("confusion", "Confusion matrices"),
     ("curves", "Training curves"),
     ("fidelity", "Fidelity"),
+    ("curation", "Curation"),
     ("samples", "Samples"),
     ("prompts", "Prompts"),
     ("tuning", "Tuning"),
@@ -214,6 +222,7 @@ def write_report(
         ("Confusion matrices", lambda: confusion_section(cas, names)),
         ("Training curves", lambda: curves_section(run.evaluate / "metrics.jsonl", cas)),
         ("Fidelity", lambda: fidelity_section(fidelity)),
+        ("Curation", lambda: curate_section(run, classes, samples_per_class)),
         ("Samples", lambda: _samples_section(run, classes, samples_per_class, synthetic)),
         ("Prompts", lambda: prompts_section(run.prompts, classes)),
         ("Tuning", lambda: tune_section(run.tune)),

@@ -341,3 +341,23 @@ def adapt_loss_chart(points: list[dict[str, Any]], title: str) -> bytes:
     ax.legend()
     ax.grid(alpha=0.3)
     return _figure_png(fig)
+
+
+def score_histogram(kept: list[float], dropped: list[float], score: str) -> bytes:
+    """The distribution of one curation score, kept and dropped images stacked."""
+    fig = Figure(figsize=(4.2, 2.8))
+    ax = fig.add_subplot()
+    values = [v for v in (kept, dropped) if v]
+    ax.hist(
+        values,
+        bins=30,
+        stacked=True,
+        color=[COLORS["synthetic"], "#999999"][: len(values)],
+        label=["kept", "dropped"][: len(values)] if len(values) == 2 else None,
+    )
+    if kept and dropped:
+        ax.legend()
+    ax.set_xlabel(score)
+    ax.set_ylabel("images")
+    ax.grid(alpha=0.3)
+    return _figure_png(fig)

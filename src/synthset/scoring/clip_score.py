@@ -16,8 +16,10 @@ from synthset.errors import SynthsetError, first_line
 class ClipScorer:
     """A loaded CLIP model with its image preprocessing and tokenizer."""
 
-    def __init__(self, model: str, device: torch.device) -> None:
-        self.device = device
+    def __init__(
+        self, model: str, device: torch.device, field: str = "evaluate.fidelity.clip_model"
+    ) -> None:
+        self.device, self.field = device, field
         if model.startswith("open_clip:"):
             self._load_open_clip(model)
         else:
@@ -31,7 +33,7 @@ class ClipScorer:
             processor = CLIPProcessor.from_pretrained(model)
         except (OSError, ValueError) as exc:
             raise SynthsetError(
-                f"evaluate.fidelity.clip_model {model!r}: cannot load a CLIP model and processor "
+                f"{self.field} {model!r}: cannot load a CLIP model and processor "
                 f"({first_line(exc)}); give a local folder saved with save_pretrained"
             ) from None
         max_length = int(clip.config.text_config.max_position_embeddings)
@@ -59,7 +61,7 @@ class ClipScorer:
 
     def _load_open_clip(self, model: str) -> None:
         arch, _, checkpoint = model.removeprefix("open_clip:").partition("@")
-        what = f"evaluate.fidelity.clip_model {model!r}"
+        what = f"{self.field} {model!r}"
         if not arch or not checkpoint or not Path(checkpoint).is_file():
             raise SynthsetError(
                 f"{what}: write open_clip:<architecture>@<local checkpoint file>, e.g. "
@@ -102,7 +104,7 @@ class ClipScorer:
         """Scores of image files against their prompts, in batches."""
         out = []
         for i in range(0, len(paths), batch_size):
-            images = [_open(p) for p in paths[i : i + batch_size]]
+            images = [open_rgb(p) for p in paths[i : i + batch_size]]
             out.append(self(images, prompts[i : i + batch_size]))
         return torch.cat(out) if out else torch.empty(0)
 
@@ -112,7 +114,7 @@ def _pooled(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-def _open(path: Path) -> Image.Image:
+def open_rgb(path: Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert("RGB")

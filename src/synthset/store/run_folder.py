@@ -78,6 +78,11 @@ class RunFolder:
         return self.root / "locks"
 
     @property
+    def curate(self) -> Path:
+        """Per-image scores and the kept view (``kept.jsonl``) of the synthetic set."""
+        return self.root / "curate"
+
+    @property
     def evaluate(self) -> Path:
         return self.root / "evaluate"
 

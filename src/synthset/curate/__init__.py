@@ -1,0 +1,1 @@
+"""Curation: score every synthetic image, keep what the rules keep (a view, not a deletion)."""

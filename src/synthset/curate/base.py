@@ -1,0 +1,106 @@
+"""What every scorer gets (:class:`ScoringContext`) and must do (:class:`Scorer`).
+
+A scorer gives one float per synthetic image, higher meaning better. It names the recipe
+settings its scores depend on (:meth:`Scorer.settings`); together with the synthetic index and
+the real splits they fingerprint its cached column, so a changed rule never rescores."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from synthset.data.splits import Samples
+from synthset.evaluate.tensors import TensorSet, infer_format, load_tensors
+from synthset.recipe import CurateSpec, EvaluateSpec
+
+
+@dataclass
+class ScoringContext:
+    """The synthetic images to score and the real images to score them against (train and val
+    only: curation never reads the test split, except for the leak check)."""
+
+    spec: CurateSpec
+    synthetic: list[dict[str, Any]]  # rows of the synthetic index: item_id, path, label, ...
+    real: dict[str, Samples]  # "train", "val"
+    class_names: list[str]
+    cache_dir: Path  # the reference classifier's weights
+    tensor_cache: Path | None  # decoded images, shared with the evaluate stage
+    device: torch.device
+    seed: int
+    progress: bool = True
+    evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
+    reference_seconds: float = 0.0  # training (or loading) the reference classifier
+
+    @cached_property
+    def image_format(self) -> tuple[int, int]:
+        """(size, channels) evaluation uses: the evaluate section's, else the real images'."""
+        size, channels = infer_format(self.real["train"], "real train")
+        return self.evaluate.image_size or size, self.evaluate.channels or channels
+
+    @property
+    def samples(self) -> Samples:
+        return [(r["path"], r["label"]) for r in self.synthetic]
+
+    @cached_property
+    def synthetic_tensors(self) -> TensorSet:
+        """The synthetic images decoded once at the evaluation format."""
+        size, channels = self.image_format
+        return load_tensors(self.samples, size, channels, "synthetic", self.tensor_cache)
+
+    def real_tensors(self, split: str) -> TensorSet:
+        size, channels = self.image_format
+        return load_tensors(self.real[split], size, channels, f"real {split}", self.tensor_cache)
+
+    def reference_spec(self) -> EvaluateSpec:
+        """The evaluate settings with the curate section's classifier, epochs and seed."""
+        return self.evaluate.model_copy(
+            update={
+                "classifier": self.spec.classifier,
+                "epochs": self.spec.epochs,
+                "seeds": [self.seed],
+            }
+        )
+
+    @cached_property
+    def reference(self) -> nn.Module:
+        """The classifier trained on real train, selected on real val (cached on disk)."""
+        from synthset.evaluate.reference import reference_classifier
+
+        size, channels = self.image_format
+        start = time.perf_counter()
+        model = reference_classifier(
+            self.reference_spec(),
+            self.real,
+            len(self.class_names),
+            size,
+            channels,
+            self.device,
+            self.cache_dir,
+            self.progress,
+            field="curate (label_agreement, typicality)",
+        )
+        self.reference_seconds = round(time.perf_counter() - start, 3)
+        return model
+
+
+class Scorer(Protocol):
+    """One per-image score (``curate.scorers``)."""
+
+    name: str
+
+    def __init__(self, spec: CurateSpec) -> None: ...
+
+    def settings(self) -> dict[str, Any]:
+        """The recipe values its scores depend on (their cache's fingerprint)."""
+        ...
+
+    def score(self, ctx: ScoringContext) -> np.ndarray:
+        """One float per ``ctx.synthetic`` row, higher is better."""
+        ...

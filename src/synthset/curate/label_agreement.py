@@ -1,0 +1,36 @@
+"""``label_agreement``: the probability of the image's own label under the reference classifier
+(trained on the real train split, selected on val). A generated "7" that looks like a "1" to a
+classifier of real digits scores low."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthset.curate.base import ScoringContext
+from synthset.evaluate.train import EVAL_BATCH, to_input
+from synthset.recipe import CurateSpec
+
+
+class LabelAgreement:
+    name = "label_agreement"
+
+    def __init__(self, spec: CurateSpec) -> None:
+        self.spec = spec
+
+    def settings(self) -> dict[str, Any]:
+        return {"classifier": self.spec.classifier, "epochs": self.spec.epochs}
+
+    @torch.no_grad()
+    def score(self, ctx: ScoringContext) -> np.ndarray:
+        from synthset.evaluate.classifiers import logits
+
+        model, data = ctx.reference, ctx.synthetic_tensors
+        out = []
+        for i in range(0, len(data), EVAL_BATCH):
+            x = to_input(data.images[i : i + EVAL_BATCH].to(ctx.device))
+            prob = logits(model(x)).float().softmax(1).cpu()
+            out.append(prob.gather(1, data.labels[i : i + EVAL_BATCH, None])[:, 0])
+        return torch.cat(out).double().numpy()

@@ -1,0 +1,339 @@
+"""The curate stage: score every synthetic image (cached per scorer), find leaks of the real
+evaluation splits, choose 'auto' percentiles on the real val split, apply the rules, and write
+the view (``curate/kept.jsonl``) and its summary (``curate/curate.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthset.classes import read_classes
+from synthset.curate.base import ScoringContext
+from synthset.curate.registry import SCORERS
+from synthset.curate.rules import Scores, check_minimum, decide, rule_label
+from synthset.curate.similarity import best_match, grey, pairwise
+from synthset.data.splits import Samples
+from synthset.evaluate.tensors import load_tensors
+from synthset.recipe import CurateSpec, EvaluateSpec, Recipe
+from synthset.store.atomic import atomic_write_json, read_jsonl, write_jsonl
+from synthset.store.curated import KEPT_FILE, SUMMARY_FILE
+from synthset.store.digests import inputs_digest
+from synthset.store.imagefolder import read_rows
+from synthset.store.run_folder import RunFolder
+
+log = logging.getLogger(__name__)
+
+SCORES_FILE = "scores.jsonl"
+SCORES_META = "scores.json"
+
+
+def curate_images(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Run the stage; returns what its marker records."""
+    from synthset.data.splits import load_splits
+    from synthset.devices import resolve_device
+
+    spec = recipe.curate
+    assert spec is not None and recipe.generate is not None
+    gen = recipe.generate
+    if spec.target_per_class is None and gen.overgenerate > 1:  # keep the planned count's best
+        spec = spec.model_copy(update={"target_per_class": gen.images_per_class})
+    out = run.curate
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_rows(run.images)
+    real = load_splits(run.real / "splits.json", names=("train", "val"))
+    ctx = ScoringContext(
+        spec=spec,
+        synthetic=rows,
+        real=real,
+        class_names=[c.name for c in read_classes(run.classes)],
+        cache_dir=out,
+        tensor_cache=run.cache / "tensors",
+        device=resolve_device(spec.device),
+        seed=recipe.seed,
+        progress=progress,
+        evaluate=recipe.evaluate or EvaluateSpec(),
+    )
+    data_digest = inputs_digest([run.images / "metadata.jsonl", run.real / "splits.json"])
+    cache = ScoreCache(out, [r["item_id"] for r in rows], data_digest)
+    scores: Scores = {}
+    timing: dict[str, float] = {}
+    for name in spec.scorers:
+        scorer = SCORERS.load(name)(spec)
+        fmt = list(ctx.image_format)
+        column, seconds = cache.column(name, {**scorer.settings(), "format": fmt}, scorer, ctx)
+        scores[name] = column
+        timing[name] = seconds
+    if ctx.reference_seconds:
+        timing["reference_classifier"] = ctx.reference_seconds
+    leaks, matches, timing["leak_check"] = find_leaks(spec, ctx, run, cache)
+    labels = np.array([r["label"] for r in rows], dtype=np.int64)
+    members = np.array([str(r.get("generator", "")) for r in rows], dtype=object)
+    similar = _similarity(ctx)
+    auto = choose_percentiles(spec, ctx, scores, labels, leaks, members, similar)
+    percentiles = {i: a["chosen"] for i, a in auto.items()}
+    kept, reasons = decide(
+        spec, scores, labels, ctx.class_names, leaks, percentiles, members, similar
+    )
+    check_minimum(spec, kept, labels, scores, ctx.class_names)
+    view = [
+        {
+            "item_id": r["item_id"],
+            "file_name": r["file_name"],
+            "label": r["label"],
+            "kept": bool(k),
+            "reason": why,
+            **{s: round(float(v[i]), 6) for s, v in scores.items()},
+        }
+        for i, (r, k, why) in enumerate(zip(rows, kept, reasons, strict=True))
+    ]
+    write_jsonl(out / KEPT_FILE, view)
+    summary = _summary(spec, ctx, view, matches, auto, timing, len(rows))
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    log.info("curate: kept %d of %d images", summary["kept"], summary["images"])
+    return {"kept": summary["kept"], "images": summary["images"], "leaks": summary["leaks"]}
+
+
+# ----------------------------------------------------------------------------- score cache
+
+
+class ScoreCache:
+    """Score columns kept in ``scores.jsonl`` (keyed by item id), each with the fingerprint of
+    what it was computed from (``scores.json``): a column is recomputed only when its scorer's
+    settings, the synthetic index or the real splits change."""
+
+    def __init__(self, folder: Path, item_ids: list[str], data_digest: str) -> None:
+        self.folder, self.item_ids, self.data_digest = folder, item_ids, data_digest
+        meta_path = folder / SCORES_META
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        table = {r["item_id"]: r for r in read_jsonl(folder / SCORES_FILE)}
+        self.table = [table.get(i, {"item_id": i}) for i in item_ids]
+
+    def _fingerprint(self, name: str, settings: dict[str, Any]) -> str:
+        blob = json.dumps([name, settings, self.data_digest], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def get(self, name: str, settings: dict[str, Any], columns: list[str]) -> list[list] | None:
+        """The cached columns (None when stale or incomplete)."""
+        entry = self.meta.get(name, {})
+        if entry.get("fp") != self._fingerprint(name, settings):
+            return None
+        if not all(c in row for row in self.table for c in columns):
+            return None
+        return [[row[c] for row in self.table] for c in columns]
+
+    def put(
+        self, name: str, settings: dict[str, Any], values: dict[str, list], seconds: float
+    ) -> None:
+        """Store columns and their fingerprint (table first, then the fingerprint)."""
+        for c, column in values.items():
+            for row, v in zip(self.table, column, strict=True):
+                row[c] = v
+        write_jsonl(self.folder / SCORES_FILE, self.table)
+        fp = self._fingerprint(name, settings)
+        self.meta[name] = {"fp": fp, "seconds": round(seconds, 3), "columns": list(values)}
+        atomic_write_json(self.folder / SCORES_META, self.meta)
+
+    def column(
+        self, name: str, settings: dict[str, Any], scorer: Any, ctx: ScoringContext
+    ) -> tuple[np.ndarray, float]:
+        """A scorer's column (cached or computed now) and the seconds it took to compute."""
+        found = self.get(name, settings, [name])
+        if found is not None:
+            return np.asarray(found[0], dtype=np.float64), self.meta[name]["seconds"]
+        start, before = time.perf_counter(), ctx.reference_seconds
+        values = np.asarray(scorer.score(ctx), dtype=np.float64)
+        # the reference classifier's training is timed on its own, not as this scorer's
+        seconds = time.perf_counter() - start - (ctx.reference_seconds - before)
+        if values.shape != (len(self.item_ids),) or not np.isfinite(values).all():
+            raise RuntimeError(f"scorer {name} returned {values.shape} or non-finite scores")
+        self.put(name, settings, {name: values.tolist()}, seconds)
+        return values, round(seconds, 3)
+
+
+# ----------------------------------------------------------------------------- leaks, dedup
+
+
+def _compare_size(ctx: ScoringContext) -> int:
+    """The side images are compared at (``leak_check.size``, else the evaluation size up to 32)."""
+    return ctx.spec.leak_check.size or min(ctx.image_format[0], 32)
+
+
+def _shift_pixels(ctx: ScoringContext) -> int:
+    return round(ctx.spec.leak_check.max_shift * _compare_size(ctx))
+
+
+def _grey(samples: Samples, ctx: ScoringContext, what: str) -> torch.Tensor:
+    size = _compare_size(ctx)
+    return grey(load_tensors(samples, size, 1, what, ctx.tensor_cache).images)
+
+
+def find_leaks(
+    spec: CurateSpec, ctx: ScoringContext, run: RunFolder, cache: ScoreCache
+) -> tuple[list[str | None], list[dict[str, Any]], float]:
+    """Each image's leak reason (``leak:<split>``, None when clean), the leaks found (item id,
+    split, matched real file, similarity) and the seconds the check took. The real splits of
+    ``leak_check.splits`` are read here, and only their images' pixels."""
+    from synthset.data.splits import load_splits
+
+    lc = spec.leak_check
+    n = len(ctx.synthetic)
+    if not lc.splits:
+        return [None] * n, [], 0.0
+    settings = {"size": _compare_size(ctx), "shift": _shift_pixels(ctx), "splits": lc.splits}
+    cols = ["leak_similarity", "leak_split", "leak_index"]
+    found = cache.get("leak_check", settings, cols)
+    start = time.perf_counter()
+    splits = load_splits(run.real / "splits.json", names=tuple(lc.splits))
+    if found is None:
+        queries = _grey(ctx.samples, ctx, "synthetic")
+        best = torch.zeros(n)
+        split_of: list[str | None] = [None] * n
+        index = torch.full((n,), -1, dtype=torch.int64)
+        for split in lc.splits:
+            if not splits.get(split):
+                continue
+            refs = _grey(splits[split], ctx, f"real {split}")
+            sim, idx = best_match(queries, refs, _shift_pixels(ctx))
+            for j in np.flatnonzero((sim > best).numpy()):
+                best[j], index[j], split_of[j] = sim[j], idx[j], split
+        found = [[round(float(v), 6) for v in best], split_of, index.tolist()]
+        cache.put("leak_check", settings, dict(zip(cols, found, strict=True)), 0.0)
+    seconds = time.perf_counter() - start
+    sims, split_of, index = found
+    reasons: list[str | None] = [None] * n
+    matches = []
+    for j in range(n):
+        if split_of[j] is not None and sims[j] >= lc.similarity:
+            reasons[j] = f"leak:{split_of[j]}"
+            real_path = Path(splits[split_of[j]][index[j]][0])
+            matches.append(
+                {
+                    "item_id": ctx.synthetic[j]["item_id"],
+                    "split": split_of[j],
+                    "real_image": real_path.name,
+                    "similarity": sims[j],
+                }
+            )
+    return reasons, matches, round(seconds, 3)
+
+
+def _similarity(ctx: ScoringContext) -> Callable[[np.ndarray], np.ndarray]:
+    """Pairwise similarities of the given synthetic images (decoded on first use)."""
+    images: list[torch.Tensor] = []
+
+    def similar(idx: np.ndarray) -> np.ndarray:
+        if not images:
+            images.append(_grey(ctx.samples, ctx, "synthetic"))
+        return pairwise(images[0][torch.as_tensor(idx)], _shift_pixels(ctx)).numpy()
+
+    return similar
+
+
+# ----------------------------------------------------------------------------- auto percentile
+
+
+def choose_percentiles(
+    spec: CurateSpec,
+    ctx: ScoringContext,
+    scores: Scores,
+    labels: np.ndarray,
+    leaks: list[str | None],
+    members: np.ndarray,
+    similar: Callable[[np.ndarray], np.ndarray],
+) -> dict[int, dict[str, Any]]:
+    """For each ``percentile: auto`` rule, in order: the candidate whose kept set trains the
+    proxy classifier to the best real-val accuracy (ties: the smaller percentile). Later 'auto'
+    rules are tried at 0 while an earlier one is chosen. The test split is never read."""
+    autos = [i for i, r in enumerate(spec.rules) if r.percentile == "auto"]
+    chosen: dict[int, dict[str, Any]] = {}
+    if not autos:
+        return chosen
+    val = ctx.real_tensors("val")
+    for i in autos:
+        trials: dict[str, float] = {}
+        for p in spec.rules[i].auto_percentiles:
+            fixed = {j: 0.0 for j in autos} | {j: c["chosen"] for j, c in chosen.items()}
+            tried = fixed | {i: p}
+            kept, _ = decide(spec, scores, labels, ctx.class_names, leaks, tried, members, similar)
+            trials[f"{p:g}"] = _proxy_accuracy(ctx, kept, val)
+        best = max(trials.items(), key=lambda kv: (kv[1], -float(kv[0])))
+        chosen[i] = {
+            "rule": rule_label(i, spec.rules[i], float(best[0])),
+            "chosen": float(best[0]),
+            "val_accuracy": trials,
+        }
+        log.info("curate: %s chosen on real val (%s)", chosen[i]["rule"], trials)
+    return chosen
+
+
+def _proxy_accuracy(ctx: ScoringContext, kept: np.ndarray, val: Any) -> float:
+    """Best real-val accuracy of a short classifier trained on the kept synthetic images."""
+    from synthset.devices import cpu_threads
+    from synthset.evaluate.classifiers import build_classifier
+    from synthset.evaluate.tensors import TensorSet
+    from synthset.evaluate.train import train_classifier
+
+    data = ctx.synthetic_tensors
+    idx = torch.as_tensor(np.flatnonzero(kept))
+    if len(idx) < 2:
+        return 0.0
+    train = TensorSet(data.images[idx], data.labels[idx])
+    size, channels = ctx.image_format
+    spec = ctx.reference_spec().model_copy(update={"epochs": ctx.spec.proxy_epochs})
+    torch.manual_seed(ctx.seed)
+    model = build_classifier(spec.classifier, len(ctx.class_names), channels, size)
+    with cpu_threads(ctx.device, size), torch.enable_grad():
+        result = train_classifier(
+            model, train, val, spec, ctx.seed, ctx.device, progress=False, desc="curate proxy"
+        )
+    return round(result.best_val_accuracy, 6)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its value: ``rule1:typicality:percentile=20`` → ``rule1:typicality``."""
+    return ":".join(reason.split(":")[:2])
+
+
+def _summary(
+    spec: CurateSpec,
+    ctx: ScoringContext,
+    view: list[dict[str, Any]],
+    leaks: list[dict[str, Any]],
+    auto: dict[int, dict[str, Any]],
+    timing: dict[str, float],
+    n: int,
+) -> dict[str, Any]:
+    per_class: dict[str, Any] = {}
+    for k, name in enumerate(ctx.class_names):
+        mine = [r for r in view if r["label"] == k]
+        reasons = Counter(_reason_kind(r["reason"]) for r in mine if not r["kept"])
+        per_class[name] = {
+            "images": len(mine),
+            "kept": sum(r["kept"] for r in mine),
+            "dropped": dict(sorted(reasons.items())),
+        }
+    dropped = Counter(r["reason"] for r in view if not r["kept"])
+    return {
+        "images": n,
+        "kept": sum(r["kept"] for r in view),
+        "kept_fraction": round(sum(r["kept"] for r in view) / max(1, n), 6),
+        "leaks": len(leaks),
+        "leak_matches": leaks,
+        "dropped_by_reason": dict(sorted(dropped.items())),
+        "per_class": per_class,
+        "auto": {str(i): a for i, a in auto.items()},
+        "scorers": spec.scorers,
+        "seconds_per_1000_images": {k: round(1000 * v / max(1, n), 3) for k, v in timing.items()},
+    }

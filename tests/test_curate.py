@@ -1,0 +1,451 @@
+"""Curation: scores that find bad images, a leak check that finds copied evaluation images, a
+view that evaluation follows, rules chosen on val without reading test, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from synthset.curate.base import ScoringContext
+from synthset.curate.similarity import best_match, grey
+from synthset.data.splits import load_splits
+from synthset.errors import SynthsetError
+from synthset.evaluate.tensors import to_array
+from synthset.pipeline import StageLog, run_all, run_stage, stage_curate, stage_generate
+from synthset.recipe import CurateSpec, Recipe, load_recipe, recipe_from_dict
+from synthset.store.atomic import read_jsonl
+from synthset.store.run_folder import RunFolder
+
+#: The digits demo at toy size: a barely trained model, so its digits are poor.
+TOY = [
+    "adapt.channels=[8, 16]",
+    "adapt.steps=30",
+    "adapt.batch_size=32",
+    "generate.images_per_class=12",
+    "generate.batch_size=60",
+    "generate.generator.steps=4",
+    "evaluate.epochs=2",
+    "evaluate.seeds=[0]",
+    "evaluate.train_sets=[synthetic]",
+    "report.enabled=false",
+]
+FAST = {"epochs": 3, "proxy_epochs": 2}
+
+
+def toy(out: Path, curate: dict[str, Any] | None = None) -> Recipe:
+    from synthset.cli import bundled_recipe
+
+    more = [f"curate={json.dumps(FAST | curate)}"] if curate is not None else []
+    return load_recipe(bundled_recipe("digits"), [f"output_dir={out}", *TOY, *more])
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished toy run up to generate (copied by each test)."""
+    out = tmp_path_factory.mktemp("curate") / "run"
+    recipe = toy(out)
+    run_stage("generate", recipe, RunFolder(out), progress=False)
+    return out
+
+
+def copy_run(generated: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(generated, out)
+    return out
+
+
+def view(out: Path) -> list[dict[str, Any]]:
+    return read_jsonl(out / "curate" / "kept.jsonl")
+
+
+def summary(out: Path) -> dict[str, Any]:
+    return json.loads((out / "curate" / "curate.json").read_text())
+
+
+def shifted(img: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(img)
+    out[:, 1:] = img[:, :-1]
+    return out
+
+
+def jpeg(img: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=75)
+    return np.asarray(Image.open(buf).convert("L"))
+
+
+# ----------------------------------------------------------------------------- similarity
+
+
+def test_similarity_finds_shifted_and_reencoded_copies_but_not_other_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images * 255 / 16).astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(images))
+    test, train = images[order[:450]], images[order[450:]]
+
+    def prep(arrays: Any) -> torch.Tensor:
+        return grey(torch.tensor(np.stack([to_array(Image.fromarray(a), 8, 1) for a in arrays])))
+
+    refs = prep(test)
+    for change in (lambda a: a, shifted, jpeg, lambda a: jpeg(shifted(a))):
+        sim, idx = best_match(prep([change(a) for a in test[:60]]), refs, 1)
+        assert float(sim.min()) >= 0.99  # LeakSpec.similarity's default
+        assert torch.equal(idx, torch.arange(60))  # matched to its own original
+    other, _ = best_match(prep(train), refs, 1)
+    assert float(other.max()) < 0.99  # no distinct digit counts as a copy
+    assert float(other.median()) < 0.95
+
+
+# ----------------------------------------------------------------------------- scorers
+
+
+def _context(out: Path, rows: list[dict[str, Any]], **spec: Any) -> ScoringContext:
+    real = load_splits(out / "real" / "splits.json", names=("train", "val"))
+    return ScoringContext(
+        spec=CurateSpec(**spec),
+        synthetic=rows,
+        real=real,
+        class_names=[str(i) for i in range(10)],
+        cache_dir=out / "curate",
+        tensor_cache=None,
+        device=torch.device("cpu"),
+        seed=0,
+        progress=False,
+    )
+
+
+def _auroc(good: np.ndarray, bad: np.ndarray) -> float:
+    """P(a good image outscores a bad one)."""
+    return float((good[:, None] > bad[None, :]).mean())
+
+
+def test_label_agreement_and_typicality_score_wrong_and_broken_images_low(
+    generated: Path, tmp_path: Path
+) -> None:
+    from synthset.curate.label_agreement import LabelAgreement
+    from synthset.curate.typicality import Typicality
+
+    real = load_splits(generated / "real" / "splits.json", names=("train",))["train"]
+    good = real[:60]
+    rng = np.random.default_rng(0)
+    rows = [{"item_id": f"good{i}", "path": p, "label": lbl} for i, (p, lbl) in enumerate(good)]
+    rows += [  # the same real digits under a wrong label
+        {"item_id": f"wrong{i}", "path": p, "label": (lbl + 1 + i % 9) % 10}
+        for i, (p, lbl) in enumerate(good)
+    ]
+    for i in range(60):  # noise: not a digit at all
+        path = tmp_path / f"noise{i}.png"
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(path)
+        rows.append({"item_id": f"noise{i}", "path": path, "label": i % 10})
+    ctx = _context(generated, rows, epochs=8)
+    agree = LabelAgreement(ctx.spec).score(ctx)
+    typical = Typicality(ctx.spec).score(ctx)
+    assert agree.shape == typical.shape == (180,) and np.isfinite(typical).all()
+    assert ((agree >= 0) & (agree <= 1)).all()
+    assert _auroc(agree[:60], agree[60:120]) > 0.9  # wrong labels disagree
+    assert _auroc(typical[:60], typical[120:]) > 0.9  # noise is atypical
+    assert _auroc(typical[:60], typical[60:120]) > 0.8  # and so is a digit under another label
+
+
+def test_clip_scorer_prefers_images_matching_their_class(tmp_path: Path) -> None:
+    from synthset.curate.clip import ClipScore
+    from synthset.testing import build_trained_tiny_clip
+
+    folder = build_trained_tiny_clip(tmp_path)
+    rows = []
+    for i, (value, label) in enumerate([(250, 0), (10, 1), (240, 1), (20, 0)]):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (16, 16), (value, value, value)).save(path)
+        rows.append({"item_id": str(i), "path": path, "label": label})
+    ctx = ScoringContext(
+        spec=CurateSpec(scorers=["clip"], clip_model=str(folder), clip_templates=["{class}"]),
+        synthetic=rows,
+        real={},
+        class_names=["white", "black"],
+        cache_dir=tmp_path,
+        tensor_cache=None,
+        device=torch.device("cpu"),
+        seed=0,
+        progress=False,
+    )
+    scores = ClipScore(ctx.spec).score(ctx)
+    assert scores[0] > scores[2] and scores[1] > scores[3]  # right label beats wrong label
+    assert np.array_equal(scores, ClipScore(ctx.spec).score(ctx))
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def _plant_copies(out: Path) -> dict[str, str]:
+    """Overwrite three synthetic images with real test images (as is, shifted one pixel, JPEG
+    re-encoded); returns item id → the real file's name."""
+    test = load_splits(out / "real" / "splits.json", names=("test",))["test"]
+    rows = read_jsonl(out / "images" / "metadata.jsonl")
+    planted = {}
+    changes = (lambda a: a, shifted, jpeg)
+    for (path, _), row, change in zip(test[:3], rows[:21:7], changes, strict=True):
+        pixels = change(np.asarray(Image.open(path).convert("L")))
+        Image.fromarray(pixels).save(out / "images" / row["file_name"])
+        planted[row["item_id"]] = Path(path).name
+    return planted
+
+
+def test_copies_of_test_images_are_dropped_as_leaks_and_reported(
+    generated: Path, tmp_path: Path
+) -> None:
+    out = copy_run(generated, tmp_path)
+    planted = _plant_copies(out)
+    result = stage_curate(toy(out, {"scorers": ["label_agreement"]}), RunFolder(out), False)
+    assert result is not None
+    leaks = {r["item_id"]: r["reason"] for r in view(out) if not r["kept"]}
+    assert leaks == dict.fromkeys(planted, "leak:test")
+    assert result["leaks"] == 3
+    assert {m["item_id"]: m["real_image"] for m in result["leak_matches"]} == planted
+    assert all(m["similarity"] >= 0.99 for m in result["leak_matches"])
+
+
+def test_evaluation_trains_on_the_view_and_a_new_rule_does_not_rescore(
+    generated: Path, tmp_path: Path
+) -> None:
+    out = copy_run(generated, tmp_path)
+    rule = {"score": "typicality", "percentile": 50}
+    log = StageLog()
+    run_all(toy(out, {"rules": [rule]}), progress=False, log=log)
+    assert log.status("curate") == "ran" and log.status("evaluate") == "ran"
+    kept = [r for r in view(out) if r["kept"]]
+    assert len(kept) == 60  # half of each class's 12
+    cas = json.loads((out / "evaluate" / "cas.json").read_text())
+    assert cas["train_sets"]["synthetic"]["summary"]["n_synthetic"] == 60
+    scores = out / "curate" / "scores.jsonl"
+    stamp = scores.stat().st_mtime_ns
+
+    log = StageLog()
+    run_all(toy(out, {"rules": [rule | {"percentile": 25}]}), progress=False, log=log)
+    assert log.status("curate") == "ran" and log.status("evaluate") == "ran"
+    assert scores.stat().st_mtime_ns == stamp  # the scores were reused
+    assert sum(r["kept"] for r in view(out)) == 90
+    cas = json.loads((out / "evaluate" / "cas.json").read_text())
+    assert cas["train_sets"]["synthetic"]["summary"]["n_synthetic"] == 90
+    dropped = [r for r in view(out) if not r["kept"]]
+    assert {r["reason"] for r in dropped} == {"rule1:typicality:percentile=25"}
+    # each dropped image scores no better than every kept one of its class
+    for r in dropped:
+        same = [k["typicality"] for k in view(out) if k["kept"] and k["label"] == r["label"]]
+        assert r["typicality"] <= min(same)
+
+    recipe = toy(out, {"rules": [rule | {"percentile": 25}]})
+    log = StageLog()
+    run_all(recipe, progress=False, log=log)
+    assert log.status("curate") == "skipped" and log.status("evaluate") == "skipped"
+
+    from synthset.stages import write_run_report
+
+    write_run_report(recipe, RunFolder(out))
+    html = (out / "report.html").read_text()
+    assert '<h2 id="curation">' in html and "Kept <b>90</b> of 120" in html
+    assert "dropped: rule1:typicality" in html and "Lowest and highest typicality" in html
+
+
+def test_auto_percentile_is_chosen_without_reading_the_test_split(
+    generated: Path, tmp_path: Path
+) -> None:
+    out = copy_run(generated, tmp_path)
+    rules = {"rules": [{"score": "label_agreement", "percentile": "auto"}]}
+    hidden = out / "real" / "test.hidden"
+    (out / "real" / "test").rename(hidden)
+    try:  # the test images are gone while curate runs: any read of one would fail
+        with pytest.raises(SynthsetError, match="test"):  # the leak check does read test
+            stage_curate(toy(out, rules), RunFolder(out), False)
+        no_test = rules | {"leak_check": {"splits": ["val"]}}
+        result = stage_curate(toy(out, no_test), RunFolder(out), False)
+    finally:
+        hidden.rename(out / "real" / "test")
+    assert result is not None
+    auto = result["auto"]["0"]
+    assert set(auto["val_accuracy"]) == {"0", "10", "20", "30", "40", "50"}
+    best = max(auto["val_accuracy"].values())
+    assert auto["val_accuracy"][f"{auto['chosen']:g}"] == best
+    assert result["kept"] == sum(r["kept"] for r in view(out))
+
+
+def test_near_duplicates_within_a_class_are_dropped(generated: Path, tmp_path: Path) -> None:
+    out = copy_run(generated, tmp_path)
+    rows = read_jsonl(out / "images" / "metadata.jsonl")
+    first, second = rows[0], rows[5]  # the same class, in item order
+    assert first["label"] == second["label"]
+    shutil.copyfile(out / "images" / first["file_name"], out / "images" / second["file_name"])
+    curate = {
+        "scorers": ["label_agreement"],
+        "dedup_similarity": 0.99,
+        "leak_check": {"splits": []},
+    }
+    stage_curate(toy(out, curate), RunFolder(out), False)
+    dropped = {r["item_id"]: r["reason"] for r in view(out) if not r["kept"]}
+    assert dropped.get(second["item_id"]) == "duplicate"
+    assert first["item_id"] not in dropped
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _recipe(curate: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "classes": {"dataset": "digits"},
+        "real": {"source": "digits"},
+        "generate": {"generator": {"kind": "tiny", "model": "m"}},
+        "curate": curate,
+    }
+
+
+@pytest.mark.parametrize(
+    ("curate", "fragment"),
+    [
+        ({"scorers": ["sharpness"]}, "curate.scorers.0"),
+        (
+            {"rules": [{"score": "label_agreement", "threshold": 1.5}]},
+            "a label_agreement threshold is a probability",
+        ),
+        ({"rules": [{"score": "typicality", "percentile": 120}]}, "percentile must be in [0, 100)"),
+        ({"scorers": ["clip"]}, "scorer 'clip' needs curate.clip_model"),
+        (
+            {"scorers": ["typicality"], "rules": [{"score": "label_agreement", "top_k": 3}]},
+            "add it to curate.scorers",
+        ),
+        ({"rules": [{"score": "typicality"}]}, "give exactly one of threshold"),
+    ],
+)
+def test_bad_curate_settings_are_one_line_errors(curate: dict, fragment: str) -> None:
+    with pytest.raises(SynthsetError) as err:
+        recipe_from_dict(_recipe(curate))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_rule_that_empties_a_class_names_it_and_its_best_score(
+    generated: Path, tmp_path: Path
+) -> None:
+    out = copy_run(generated, tmp_path)
+    curate = {"rules": [{"score": "label_agreement", "threshold": 1.0}]}
+    with pytest.raises(SynthsetError) as err:
+        stage_curate(toy(out, curate), RunFolder(out), False)
+    msg = str(err.value)
+    assert "of class '0'" in msg and "its best scores: label_agreement" in msg
+    assert "\n" not in msg
+
+
+def test_a_missing_clip_model_is_a_one_line_error(generated: Path, tmp_path: Path) -> None:
+    out = copy_run(generated, tmp_path)
+    curate = {"scorers": ["clip"], "clip_model": str(tmp_path / "no-clip")}
+    with pytest.raises(SynthsetError) as err:
+        stage_curate(toy(out, curate), RunFolder(out), False)
+    assert str(err.value).startswith("curate.clip_model") and "\n" not in str(err.value)
+
+
+def test_stage_generate_is_what_curate_needs(generated: Path, tmp_path: Path) -> None:
+    """The curate verb on a fresh folder brings generate up to date first."""
+    out = tmp_path / "fresh"
+    recipe = toy(out, {"scorers": ["label_agreement"], "leak_check": {"splits": []}})
+    assert stage_curate(recipe, RunFolder(out), False)["kept"] == 120
+    assert stage_generate(recipe, RunFolder(out), progress=False)["skipped"] == 120
+
+
+def test_overgeneration_keeps_the_best_planned_count_per_class(
+    generated: Path, tmp_path: Path
+) -> None:
+    """overgenerate 1.5 plans 18 per class (the first 12 are the same items as without it);
+    curation keeps the 12 with the highest label agreement."""
+    from synthset.cli import bundled_recipe
+
+    out = copy_run(generated, tmp_path)
+    curate = FAST | {"scorers": ["label_agreement"], "leak_check": {"splits": []}}
+    recipe = load_recipe(
+        bundled_recipe("digits"),
+        [f"output_dir={out}", *TOY, "generate.overgenerate=1.5", f"curate={json.dumps(curate)}"],
+    )
+    log = StageLog()
+    run_stage("curate", recipe, RunFolder(out), progress=False, log=log)
+    assert log.status("adapt") == "skipped"  # same model
+    rows = view(out)
+    assert len(rows) == 180
+    old = {r["item_id"] for r in read_jsonl(generated / "images" / "metadata.jsonl")}
+    assert old < {r["item_id"] for r in rows}  # the first 12 per class are the same items
+    for k in range(10):
+        mine = sorted((r for r in rows if r["label"] == k), key=lambda r: -r["label_agreement"])
+        assert [r["kept"] for r in mine] == [True] * 12 + [False] * 6
+        assert {r["reason"] for r in mine[12:]} == {"selection:top_k"}
+
+
+def test_overgeneration_without_curation_is_a_one_line_error() -> None:
+    data = _recipe({}) | {"curate": None}
+    data["generate"]["overgenerate"] = 1.2
+    with pytest.raises(SynthsetError, match="generate.overgenerate makes spare images"):
+        recipe_from_dict(data)
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_quotas_follow_the_weights_and_hand_on_what_a_generator_lacks() -> None:
+    from synthset.curate.ensemble import quotas
+
+    assert quotas(np.ones(3), 9, np.array([10, 10, 10])).tolist() == [3, 3, 3]
+    assert quotas(np.ones(3), 10, np.array([2, 10, 10])).tolist() == [2, 4, 4]
+    assert quotas(np.array([3.0, 1.0]), 8, np.array([10, 10])).tolist() == [6, 2]
+    assert quotas(np.ones(2), 50, np.array([3, 4])).tolist() == [3, 4]  # all there is
+
+
+def test_selection_modes_pick_by_share_score_and_complexity() -> None:
+    from synthset.curate.ensemble import select_class
+
+    idx = np.arange(12)
+    members = np.array(["a"] * 6 + ["b"] * 6, dtype=object)
+    rank = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.3, 0.2, 0.2, 0.1, 0.1])
+    top = select_class("top_k", idx, 4, rank, members, 0.1)
+    assert sorted(top.tolist()) == [0, 1, 2, 3]
+    equal = select_class("equal", idx, 4, rank, members, 0.1)
+    assert sorted(equal.tolist()) == [0, 1, 6, 7]  # two each, each generator's best
+    hot = select_class("temperature", idx, 6, rank, members, 0.1)
+    cold = select_class("temperature", idx, 6, rank, members, 10.0)
+    assert sum(members[hot] == "a") > sum(members[cold] == "a") >= 3
+    # complexity: mid-range typicality first, and never two copies of one image
+    typical = np.array([-10, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 50], dtype=float)
+    sim = np.eye(12)
+    sim[5, 6] = sim[6, 5] = 1.0  # 5 and 6 are the same picture
+    picked = select_class("complexity", idx, 4, rank, members, 0.1, typical, lambda i: sim[i][:, i])
+    assert not {5, 6} <= set(picked.tolist())
+    assert 0 not in picked and 11 not in picked  # the extremes stay out
+
+
+def test_generator_ensemble_is_selected_in_equal_shares(generated: Path, tmp_path: Path) -> None:
+    """Three tiny generators (different guidance), 30 per class; 'equal' keeps the same
+    number from each generator in every class."""
+    out = copy_run(generated, tmp_path)
+    members = [
+        {"name": f"g{i}", "kind": "tiny", "steps": 4, "guidance_scale": g}
+        for i, g in enumerate((1.0, 2.0, 3.0))
+    ]
+    curate = FAST | {
+        "scorers": ["label_agreement"],
+        "selection": "equal",
+        "target_per_class": 6,
+        "leak_check": {"splits": []},
+    }
+    data = toy(out, curate).model_dump(mode="json", exclude_none=True)
+    data["generate"] |= {"images_per_class": 30, "generators": members}
+    del data["generate"]["generator"]
+    recipe = recipe_from_dict(data)
+    stage_curate(recipe, RunFolder(out), False)
+    gen = {r["item_id"]: r["generator"] for r in read_jsonl(out / "images" / "metadata.jsonl")}
+    for k in range(10):
+        kept = [gen[r["item_id"]] for r in view(out) if r["kept"] and r["label"] == k]
+        assert sorted(kept) == ["g0", "g0", "g1", "g1", "g2", "g2"]
+    assert summary(out)["dropped_by_reason"] == {"selection:equal": 240}
