@@ -90,3 +90,16 @@ def digits_base(tmp_path_factory: pytest.TempPathFactory, digits_images: list) -
     names = [str(c) for c in range(10)]
     out = tmp_path_factory.mktemp("digits-base") / "base"
     return pretrain_tiny_base(digits_images, names, settings, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy digits run finished up to generate (tests copy it with ``helpers.copy_run``)."""
+    from helpers import toy_digits
+
+    from synthset.pipeline import run_stage
+    from synthset.store.run_folder import RunFolder
+
+    out = tmp_path_factory.mktemp("toy-digits") / "run"
+    run_stage("generate", toy_digits(out), RunFolder(out), progress=False)
+    return out

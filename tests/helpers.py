@@ -386,3 +386,40 @@ def make_full_run(tmp_path: Path) -> tuple[RunFolder, Recipe, dict[str, Any]]:
         "".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"
     )
     return run, recipe, {"cas": cas, "fidelity": fidelity, "trials": trials, "best": best}
+
+
+# ----------------------------------------------------------------------------- toy digits runs
+
+#: The digits demo at toy size: a barely trained model, so its digits are poor.
+TOY_DIGITS = [
+    "adapt.channels=[8, 16]",
+    "adapt.steps=30",
+    "adapt.batch_size=32",
+    "generate.images_per_class=12",
+    "generate.batch_size=60",
+    "generate.generator.steps=4",
+    "evaluate.epochs=2",
+    "evaluate.seeds=[0]",
+    "evaluate.train_sets=[synthetic]",
+    "report.enabled=false",
+]
+#: A reference classifier and proxies that train in seconds.
+FAST_CURATE = {"epochs": 3, "proxy_epochs": 2}
+
+
+def toy_digits(out: Path, curate: dict[str, Any] | None = None, *more: str) -> Recipe:
+    """The toy digits recipe writing to ``out``, with a curate section when given."""
+    from synthset.cli import bundled_recipe
+    from synthset.recipe import load_recipe
+
+    sets = [f"curate={json.dumps(FAST_CURATE | curate)}"] if curate is not None else []
+    return load_recipe(bundled_recipe("digits"), [f"output_dir={out}", *TOY_DIGITS, *sets, *more])
+
+
+def copy_run(generated: Path, tmp_path: Path) -> Path:
+    """A copy of a finished run folder (its stages stay current: paths inside are relative)."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(generated, out)
+    return out

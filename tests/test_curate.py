@@ -12,6 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from helpers import FAST_CURATE as FAST
+from helpers import TOY_DIGITS as TOY
+from helpers import copy_run
+from helpers import toy_digits as toy
 from PIL import Image
 
 from synthset.curate.base import ScoringContext
@@ -20,46 +24,9 @@ from synthset.data.splits import load_splits
 from synthset.errors import SynthsetError
 from synthset.evaluate.tensors import to_array
 from synthset.pipeline import StageLog, run_all, run_stage, stage_curate, stage_generate
-from synthset.recipe import CurateSpec, Recipe, load_recipe, recipe_from_dict
+from synthset.recipe import CurateSpec, load_recipe, recipe_from_dict
 from synthset.store.atomic import read_jsonl
 from synthset.store.run_folder import RunFolder
-
-#: The digits demo at toy size: a barely trained model, so its digits are poor.
-TOY = [
-    "adapt.channels=[8, 16]",
-    "adapt.steps=30",
-    "adapt.batch_size=32",
-    "generate.images_per_class=12",
-    "generate.batch_size=60",
-    "generate.generator.steps=4",
-    "evaluate.epochs=2",
-    "evaluate.seeds=[0]",
-    "evaluate.train_sets=[synthetic]",
-    "report.enabled=false",
-]
-FAST = {"epochs": 3, "proxy_epochs": 2}
-
-
-def toy(out: Path, curate: dict[str, Any] | None = None) -> Recipe:
-    from synthset.cli import bundled_recipe
-
-    more = [f"curate={json.dumps(FAST | curate)}"] if curate is not None else []
-    return load_recipe(bundled_recipe("digits"), [f"output_dir={out}", *TOY, *more])
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished toy run up to generate (copied by each test)."""
-    out = tmp_path_factory.mktemp("curate") / "run"
-    recipe = toy(out)
-    run_stage("generate", recipe, RunFolder(out), progress=False)
-    return out
-
-
-def copy_run(generated: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "run"
-    shutil.copytree(generated, out)
-    return out
 
 
 def view(out: Path) -> list[dict[str, Any]]:

@@ -316,6 +316,43 @@ def curate(
 
 @app.command()
 @friendly_errors
+def export(
+    recipe: RecipeArg,
+    format_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="imagefolder, webdataset, hf, parquet or stream (repeatable); default: the "
+            "recipe's export.formats.",
+        ),
+    ] = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", help="Folder for the formats (default: <run>/export).")
+    ] = None,
+    set_: SetOpt = None,
+    out_dir: OutOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write the synthetic set (its curated view, if any) in other tools' formats; a killed
+    export resumes."""
+    from synthset.pipeline import stage_export
+
+    more = [f"export.formats={json.dumps(format_)}"] if format_ else []
+    more += [f"export.out_dir={json.dumps(str(to))}"] if to is not None else []
+    r = _load(recipe, [*(set_ or []), *more], out_dir)
+    if r.export is None or not r.export.formats:
+        raise SynthsetError(
+            "export: no formats; give --format F or an export section (export: {formats: [...]})"
+        )
+    result = stage_export(r, _open(r), progress=not quiet)
+    assert result is not None
+    for fmt, info in result["formats"].items():
+        out.print(f"{fmt}: {info['dir']} ({info['seconds']} s)")
+
+
+@app.command()
+@friendly_errors
 def evaluate(
     recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
 ) -> None:

@@ -229,6 +229,15 @@ STAGES: tuple[Stage, ...] = (
         scratch=lambda run: [run.curate, run.cache / "tensors"],
     ),
     Stage(
+        "export",
+        stages.export_synthetic,
+        sections=("classes", "export"),
+        output=lambda run: run.export / "export.json",
+        needs=lambda r: ("classes", "generate", *(("curate",) if r.curate is not None else ())),
+        applies=lambda r: r.export is not None and bool(r.export.formats),
+        scratch=lambda run: [run.export],
+    ),
+    Stage(
         "evaluate",
         stages.evaluate_cas,
         sections=("classes", "real", "evaluate"),
@@ -459,6 +468,14 @@ def stage_curate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
     if run_stage("curate", recipe, run, progress) is None:
         return None
     return json.loads((run.curate / "curate.json").read_text())
+
+
+def stage_export(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """Write the kept synthetic images in the recipe's export formats, generating (and curating)
+    first what is missing; the summary (``export/export.json``), None without formats."""
+    if run_stage("export", recipe, run, progress) is None:
+        return None
+    return json.loads((run.export / "export.json").read_text())
 
 
 def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
 from synthset.recipe import GenerateSpec, GeneratorSpec, Recipe, dump_recipe
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 from synthset.store.curated import KEPT_FILE, kept_samples
-from synthset.store.imagefolder import read_samples, write_metadata
+from synthset.store.imagefolder import read_rows, read_samples, write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
 
@@ -404,6 +404,34 @@ def curate_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> d
     from synthset.curate.run import curate_images
 
     return curate_images(recipe, run, progress)
+
+
+def kept_rows(recipe: Recipe, run: RunFolder) -> list[dict[str, Any]]:
+    """The rows of the synthetic index that the curated view keeps (all without curation)."""
+    rows = read_rows(run.images)
+    if recipe.curate is None:
+        return rows
+    from synthset.store.curated import kept_rows as view_rows
+
+    kept = {r["item_id"] for r in view_rows(run.curate)}
+    return [r for r in rows if r.get("item_id") in kept]
+
+
+def export_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Write the kept images in every format of ``export.formats``."""
+    from synthset.export.run import export_all
+
+    assert recipe.export is not None
+    summary = export_all(
+        recipe.export,
+        kept_rows(recipe, run),
+        read_classes(run.classes),
+        run.images,
+        run.export,
+        recipe.seed,
+        progress,
+    )
+    return {"images": summary["images"], "formats": list(summary["formats"])}
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -5,6 +5,7 @@ from synthset.recipe.base import Strict
 from synthset.recipe.curate import CurateSpec, LeakSpec, RuleSpec
 from synthset.recipe.data import ClassesSpec, RealDataSpec
 from synthset.recipe.evaluate import EvaluateSpec, FidelitySpec, ReportSpec
+from synthset.recipe.export import ExportSpec
 from synthset.recipe.generate import (
     EnsembleMember,
     GenerateSpec,
@@ -36,6 +37,7 @@ __all__ = [
     "CurateSpec",
     "EnsembleMember",
     "EvaluateSpec",
+    "ExportSpec",
     "FidelitySpec",
     "GenerateSpec",
     "GeneratorSpec",

@@ -130,6 +130,13 @@ class CurateSpec(Strict):
     classifier: str = Field(
         "small_cnn", description="The reference classifier's architecture (as evaluate's)."
     )
+    batchnorm: Literal["synthetic", "real"] = Field(
+        "synthetic",
+        description="label_agreement: the reference's batch-norm statistics re-estimated on the "
+        "synthetic images (AdaBN), so a global shift (bolder, brighter) is not read as a wrong "
+        "label; 'real' keeps the real-train statistics (on the digits benchmark they put most "
+        "generated digits of several classes under 0.3).",
+    )
     epochs: int = Field(20, ge=1, description="Epochs of the reference classifier.")
     proxy_epochs: int = Field(10, ge=1, description="Epochs of each 'auto' proxy classifier.")
     clip_model: str | None = Field(

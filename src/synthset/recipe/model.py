@@ -14,6 +14,7 @@ from synthset.recipe.base import Strict, _model_in
 from synthset.recipe.curate import CurateSpec
 from synthset.recipe.data import ClassesSpec, RealDataSpec
 from synthset.recipe.evaluate import EvaluateSpec, ReportSpec
+from synthset.recipe.export import ExportSpec
 from synthset.recipe.generate import GenerateSpec
 from synthset.recipe.prompts import PromptsSpec
 
@@ -176,6 +177,9 @@ class Recipe(Strict):
         description="'synthset curate': score the synthetic images and keep the good ones "
         "(a view evaluation reads; nothing is deleted).",
     )
+    export: ExportSpec | None = Field(
+        None, description="'synthset export': the synthetic set in other tools' formats."
+    )
     evaluate: EvaluateSpec | None = None
     report: ReportSpec = ReportSpec()
     tune: TuneSpec | None = Field(
@@ -227,6 +231,8 @@ class Recipe(Strict):
                 "generate.overgenerate makes spare images for curation to choose from: add a "
                 "'curate' section or remove overgenerate"
             )
+        if self.export is not None and self.generate is None:
+            raise ValueError("'export' writes the run's generated images: add a 'generate' section")
         if self.curate is not None:
             if self.generate is None or self.real is None:
                 raise ValueError(

@@ -83,6 +83,11 @@ class RunFolder:
         return self.root / "curate"
 
     @property
+    def export(self) -> Path:
+        """``export.json`` (what each format holds) and, by default, one folder per format."""
+        return self.root / "export"
+
+    @property
     def evaluate(self) -> Path:
         return self.root / "evaluate"
 

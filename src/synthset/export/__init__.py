@@ -1,0 +1,1 @@
+"""Exports: the synthetic set (its curated view, when there is one) in other tools' formats."""

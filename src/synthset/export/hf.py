@@ -1,0 +1,101 @@
+"""Hugging Face ``datasets``: ``hf`` is a ``save_to_disk`` folder (``load_from_disk`` reads it),
+``parquet`` one Parquet file with the images embedded (``load_dataset("parquet", ...)``). The
+rows stream through ``Dataset.from_generator`` (Arrow batches on disk), so memory does not grow
+with the set; each is written beside its destination and renamed into place. With
+``export.push_to_hub`` the set is also pushed, with the token from ``export.token_env``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from synthset.errors import SynthsetError, first_line
+from synthset.export.base import ExportJob, close_folder, finished_info, open_folder, sample_json
+from synthset.store.atomic import temp_path
+
+EXTRA_COLUMNS = ("prompt", "seed", "generator")
+
+
+def _dataset(job: ExportJob, cache: Path) -> Any:
+    try:
+        from datasets import ClassLabel, Dataset, Features, Image, Value
+    except ImportError:
+        raise SynthsetError(
+            "export formats hf and parquet need the datasets package: "
+            "pip install 'synthset[export]'"
+        ) from None
+    features = Features(
+        {
+            "image": Image(),
+            "label": ClassLabel(names=job.class_names),
+            "item_id": Value("string"),
+            "prompt": Value("string"),
+            "seed": Value("int64"),
+            "generator": Value("string"),
+        }
+    )
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for it in job.items:
+            meta = sample_json(it)
+            yield {
+                "image": {"bytes": it.path.read_bytes(), "path": Path(it.file_name).name},
+                "label": it.label,
+                "item_id": it.item_id,
+                **{k: meta.get(k) for k in EXTRA_COLUMNS},
+            }
+
+    return Dataset.from_generator(rows, features=features, cache_dir=str(cache))
+
+
+def _push(ds: Any, job: ExportJob) -> str | None:
+    repo = job.spec.push_to_hub
+    if repo is None:
+        return None
+    token = os.environ.get(job.spec.token_env)
+    if not token:
+        raise SynthsetError(
+            f"export.push_to_hub {repo}: set the environment variable {job.spec.token_env} "
+            "(export.token_env) to a Hub token with write access"
+        )
+    try:
+        ds.push_to_hub(repo, token=token)
+    except Exception as exc:  # network, permissions: one line, the token never printed
+        raise SynthsetError(f"export.push_to_hub {repo}: {first_line(exc)}") from None
+    return repo
+
+
+def export_hf(job: ExportJob, dest: Path) -> dict[str, Any]:
+    fp = job.digest("hf", job.spec.push_to_hub)
+    if open_folder(dest, fp):
+        return finished_info(dest)
+    with tempfile.TemporaryDirectory(dir=dest) as work:
+        ds = _dataset(job, Path(work) / "cache")
+        target = dest / "dataset"
+        tmp = temp_path(target)
+        ds.save_to_disk(str(tmp))
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+        pushed = _push(ds, job)
+    info = {"format": "hf", "rows": len(job.items), "path": "dataset", "pushed_to": pushed}
+    close_folder(dest, fp, info)
+    return info
+
+
+def export_parquet(job: ExportJob, dest: Path) -> dict[str, Any]:
+    fp = job.digest("parquet")
+    if open_folder(dest, fp):
+        return finished_info(dest)
+    with tempfile.TemporaryDirectory(dir=dest) as work:
+        ds = _dataset(job, Path(work) / "cache")
+        target = dest / "data.parquet"
+        tmp = temp_path(target)
+        ds.to_parquet(str(tmp))
+        os.replace(tmp, target)
+    info = {"format": "parquet", "rows": len(job.items), "path": "data.parquet"}
+    close_folder(dest, fp, info)
+    return info

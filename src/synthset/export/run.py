@@ -1,0 +1,50 @@
+"""The export stage: every format of ``export.formats`` into ``<out_dir>/<format>/``, and a
+summary (``export/export.json`` in the run folder) of what each holds and how long it took."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from synthset.classes import ClassInfo
+from synthset.export.base import ExportItem, ExportJob
+from synthset.export.registry import EXPORTERS
+from synthset.recipe import ExportSpec
+from synthset.store.atomic import atomic_write_json
+
+SUMMARY = "export.json"
+
+
+def export_all(
+    spec: ExportSpec,
+    rows: list[dict[str, Any]],
+    classes: list[ClassInfo],
+    images_root: Path,
+    default_dir: Path,
+    seed: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write each format; ``rows``: the kept rows of the synthetic index (with ``path``)."""
+    names = [c.name for c in classes]
+    items = [
+        ExportItem(
+            item_id=str(r["item_id"]),
+            path=Path(r["path"]),
+            label=int(r["label"]),
+            class_name=names[int(r["label"])],
+            file_name=str(r["file_name"]),
+            meta=r,
+        )
+        for r in rows
+    ]
+    job = ExportJob(items, names, images_root, spec, seed, progress)
+    out = Path(spec.out_dir) if spec.out_dir is not None else default_dir
+    done: dict[str, Any] = {}
+    for fmt in spec.formats:
+        start = time.perf_counter()
+        info = EXPORTERS.load(fmt)(job, out / fmt)
+        done[fmt] = info | {"seconds": round(time.perf_counter() - start, 3), "dir": str(out / fmt)}
+    summary = {"images": len(items), "formats": done}
+    atomic_write_json(default_dir / SUMMARY, summary)
+    return summary
