@@ -239,7 +239,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Tiny steps: checks the plumbing.")
     parser.add_argument("--base-steps", type=int, default=1500)
     parser.add_argument("--base-batch", type=int, default=64)
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="Combine result files of separate runs (e.g. per seed or setting) into --json.",
+    )
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.json)
+        return
 
     import torch
 
@@ -315,6 +324,27 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v["summary"] for k, v in results.items()}, indent=2))
+
+
+def merge(files: list[Path], out: Path) -> None:
+    """One result file from several runs' files: every (setting, seed) row, summaries redone."""
+    merged: dict[str, Any] | None = None
+    for path in files:
+        data = json.loads(path.read_text())
+        if merged is None:
+            merged = data | {"settings": {}}
+        for setting, block in data["settings"].items():
+            rows = merged["settings"].setdefault(setting, {"per_seed": {}})["per_seed"]
+            rows.update(block["per_seed"])
+    assert merged is not None
+    for block in merged["settings"].values():
+        block["per_seed"] = dict(sorted(block["per_seed"].items()))
+        block["summary"] = summarize(block["per_seed"])
+    seeds = sorted({int(s) for b in merged["settings"].values() for s in b["per_seed"]})
+    merged["seeds"] = seeds
+    merged["command"] = "python benchmarks/adapt_digits.py --seeds " + " ".join(map(str, seeds))
+    merged.pop("status", None)
+    out.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:

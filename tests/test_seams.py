@@ -57,6 +57,14 @@ def test_curation_scorers_registry_matches_the_recipe() -> None:
         assert isinstance(SCORERS.load(name), type)
 
 
+def test_export_formats_registry_matches_the_recipe() -> None:
+    from synthset.export.registry import EXPORTERS
+    from synthset.recipe.export import ExportFormat
+
+    assert set(get_args(ExportFormat)) == set(EXPORTERS.names())
+    assert all(callable(EXPORTERS.load(name)) for name in EXPORTERS.names())
+
+
 def test_an_unknown_name_is_a_one_line_error_listing_the_choices() -> None:
     with pytest.raises(SynthsetError) as err:
         GENERATORS.load("dalle")
