@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,33 +69,29 @@ def _push(ds: Any, job: ExportJob) -> str | None:
     return repo
 
 
-def export_hf(job: ExportJob, dest: Path) -> dict[str, Any]:
-    fp = job.digest("hf", job.spec.push_to_hub)
+def _export(
+    job: ExportJob, dest: Path, fmt: str, name: str, write: Callable[[Any, Path], Any]
+) -> dict[str, Any]:
+    """Build the dataset, ``write(ds, tmp)`` it beside ``dest/name`` and rename it into place."""
+    fp = job.digest(fmt, job.spec.push_to_hub if fmt == "hf" else None)
     if open_folder(dest, fp):
         return finished_info(dest)
     with tempfile.TemporaryDirectory(dir=dest) as work:
         ds = _dataset(job, Path(work) / "cache")
-        target = dest / "dataset"
+        target = dest / name
         tmp = temp_path(target)
-        ds.save_to_disk(str(tmp))
+        write(ds, tmp)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(tmp, target)
-        pushed = _push(ds, job)
-    info = {"format": "hf", "rows": len(job.items), "path": "dataset", "pushed_to": pushed}
+        pushed = _push(ds, job) if fmt == "hf" else None
+    info = {"format": fmt, "rows": len(job.items), "path": name, "pushed_to": pushed}
     close_folder(dest, fp, info)
     return info
+
+
+def export_hf(job: ExportJob, dest: Path) -> dict[str, Any]:
+    return _export(job, dest, "hf", "dataset", lambda ds, tmp: ds.save_to_disk(str(tmp)))
 
 
 def export_parquet(job: ExportJob, dest: Path) -> dict[str, Any]:
-    fp = job.digest("parquet")
-    if open_folder(dest, fp):
-        return finished_info(dest)
-    with tempfile.TemporaryDirectory(dir=dest) as work:
-        ds = _dataset(job, Path(work) / "cache")
-        target = dest / "data.parquet"
-        tmp = temp_path(target)
-        ds.to_parquet(str(tmp))
-        os.replace(tmp, target)
-    info = {"format": "parquet", "rows": len(job.items), "path": "data.parquet"}
-    close_folder(dest, fp, info)
-    return info
+    return _export(job, dest, "parquet", "data.parquet", lambda ds, tmp: ds.to_parquet(str(tmp)))
