@@ -187,12 +187,14 @@ def test_evaluation_trains_on_the_view_and_a_new_rule_does_not_rescore(
     out = copy_run(generated, tmp_path)
     rule = {"score": "typicality", "percentile": 50}
     log = StageLog()
-    run_all(toy(out, {"rules": [rule]}), progress=False, log=log)
+    before_after = "evaluate.train_sets=[synthetic, uncurated]"
+    run_all(toy(out, {"rules": [rule]}, before_after), progress=False, log=log)
     assert log.status("curate") == "ran" and log.status("evaluate") == "ran"
     kept = [r for r in view(out) if r["kept"]]
     assert len(kept) == 60  # half of each class's 12
     cas = json.loads((out / "evaluate" / "cas.json").read_text())
     assert cas["train_sets"]["synthetic"]["summary"]["n_synthetic"] == 60
+    assert cas["train_sets"]["uncurated"]["summary"]["n_synthetic"] == 120
     scores = out / "curate" / "scores.jsonl"
     stamp = scores.stat().st_mtime_ns
 
@@ -440,3 +442,9 @@ def test_label_agreement_reads_globally_shifted_images_with_their_own_statistics
     fixed = LabelAgreement(kept_stats.spec).score(kept_stats)
     assert adapted.mean() > fixed.mean() + 0.1
     assert adapted.mean() > 0.6
+
+
+def test_uncurated_needs_a_curate_section() -> None:
+    data = _recipe({}) | {"curate": None, "evaluate": {"train_sets": ["uncurated"]}}
+    with pytest.raises(SynthsetError, match="'uncurated' is the set before curation"):
+        recipe_from_dict(data)

@@ -465,7 +465,8 @@ def synthetic_index(recipe: Recipe, run: RunFolder) -> Path:
 
 def uses_synthetic(recipe: Recipe) -> bool:
     """Does CAS train on synthetic images (and so need them)?"""
-    return recipe.evaluate is not None and any("synthetic" in s for s in recipe.evaluate.train_sets)
+    sets = recipe.evaluate.train_sets if recipe.evaluate is not None else []
+    return any("synthetic" in s or s == "uncurated" for s in sets)
 
 
 def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
@@ -479,6 +480,7 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
     classes = read_classes(run.classes)
     real = load_splits(run.real / "splits.json")
     synthetic = synthetic_set(recipe, run) if uses_synthetic(recipe) else []
+    uncurated = read_samples(run.images) if "uncurated" in spec.train_sets else None
     names = [c.name for c in classes]
     (run.evaluate / "metrics.jsonl").unlink(missing_ok=True)  # a rerun logs afresh
     tracker = build_trackers(spec.trackers, run.root, recipe.model_dump(mode="json"))
@@ -492,6 +494,7 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
             progress,
             epoch_logger(tracker),
             run.cache / "tensors",
+            uncurated,
         )
     finally:
         tracker.close()

@@ -82,8 +82,10 @@ class StudySets:
         channels: int,
         class_names: list[str],
         cache_dir: Path | None = None,
+        uncurated: Samples | None = None,
     ) -> None:
         self.sources = {f"real {k}": v for k, v in real.items()} | {"synthetic": synthetic}
+        self.sources["uncurated"] = uncurated or []
         self.size, self.channels, self.class_names = size, channels, class_names
         self.cache: dict[str, TensorSet] = {}
         self.cache_dir = cache_dir
@@ -100,12 +102,12 @@ class StudySets:
 
     def _part(self, name: str, label: str) -> TensorSet:
         if not self.sources.get(name):
-            what = "synthetic images" if name == "synthetic" else "real train images"
+            what = "real train images" if name.startswith("real") else f"{name} synthetic images"
             raise SynthsetError(f"CAS train set {label!r} has no data: there are no {what}")
         data = self(name)
         fix = (
             "generate images for it (check generate.images_per_class)"
-            if name == "synthetic"
+            if not name.startswith("real")
             else "add real images of it or drop the class"
         )
         check_every_class(data, self.class_names, f"CAS {name} set", fix)
@@ -118,7 +120,11 @@ class StudySets:
         real = self._part("real train", train_set.label) if needs_real else None
         if real is not None and train_set.real_subset is not None:
             real = real_subset(real, train_set.real_subset, k)
-        syn = self._part("synthetic", train_set.label) if train_set.uses_synthetic else None
+        syn = (
+            self._part(train_set.synthetic_source, train_set.label)
+            if train_set.uses_synthetic
+            else None
+        )
         if syn is not None and train_set.synthetic_multiplier is not None:
             assert real is not None
             syn = synthetic_subset(syn, real, train_set.synthetic_multiplier, k)
@@ -141,12 +147,14 @@ def run_cas(
     progress: bool = True,
     on_epoch: Callable[[str, int, int, float, float], None] | None = None,
     cache_dir: Path | None = None,
+    uncurated: Samples | None = None,
 ) -> dict[str, Any]:
     """Train on every set of the study for each seed, test on ``real['test']``; write
     ``out_dir/cas.json`` and ``out_dir/cas.csv`` and return the result dict.
 
     ``on_epoch(train_set, seed, epoch, val_accuracy, val_loss)`` sees every epoch (trackers);
-    ``cache_dir`` keeps decoded images as memory-mapped files for later runs."""
+    ``cache_dir`` keeps decoded images as memory-mapped files for later runs; ``uncurated``:
+    every generated image, for the ``uncurated`` train set."""
     num_classes = len(class_names)
     if num_classes < 2:
         raise SynthsetError(f"CAS needs at least 2 classes (got {num_classes})")
@@ -160,7 +168,7 @@ def run_cas(
     size, channels = infer_format(reference, "real train")
     size, channels = spec.image_size or size, spec.channels or channels
     device = resolve_device(spec.device)
-    sets = StudySets(real, synthetic, size, channels, list(class_names), cache_dir)
+    sets = StudySets(real, synthetic, size, channels, list(class_names), cache_dir, uncurated)
     val, test = sets("real val"), sets("real test")
     build_classifier(spec.classifier, num_classes, channels, size)  # fail fast on a bad name
     study = study_sets(spec)

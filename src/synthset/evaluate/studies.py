@@ -23,18 +23,23 @@ class TrainSetSpec:
     """One training set of a study: what it is made of (before the images are picked)."""
 
     label: str
-    kind: str  # real | synthetic | real+synthetic
+    kind: str  # real | synthetic | real+synthetic | uncurated (every generated image)
     real_subset: float | None = None
     synthetic_multiplier: float | None = None
     real_batch_fraction: float | None = None
 
     @property
     def uses_real(self) -> bool:
-        return self.kind != "synthetic"
+        return self.kind not in ("synthetic", "uncurated")
 
     @property
     def uses_synthetic(self) -> bool:
         return self.kind != "real"
+
+    @property
+    def synthetic_source(self) -> str:
+        """Which synthetic images it trains on: the (curated) set, or all generated ones."""
+        return "uncurated" if self.kind == "uncurated" else "synthetic"
 
 
 def _fmt(x: float) -> str:

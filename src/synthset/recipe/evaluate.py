@@ -63,8 +63,11 @@ class FidelitySpec(Strict):
 class EvaluateSpec(Strict):
     """Classification Accuracy Score: train on each set, test on held-out real images."""
 
-    train_sets: list[Literal["real", "synthetic", "real+synthetic"]] = Field(
-        ["real", "synthetic", "real+synthetic"], min_length=1
+    train_sets: list[Literal["real", "synthetic", "real+synthetic", "uncurated"]] = Field(
+        ["real", "synthetic", "real+synthetic"],
+        min_length=1,
+        description="'synthetic' is the curated view when the recipe curates; 'uncurated' "
+        "(with a curate section) trains on every generated image, for the before/after.",
     )
     classifier: str = Field(
         "small_cnn",

@@ -252,6 +252,11 @@ class Recipe(Strict):
         if self.evaluate is not None:
             if self.real is None:
                 raise ValueError("'evaluate' tests on real images: add a 'real' section")
+            if "uncurated" in self.evaluate.train_sets and self.curate is None:
+                raise ValueError(
+                    "evaluate.train_sets 'uncurated' is the set before curation: add a 'curate' "
+                    "section or drop it"
+                )
             wants_synthetic = any("synthetic" in s for s in self.evaluate.train_sets)
             if wants_synthetic and self.generate is None and self.evaluate.synthetic_dir is None:
                 raise ValueError(
