@@ -44,14 +44,16 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
 
 
-def overrides(seed: int, out: Path, quick: bool, guidance: float) -> list[str]:
+def overrides(
+    seed: int, out: Path, quick: bool, guidance: float, classifier_seeds: list[int]
+) -> list[str]:
     sets = [
         f"output_dir={out}",
         f"seed={seed}",
         f"generate.generator.guidance_scale={guidance}",
         "generate.images_per_class=200",
         "evaluate.train_sets=[synthetic, real+synthetic]",
-        "evaluate.seeds=[0]",
+        f"evaluate.seeds={json.dumps(classifier_seeds)}",
         "report.enabled=false",
     ]
     if quick:
@@ -59,7 +61,14 @@ def overrides(seed: int, out: Path, quick: bool, guidance: float) -> list[str]:
     return sets
 
 
-def run_seed(seed: int, root: Path, quick: bool, guidance: float) -> dict[str, Any]:
+def run_seed(
+    seed: int,
+    root: Path,
+    quick: bool,
+    guidance: float,
+    rules: list[str],
+    classifier_seeds: list[int],
+) -> dict[str, Any]:
     from synthset.cli import bundled_recipe
     from synthset.errors import SynthsetError
     from synthset.pipeline import run_all
@@ -67,8 +76,9 @@ def run_seed(seed: int, root: Path, quick: bool, guidance: float) -> dict[str, A
 
     out = root / f"seed{seed}"
     rows: dict[str, Any] = {}
-    for name, curate in RULES.items():
-        sets = overrides(seed, out, quick, guidance)
+    for name in rules:
+        curate = RULES[name]
+        sets = overrides(seed, out, quick, guidance, classifier_seeds)
         if curate is not None:
             extra = {"epochs": 10, "proxy_epochs": 3} if quick else {}
             sets.append(f"curate={json.dumps(curate | extra)}")
@@ -86,6 +96,10 @@ def run_seed(seed: int, root: Path, quick: bool, guidance: float) -> dict[str, A
                 k: round(v["summary"]["test_accuracy_mean"], 4)
                 for k, v in cas["train_sets"].items()
             },
+            "per_classifier_seed": {
+                k: [round(r["test_accuracy"], 4) for r in v["runs"]]
+                for k, v in cas["train_sets"].items()
+            },
             "seconds": round(time.perf_counter() - start, 1),
         }
         if curate is not None:
@@ -101,10 +115,10 @@ def run_seed(seed: int, root: Path, quick: bool, guidance: float) -> dict[str, A
     return rows
 
 
-def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def summarize(per_seed: dict[str, dict[str, Any]], rules: list[str]) -> dict[str, Any]:
     """Mean ± std over seeds of each rule's CAS, its gain over no curation, the kept fraction."""
     out: dict[str, Any] = {}
-    for name in RULES:
+    for name in rules:
         pairs = [(r[name], r["none"]) for r in per_seed.values() if "error" not in r[name]]
         if not pairs:
             out[name] = {"error": "failed on every seed"}
@@ -134,20 +148,36 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/curate-digits"))
     parser.add_argument("--json", type=Path, default=RESULTS / "curate_digits.json")
     parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument(
+        "--rules", nargs="+", default=list(RULES), choices=list(RULES), help="'none' is needed."
+    )
+    parser.add_argument(
+        "--classifier-seeds", type=int, nargs="+", default=[0], help="CAS seeds per recipe seed."
+    )
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: checks the plumbing.")
     args = parser.parse_args()
+    rules = ["none", *[r for r in args.rules if r != "none"]]
 
     import torch
 
-    per_seed = {str(s): run_seed(s, args.out, args.quick, args.guidance) for s in args.seeds}
-    summary = summarize(per_seed)
+    per_seed = {
+        str(s): run_seed(s, args.out, args.quick, args.guidance, rules, args.classifier_seeds)
+        for s in args.seeds
+    }
+    summary = summarize(per_seed, rules)
     best = max(
-        (n for n in RULES if n != "none" and "error" not in summary[n]),
+        (n for n in rules if n != "none" and "error" not in summary[n]),
         key=lambda n: summary[n]["synthetic gain"]["mean"],
     )
     result = {
         "benchmark": "curate_digits",
-        "command": "python benchmarks/curate_digits.py --seeds " + " ".join(map(str, args.seeds)),
+        "command": "python benchmarks/curate_digits.py --seeds "
+        + " ".join(map(str, args.seeds))
+        + " --rules "
+        + " ".join(f"'{r}'" for r in rules)
+        + " --classifier-seeds "
+        + " ".join(map(str, args.classifier_seeds)),
+        "classifier_seeds": args.classifier_seeds,
         "seeds": args.seeds,
         "quick": args.quick,
         "generator": f"digits demo, guidance_scale {args.guidance}, 200 images per class",

@@ -382,3 +382,25 @@ def test_tune_needs_one_text_conditioned_generator(
     with pytest.raises(SynthsetError) as err:
         recipe_from_dict(data)
     assert "\n" not in str(err.value) and "'tune' searches one" in str(err.value)
+
+
+def test_trials_of_a_curating_recipe_train_on_what_curation_keeps(tmp_path: Path) -> None:
+    """Each trial's proxy sees only the images its curation keeps (half, by a fixed rule); the
+    leak check looks at val only, so a destroyed test split is never missed."""
+    data = toy(tmp_path / "run", n_trials=2)
+    data["curate"] = {
+        "scorers": ["typicality"],
+        "rules": [{"score": "typicality", "percentile": 50}],
+        "epochs": 2,
+    }
+    recipe = recipe_from_dict(data)
+    run = open_run(recipe)
+    stage_data(recipe, run)
+    shutil.rmtree(run.real / "test")  # tuning must not need it, curation included
+    run_tune(recipe)
+    views = sorted((tmp_path / "run" / "tune").rglob("curate/kept.jsonl"))
+    assert len(views) == 2
+    for view in views:
+        rows = [json.loads(line) for line in view.read_text().splitlines()]
+        assert len(rows) == 50 and sum(r["kept"] for r in rows) == 30  # 5 per class → 3 kept
+        assert {r["reason"] for r in rows if not r["kept"]} == {"rule1:typicality:percentile=50"}

@@ -264,7 +264,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "tune",
         _tune,
-        sections=("classes", "real", "adapt", "prompts", "generate", "evaluate", "tune"),
+        sections=("classes", "real", "adapt", "prompts", "generate", "curate", "evaluate", "tune"),
         output=lambda run: run.tune / "best.json",
         needs=lambda r: ("classes", "data", "adapt", "prompts"),
         applies=lambda r: r.tune is not None,

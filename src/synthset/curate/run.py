@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,34 +37,62 @@ SCORES_FILE = "scores.jsonl"
 SCORES_META = "scores.json"
 
 
-def curate_images(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
-    """Run the stage; returns what its marker records."""
+def effective_spec(recipe: Recipe) -> CurateSpec:
+    """The curate section, with ``target_per_class`` defaulting to ``images_per_class`` when
+    the plan over-generates."""
+    spec, gen = recipe.curate, recipe.generate
+    assert spec is not None and gen is not None
+    if spec.target_per_class is None and gen.overgenerate > 1:  # keep the planned count's best
+        spec = spec.model_copy(update={"target_per_class": gen.images_per_class})
+    return spec
+
+
+def scoring_context(
+    recipe: Recipe, run: RunFolder, rows: list[dict[str, Any]], progress: bool
+) -> ScoringContext:
+    """What the scorers need for ``rows``, against ``run``'s real train/val split; the
+    reference classifier is kept in ``run``'s curate folder."""
     from synthset.data.splits import load_splits
     from synthset.devices import resolve_device
 
-    spec = recipe.curate
-    assert spec is not None and recipe.generate is not None
-    gen = recipe.generate
-    if spec.target_per_class is None and gen.overgenerate > 1:  # keep the planned count's best
-        spec = spec.model_copy(update={"target_per_class": gen.images_per_class})
-    out = run.curate
-    out.mkdir(parents=True, exist_ok=True)
-    rows = read_rows(run.images)
-    real = load_splits(run.real / "splits.json", names=("train", "val"))
-    ctx = ScoringContext(
+    spec = effective_spec(recipe)
+    run.curate.mkdir(parents=True, exist_ok=True)
+    return ScoringContext(
         spec=spec,
         synthetic=rows,
-        real=real,
+        real=load_splits(run.real / "splits.json", names=("train", "val")),
         class_names=[c.name for c in read_classes(run.classes)],
-        cache_dir=out,
+        cache_dir=run.curate,
         tensor_cache=run.cache / "tensors",
         device=resolve_device(spec.device),
         seed=recipe.seed,
         progress=progress,
         evaluate=recipe.evaluate or EvaluateSpec(),
     )
-    data_digest = inputs_digest([run.images / "metadata.jsonl", run.real / "splits.json"])
-    cache = ScoreCache(out, [r["item_id"] for r in rows], data_digest)
+
+
+@dataclass
+class Selection:
+    """What curation decided for a set of rows."""
+
+    kept: np.ndarray
+    reasons: list[str | None]
+    scores: Scores
+    leaks: list[dict[str, Any]]
+    auto: dict[int, dict[str, Any]]
+    timing: dict[str, float]
+
+
+def select(
+    ctx: ScoringContext,
+    cache: ScoreCache,
+    splits_file: Path,
+    leak_splits: list[str],
+    fixed: dict[int, float] | None = None,
+) -> Selection:
+    """Score ``ctx.synthetic`` (cached), find leaks of ``leak_splits``, choose the 'auto'
+    percentiles on real val (or take them from ``fixed``), apply the rules."""
+    spec = ctx.spec
     scores: Scores = {}
     timing: dict[str, float] = {}
     for name in spec.scorers:
@@ -74,16 +103,59 @@ def curate_images(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict
         timing[name] = seconds
     if ctx.reference_seconds:
         timing["reference_classifier"] = ctx.reference_seconds
-    leaks, matches, timing["leak_check"] = find_leaks(spec, ctx, run, cache)
+    leaks, matches, timing["leak_check"] = find_leaks(ctx, cache, splits_file, leak_splits)
+    rows = ctx.synthetic
     labels = np.array([r["label"] for r in rows], dtype=np.int64)
     members = np.array([str(r.get("generator", "")) for r in rows], dtype=object)
     similar = _similarity(ctx)
-    auto = choose_percentiles(spec, ctx, scores, labels, leaks, members, similar)
-    percentiles = {i: a["chosen"] for i, a in auto.items()}
+    if fixed is None:
+        auto = choose_percentiles(spec, ctx, scores, labels, leaks, members, similar)
+        percentiles = {i: a["chosen"] for i, a in auto.items()}
+    else:
+        auto, percentiles = {}, fixed
     kept, reasons = decide(
         spec, scores, labels, ctx.class_names, leaks, percentiles, members, similar
     )
     check_minimum(spec, kept, labels, scores, ctx.class_names)
+    return Selection(kept, reasons, scores, matches, auto, timing)
+
+
+def curate_images(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Run the stage; returns what its marker records."""
+    rows = read_rows(run.images)
+    ctx = scoring_context(recipe, run, rows, progress)
+    spec, out = ctx.spec, run.curate
+    data_digest = inputs_digest([run.images / "metadata.jsonl", run.real / "splits.json"])
+    cache = ScoreCache(out, [r["item_id"] for r in rows], data_digest)
+    sel = select(ctx, cache, run.real / "splits.json", list(spec.leak_check.splits))
+    view = write_view(out, rows, sel)
+    summary = _summary(spec, ctx, view, sel.leaks, sel.auto, sel.timing, len(rows))
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    log.info("curate: kept %d of %d images", summary["kept"], summary["images"])
+    return {"kept": summary["kept"], "images": summary["images"], "leaks": summary["leaks"]}
+
+
+def curate_trial(
+    recipe: Recipe, run: RunFolder, trial_dir: Path, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows of a tune trial's images that the recipe's curation keeps: scored like the
+    run's (the run's reference classifier, scores cached in ``trial_dir/curate``), the fixed
+    rules, dedup and selection, leaks of real val only (tuning never reads test). 'auto'
+    percentiles count as 0 here: choosing one takes proxies of its own per trial."""
+    ctx = scoring_context(recipe, run, rows, progress=False)
+    fixed = {i: 0.0 for i, r in enumerate(ctx.spec.rules) if r.percentile == "auto"}
+    folder = trial_dir / "curate"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = inputs_digest([trial_dir / "images" / "metadata.jsonl", run.real / "splits.json"])
+    cache = ScoreCache(folder, [r["item_id"] for r in rows], digest)
+    leak_splits = [s for s in ctx.spec.leak_check.splits if s == "val"]
+    sel = select(ctx, cache, run.real / "splits.json", leak_splits, fixed)
+    write_view(folder, rows, sel)
+    return [r for r, k in zip(rows, sel.kept, strict=True) if k]
+
+
+def write_view(folder: Path, rows: list[dict[str, Any]], sel: Selection) -> list[dict[str, Any]]:
+    """``folder/kept.jsonl``: every row with kept, reason and scores; returns the rows."""
     view = [
         {
             "item_id": r["item_id"],
@@ -91,15 +163,12 @@ def curate_images(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict
             "label": r["label"],
             "kept": bool(k),
             "reason": why,
-            **{s: round(float(v[i]), 6) for s, v in scores.items()},
+            **{s: round(float(v[i]), 6) for s, v in sel.scores.items()},
         }
-        for i, (r, k, why) in enumerate(zip(rows, kept, reasons, strict=True))
+        for i, (r, k, why) in enumerate(zip(rows, sel.kept, sel.reasons, strict=True))
     ]
-    write_jsonl(out / KEPT_FILE, view)
-    summary = _summary(spec, ctx, view, matches, auto, timing, len(rows))
-    atomic_write_json(out / SUMMARY_FILE, summary)
-    log.info("curate: kept %d of %d images", summary["kept"], summary["images"])
-    return {"kept": summary["kept"], "images": summary["images"], "leaks": summary["leaks"]}
+    write_jsonl(folder / KEPT_FILE, view)
+    return view
 
 
 # ----------------------------------------------------------------------------- score cache
@@ -177,28 +246,28 @@ def _grey(samples: Samples, ctx: ScoringContext, what: str) -> torch.Tensor:
 
 
 def find_leaks(
-    spec: CurateSpec, ctx: ScoringContext, run: RunFolder, cache: ScoreCache
+    ctx: ScoringContext, cache: ScoreCache, splits_file: Path, leak_splits: list[str]
 ) -> tuple[list[str | None], list[dict[str, Any]], float]:
     """Each image's leak reason (``leak:<split>``, None when clean), the leaks found (item id,
-    split, matched real file, similarity) and the seconds the check took. The real splits of
-    ``leak_check.splits`` are read here, and only their images' pixels."""
+    split, matched real file, similarity) and the seconds the check took. The real splits
+    ``leak_splits`` are read here, and only their images' pixels."""
     from synthset.data.splits import load_splits
 
-    lc = spec.leak_check
+    lc = ctx.spec.leak_check
     n = len(ctx.synthetic)
-    if not lc.splits:
+    if not leak_splits:
         return [None] * n, [], 0.0
-    settings = {"size": _compare_size(ctx), "shift": _shift_pixels(ctx), "splits": lc.splits}
+    settings = {"size": _compare_size(ctx), "shift": _shift_pixels(ctx), "splits": leak_splits}
     cols = ["leak_similarity", "leak_split", "leak_index"]
     found = cache.get("leak_check", settings, cols)
     start = time.perf_counter()
-    splits = load_splits(run.real / "splits.json", names=tuple(lc.splits))
+    splits = load_splits(splits_file, names=tuple(leak_splits))
     if found is None:
         queries = _grey(ctx.samples, ctx, "synthetic")
         best = torch.zeros(n)
         split_of: list[str | None] = [None] * n
         index = torch.full((n,), -1, dtype=torch.int64)
-        for split in lc.splits:
+        for split in leak_splits:
             if not splits.get(split):
                 continue
             refs = _grey(splits[split], ctx, f"real {split}")

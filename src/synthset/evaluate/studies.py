@@ -39,7 +39,7 @@ class TrainSetSpec:
     @property
     def synthetic_source(self) -> str:
         """Which synthetic images it trains on: the (curated) set, or all generated ones."""
-        return "uncurated" if self.kind == "uncurated" else "synthetic"
+        return "synthetic" if self.kind != "uncurated" else "uncurated"
 
 
 def _fmt(x: float) -> str:

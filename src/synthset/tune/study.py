@@ -33,7 +33,7 @@ from synthset.prompts.base import load_prompts
 from synthset.recipe import EvaluateSpec, Recipe, TuneParam, TuneSpec, dump_recipe
 from synthset.stages import adapted_spec, generate_and_index, prompts_by_class, write_prompts
 from synthset.store.atomic import atomic_write_json, atomic_write_text
-from synthset.store.imagefolder import read_samples
+from synthset.store.imagefolder import read_rows, read_samples
 from synthset.store.run_folder import RunFolder
 from synthset.tune.space import apply_params, check_space, recipe_values, study_key, suggest
 
@@ -101,7 +101,8 @@ def trial_prompts(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> dict[int
 
 
 def generate_trial(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> Samples:
-    """Generate (or finish generating) a trial's synthetic set; return its (path, label) list."""
+    """Generate (or finish generating) a trial's synthetic set; return its (path, label) list
+    (the images the recipe's curation keeps, when it curates)."""
     from synthset.generators.registry import build_generator
     from synthset.plan import build_plan, save_plan
 
@@ -118,7 +119,12 @@ def generate_trial(ctx: TuneContext, recipe: Recipe, trun: RunFolder) -> Samples
     items = build_plan(recipe, ctx.classes, trial_prompts(ctx, recipe, trun), inverted=inverted)
     save_plan(trun.plan, items)
     generate_and_index(recipe, items, lambda: build_generator(generator), trun, progress=False)
-    return read_samples(trun.images)
+    if recipe.curate is None:
+        return read_samples(trun.images)
+    from synthset.curate.run import curate_trial  # the proxy trains on what curation keeps
+
+    kept = curate_trial(recipe, ctx.run, trun.root, read_rows(trun.images))
+    return [(r["path"], r["label"]) for r in kept]
 
 
 def proxy_train(
