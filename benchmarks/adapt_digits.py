@@ -340,9 +340,12 @@ def merge(files: list[Path], out: Path) -> None:
     for block in merged["settings"].values():
         block["per_seed"] = dict(sorted(block["per_seed"].items()))
         block["summary"] = summarize(block["per_seed"])
-    seeds = sorted({int(s) for b in merged["settings"].values() for s in b["per_seed"]})
+    seeds = {k: sorted(int(s) for s in b["per_seed"]) for k, b in merged["settings"].items()}
     merged["seeds"] = seeds
-    merged["command"] = "python benchmarks/adapt_digits.py --seeds " + " ".join(map(str, seeds))
+    merged["command"] = "; ".join(
+        f"python benchmarks/adapt_digits.py --settings {k} --seeds {' '.join(map(str, v))}"
+        for k, v in seeds.items()
+    )
     merged.pop("status", None)
     out.write_text(json.dumps(merged, indent=2) + "\n")
 
