@@ -23,7 +23,7 @@ from synthset.curate.similarity import best_match, grey
 from synthset.data.splits import load_splits
 from synthset.errors import SynthsetError
 from synthset.evaluate.tensors import to_array
-from synthset.pipeline import StageLog, run_all, run_stage, stage_curate, stage_generate
+from synthset.pipeline import StageLog, run_all, run_stage, stage_curate
 from synthset.recipe import CurateSpec, load_recipe, recipe_from_dict
 from synthset.store.atomic import read_jsonl
 from synthset.store.run_folder import RunFolder
@@ -76,14 +76,15 @@ def test_similarity_finds_shifted_and_reencoded_copies_but_not_other_digits() ->
 # ----------------------------------------------------------------------------- scorers
 
 
-def _context(out: Path, rows: list[dict[str, Any]], **spec: Any) -> ScoringContext:
+def _context(out: Path, rows: list[dict[str, Any]], cache: Path, **spec: Any) -> ScoringContext:
+    """Scoring ``rows`` against ``out``'s real split; the reference classifier kept in ``cache``."""
     real = load_splits(out / "real" / "splits.json", names=("train", "val"))
     return ScoringContext(
         spec=CurateSpec(**spec),
         synthetic=rows,
         real=real,
         class_names=[str(i) for i in range(10)],
-        cache_dir=out / "curate",
+        cache_dir=cache,
         tensor_cache=None,
         device=torch.device("cpu"),
         seed=0,
@@ -114,7 +115,7 @@ def test_label_agreement_and_typicality_score_wrong_and_broken_images_low(
         path = tmp_path / f"noise{i}.png"
         Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(path)
         rows.append({"item_id": f"noise{i}", "path": path, "label": i % 10})
-    ctx = _context(generated, rows, epochs=8)
+    ctx = _context(generated, rows, tmp_path, epochs=8)
     agree = LabelAgreement(ctx.spec).score(ctx)
     typical = Typicality(ctx.spec).score(ctx)
     assert agree.shape == typical.shape == (180,) and np.isfinite(typical).all()
@@ -319,14 +320,6 @@ def test_a_missing_clip_model_is_a_one_line_error(generated: Path, tmp_path: Pat
     assert str(err.value).startswith("curate.clip_model") and "\n" not in str(err.value)
 
 
-def test_stage_generate_is_what_curate_needs(generated: Path, tmp_path: Path) -> None:
-    """The curate verb on a fresh folder brings generate up to date first."""
-    out = tmp_path / "fresh"
-    recipe = toy(out, {"scorers": ["label_agreement"], "leak_check": {"splits": []}})
-    assert stage_curate(recipe, RunFolder(out), False)["kept"] == 120
-    assert stage_generate(recipe, RunFolder(out), progress=False)["skipped"] == 120
-
-
 def test_overgeneration_keeps_the_best_planned_count_per_class(
     generated: Path, tmp_path: Path
 ) -> None:
@@ -436,8 +429,8 @@ def test_label_agreement_reads_globally_shifted_images_with_their_own_statistics
         out = tmp_path / f"bold{i}.png"
         Image.fromarray(bold).save(out)
         rows.append({"item_id": str(i), "path": out, "label": label})
-    own = _context(generated, rows, epochs=8)
-    kept_stats = _context(generated, rows, epochs=8, batchnorm="real")
+    own = _context(generated, rows, tmp_path, epochs=8)
+    kept_stats = _context(generated, rows, tmp_path, epochs=8, batchnorm="real")
     adapted = LabelAgreement(own.spec).score(own)
     fixed = LabelAgreement(kept_stats.spec).score(kept_stats)
     assert adapted.mean() > fixed.mean() + 0.1

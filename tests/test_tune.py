@@ -387,7 +387,7 @@ def test_tune_needs_one_text_conditioned_generator(
 def test_trials_of_a_curating_recipe_train_on_what_curation_keeps(tmp_path: Path) -> None:
     """Each trial's proxy sees only the images its curation keeps (half, by a fixed rule); the
     leak check looks at val only, so a destroyed test split is never missed."""
-    data = toy(tmp_path / "run", n_trials=2)
+    data = toy(tmp_path / "run", n_trials=1)
     data["curate"] = {
         "scorers": ["typicality"],
         "rules": [{"score": "typicality", "percentile": 50}],
@@ -399,7 +399,7 @@ def test_trials_of_a_curating_recipe_train_on_what_curation_keeps(tmp_path: Path
     shutil.rmtree(run.real / "test")  # tuning must not need it, curation included
     run_tune(recipe)
     views = sorted((tmp_path / "run" / "tune").rglob("curate/kept.jsonl"))
-    assert len(views) == 2
+    assert len(views) == 1
     for view in views:
         rows = [json.loads(line) for line in view.read_text().splitlines()]
         assert len(rows) == 50 and sum(r["kept"] for r in rows) == 30  # 5 per class → 3 kept
