@@ -24,7 +24,7 @@ from synthset.plan import WorkItem, build_plan, load_plan, save_plan
 from synthset.prompts.base import PromptRecord, load_prompts, save_prompts
 from synthset.recipe import GenerateSpec, GeneratorSpec, Recipe, dump_recipe
 from synthset.store.atomic import atomic_write_json, atomic_write_text
-from synthset.store.curated import KEPT_FILE, kept_samples
+from synthset.store.curated import KEPT_FILE, kept_of
 from synthset.store.imagefolder import read_rows, read_samples, write_metadata
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
@@ -409,12 +409,7 @@ def curate_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> d
 def kept_rows(recipe: Recipe, run: RunFolder) -> list[dict[str, Any]]:
     """The rows of the synthetic index that the curated view keeps (all without curation)."""
     rows = read_rows(run.images)
-    if recipe.curate is None:
-        return rows
-    from synthset.store.curated import kept_rows as view_rows
-
-    kept = {r["item_id"] for r in view_rows(run.curate)}
-    return [r for r in rows if r.get("item_id") in kept]
+    return rows if recipe.curate is None else kept_of(run.curate, rows)
 
 
 def export_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
@@ -448,7 +443,7 @@ def synthetic_set(recipe: Recipe, run: RunFolder) -> Samples:
         lookup = ClassResolver(read_classes(run.classes))
         return scan_imagefolder(spec.synthetic_dir, lookup, "evaluate.synthetic_dir")
     if recipe.curate is not None:
-        return kept_samples(run.curate, run.images)
+        return [(r["path"], r["label"]) for r in kept_rows(recipe, run)]
     return read_samples(run.images)
 
 

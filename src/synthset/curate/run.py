@@ -296,13 +296,27 @@ def find_leaks(
 
 
 def _similarity(ctx: ScoringContext) -> Callable[[np.ndarray], np.ndarray]:
-    """Pairwise similarities of the given synthetic images (decoded on first use)."""
+    """Pairwise similarities of the given synthetic images (all of one class). Each class's
+    whole matrix is computed once, on first use, and every later call (each 'auto' candidate,
+    dedup, selection) takes its rows and columns from it."""
+    labels = np.array([r["label"] for r in ctx.synthetic], dtype=np.int64)
     images: list[torch.Tensor] = []
+    by_class: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def similar(idx: np.ndarray) -> np.ndarray:
-        if not images:
-            images.append(_grey(ctx.samples, ctx, "synthetic"))
-        return pairwise(images[0][torch.as_tensor(idx)], _shift_pixels(ctx)).numpy()
+        if len(idx) == 0:
+            return np.zeros((0, 0))
+        k = int(labels[idx[0]])
+        if k not in by_class:
+            if not images:
+                images.append(_grey(ctx.samples, ctx, "synthetic"))
+            members = np.flatnonzero(labels == k)
+            sim = pairwise(images[0][torch.as_tensor(members)], _shift_pixels(ctx)).numpy()
+            by_class[k] = (members, sim)
+        members, sim = by_class[k]
+        assert (labels[idx] == k).all(), "similar() takes the images of one class"
+        pos = np.searchsorted(members, idx)
+        return sim[np.ix_(pos, pos)]
 
     return similar
 

@@ -33,8 +33,8 @@ from synthset.report.run_sections import (
     stages_section,
     tune_section,
 )
-from synthset.store.atomic import atomic_write_text, read_jsonl
-from synthset.store.curated import KEPT_FILE
+from synthset.store.atomic import atomic_write_text
+from synthset.store.curated import KEPT_FILE, kept_of
 from synthset.store.imagefolder import METADATA, read_rows
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
@@ -75,8 +75,7 @@ def _synthetic_rows(
         except SynthsetError:  # a malformed index: the sections that need it are left out
             return []
         if recipe.curate is not None and (run.curate / KEPT_FILE).exists():
-            kept = {r["item_id"] for r in read_jsonl(run.curate / KEPT_FILE) if r.get("kept")}
-            rows = [r for r in rows if r.get("item_id") in kept]
+            rows = kept_of(run.curate, rows)
         return rows
     out = []
     for r in Manifest(run.manifest).rows():  # generation not finished: the images made so far

@@ -1,6 +1,6 @@
 """The curated view: ``curate/kept.jsonl``, one row per synthetic image (item id, file name,
-label, kept, reason, scores). Readers of the synthetic set go through :func:`kept_samples`
-when a recipe curates; the images themselves are never moved or deleted."""
+label, kept, reason, scores). Readers of the synthetic set go through :func:`kept_of` when a
+recipe curates; the images themselves are never moved or deleted."""
 
 from __future__ import annotations
 
@@ -22,11 +22,7 @@ def read_view(curate_dir: Path) -> list[dict[str, Any]]:
     return read_jsonl(path)
 
 
-def kept_rows(curate_dir: Path) -> list[dict[str, Any]]:
-    """The view's kept rows."""
-    return [r for r in read_view(curate_dir) if r["kept"]]
-
-
-def kept_samples(curate_dir: Path, images_dir: Path) -> list[tuple[Path, int]]:
-    """``(path, label)`` of every kept image, in the synthetic index's order."""
-    return [(Path(images_dir) / r["file_name"], int(r["label"])) for r in kept_rows(curate_dir)]
+def kept_of(curate_dir: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the synthetic index (``read_rows``) that the view keeps, in index order."""
+    kept = {r.get("item_id") for r in read_view(curate_dir) if r.get("kept")}
+    return [r for r in rows if r.get("item_id") in kept]
