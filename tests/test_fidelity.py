@@ -421,7 +421,7 @@ def test_fidelity_verb_on_a_tiny_digits_run(tmp_path: Path) -> None:
     args = ["fidelity", str(bundled_recipe("digits")), "--out", str(run), "-q", *sets]
     first = synthset(*args)
     assert first.exit_code == 0, first.stderr[-3000:]
-    assert "features: classifier:small_cnn-real" in first.stdout
+    assert "features: classifier:small_cnn-real" in " ".join(first.stdout.split())  # any width
     result = json.loads((run / "evaluate" / "fidelity.json").read_text())
     assert result["extractor"] == "classifier:small_cnn-real"
     assert result["n_synthetic"] == 120 and result["n_real"] == 1077

@@ -316,6 +316,24 @@ def curate(
 
 @app.command()
 @friendly_errors
+def label(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Masks, boxes and polygons of the objects in every synthetic image, from what generation
+    recorded (cross-attention heat maps, inpainting masks); writes labels/labels.jsonl."""
+    from synthset.pipeline import stage_label
+
+    r = _load(recipe, set_, out_dir)
+    result = stage_label(r, _open(r), progress=not quiet)
+    if result is None:
+        raise SynthsetError(
+            "label: the recipe has no 'labels' section; add one (labels: {method: cross_attention})"
+        )
+    out.print(labels_table(result))
+
+
+@app.command()
+@friendly_errors
 def export(
     recipe: RecipeArg,
     format_: Annotated[
@@ -541,6 +559,26 @@ def cas_table(result: dict[str, Any]) -> Table:
             str(runs[0]["n_train"]),
             f"{s['test_accuracy_mean']:.4f} ± {s['test_accuracy_std']:.4f}",
             f"{val:.4f}",
+        )
+    return table
+
+
+def labels_table(result: dict[str, Any]) -> Table:
+    """Per class: images, objects found, mean mask area, images whose own class was missed."""
+    table = Table(
+        title=f"labels ({result['method']}): {result['objects']} objects in "
+        f"{result['images']} images, own class missed in {result['own_class_missing']}"
+    )
+    for col in ("class", "images", "objects", "mean mask area", "own class missed"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, row in result["per_class"].items():
+        area = row["mean_mask_area"]
+        table.add_row(
+            name,
+            str(row["images"]),
+            str(row["objects"]),
+            "-" if area is None else f"{area:.1%}",
+            str(row["own_class_missing"]),
         )
     return table
 

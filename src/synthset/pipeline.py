@@ -32,6 +32,8 @@ from synthset.stages import (
 from synthset.store.atomic import remove_dead_temp_files
 from synthset.store.curated import KEPT_FILE
 from synthset.store.digests import inputs_digest
+from synthset.store.labels import LABELS_FILE
+from synthset.store.labels import SUMMARY_FILE as LABELS_SUMMARY
 from synthset.store.locks import run_lock
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
@@ -82,6 +84,19 @@ class Stage:
     applies: Callable[[Recipe], bool] = lambda r: True
     check: Callable[[Recipe], None] = _fine
     scratch: Callable[[RunFolder], list[Path]] = lambda run: []
+
+
+def _check_label_words(recipe: Recipe) -> None:
+    """labels.attention.words must name the recipe's classes (when they are known)."""
+    labels = recipe.labels
+    words = labels.attention.words if labels is not None and labels.attention else {}
+    names = recipe.classes.names or []
+    unknown = sorted(set(words) - set(names)) if names else []
+    if unknown:
+        raise SynthsetError(
+            f"labels.attention.words: {', '.join(map(repr, unknown))} is not a class of this "
+            f"recipe ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); use class names"
+        )
 
 
 def _tune(recipe: Recipe, run: RunFolder, progress: bool) -> dict[str, Any]:
@@ -213,7 +228,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "generate",
         stages.generate_images,
-        sections=("generate",),
+        sections=("generate", "labels.method", "labels.attention"),
         output=lambda run: run.images / "metadata.jsonl",
         inputs=_kept_checkpoint_input,
         needs=lambda r: ("plan", "adapt"),
@@ -229,11 +244,26 @@ STAGES: tuple[Stage, ...] = (
         scratch=lambda run: [run.curate, run.cache / "tensors"],
     ),
     Stage(
+        "labels",
+        stages.label_synthetic,
+        sections=("classes", "labels"),
+        output=lambda run: run.labels / LABELS_FILE,
+        needs=lambda r: ("classes", "generate", *(("curate",) if r.curate is not None else ())),
+        applies=lambda r: r.labels is not None,
+        check=_check_label_words,
+        scratch=lambda run: [run.labels],
+    ),
+    Stage(
         "export",
         stages.export_synthetic,
         sections=("classes", "export"),
         output=lambda run: run.export / "export.json",
-        needs=lambda r: ("classes", "generate", *(("curate",) if r.curate is not None else ())),
+        needs=lambda r: (
+            "classes",
+            "generate",
+            *(("curate",) if r.curate is not None else ()),
+            *(("labels",) if r.labels is not None else ()),
+        ),
         applies=lambda r: r.export is not None and bool(r.export.formats),
         scratch=lambda run: [run.export],
     ),
@@ -468,6 +498,14 @@ def stage_curate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
     if run_stage("curate", recipe, run, progress) is None:
         return None
     return json.loads((run.curate / "curate.json").read_text())
+
+
+def stage_label(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """Label the kept synthetic images (``labels/labels.jsonl``), generating (and curating)
+    first what is missing; the summary (``labels/labels.json``), None without labels."""
+    if run_stage("labels", recipe, run, progress) is None:
+        return None
+    return json.loads((run.labels / LABELS_SUMMARY).read_text())
 
 
 def stage_export(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:

@@ -310,6 +310,9 @@ def _config_hash(recipe: Recipe, generator: Any) -> str:
         parts["adapt_checkpoint"] = recipe.adapt.checkpoint  # only then: old runs keep their hash
     if g.members[0].uses_real_images:  # the real images are inputs of every item
         parts["real"] = recipe.fingerprint("classes", "real")
+    recorded = recipe.labels.recorded() if recipe.labels is not None else None
+    if recorded is not None:  # the side files labels need (only then: old runs keep their hash)
+        parts["records"] = recorded
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -382,18 +385,24 @@ def generate_and_index(
 def make_generator(recipe: Recipe, run: RunFolder) -> Generator:
     """The recipe's generator, or an ensemble that loads each member on first use; an adapted
     artifact (``adapt/``) fills the generator fields it supplies."""
-    from synthset.generators.registry import build_generator
+    from synthset.generators.registry import LABEL_RECORDERS, build_generator
 
     spec: GenerateSpec | None = recipe.generate
     assert spec is not None
+
+    def build(member: GeneratorSpec) -> Generator:
+        generator = build_generator(adapted_spec(member, recipe, run.adapt), run.root)
+        labels = recipe.labels
+        if labels is None or labels.recorded() is None:
+            return generator
+        names = [c.name for c in read_classes(run.classes)]
+        return LABEL_RECORDERS.load(labels.method)(generator, labels, names)
+
     if spec.generators is None:
-        return build_generator(adapted_spec(spec.generator, recipe, run.adapt), run.root)
+        return build(spec.generator)
     from synthset.generators.ensemble import EnsembleGenerator
 
-    members: dict[str, GeneratorSpec] = {m.name: m for m in spec.generators}
-    return EnsembleGenerator(
-        members, lambda m: build_generator(adapted_spec(m, recipe, run.adapt), run.root)
-    )
+    return EnsembleGenerator({m.name: m for m in spec.generators}, build)
 
 
 # ----------------------------------------------------------------------------- curate
@@ -412,6 +421,15 @@ def kept_rows(recipe: Recipe, run: RunFolder) -> list[dict[str, Any]]:
     return rows if recipe.curate is None else kept_of(run.curate, rows)
 
 
+def label_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Turn what generation recorded into object labels (``labels/labels.jsonl``)."""
+    from synthset.labels.run import label_all
+
+    assert recipe.labels is not None
+    names = [c.name for c in read_classes(run.classes)]
+    return label_all(recipe.labels, kept_rows(recipe, run), names, run.root, run.labels, progress)
+
+
 def export_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
     """Write the kept images in every format of ``export.formats``."""
     from synthset.export.run import export_all
@@ -425,6 +443,7 @@ def export_synthetic(recipe: Recipe, run: RunFolder, progress: bool = True) -> d
         run.export,
         recipe.seed,
         progress,
+        labels_dir=run.labels if recipe.labels is not None else None,
     )
     return {"images": summary["images"], "formats": list(summary["formats"])}
 

@@ -69,6 +69,10 @@ class BaseSettings:
     captions: Literal["generic", "class"] = "generic"
     class_ids: tuple[int, ...] | None = None  # None: every class
     image_size: int = 8
+    #: where the UNet cross-attends to the caption: "mid" (the 4x4 middle block only) or
+    #: "low" (also the half-resolution blocks, so the caption's words localise in the image:
+    #: what cross-attention labels need)
+    cross_attention: Literal["mid", "low"] = "mid"
     vae_steps: int = 600
     steps: int = 3000
     batch_size: int = 128
@@ -113,7 +117,8 @@ def pretrain_tiny_base(
     vae = _load_vae(vae_dir)
     if not (denoiser_dir / "unet" / "config.json").is_file():
         torch.manual_seed(settings.seed + 1)
-        task = DenoiserTask(vae, pixels, captions, parts / "tokenizer", settings.batch_size)
+        unet = _new_unet(settings.image_size, settings.cross_attention)
+        task = DenoiserTask(vae, pixels, captions, parts / "tokenizer", settings.batch_size, unet)
         loop = LoopSettings(
             steps=settings.steps,
             lr=settings.lr,
@@ -282,17 +287,19 @@ class VaeTask:
 # ----------------------------------------------------------------------------- phase 2: UNet
 
 
-def _new_unet() -> Any:
+def _new_unet(image_size: int = 8, cross_attention: str = "mid") -> Any:
     from diffusers import UNet2DConditionModel
 
+    low = cross_attention == "low"
     return UNet2DConditionModel(
-        sample_size=8,
+        sample_size=image_size,
         in_channels=4,
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),  # cross-attention at the 4x4 mid block only
+        # the mid block always cross-attends; "low" adds the half-resolution blocks
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D" if low else "DownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D" if low else "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,
         addition_embed_type="text",  # and the attention-pooled text joins the time embedding
         attention_head_dim=8,
@@ -343,10 +350,11 @@ class DenoiserTask:
         captions: list[str],
         tokenizer_dir: Path,
         batch_size: int,
+        unet: Any = None,
     ) -> None:
         self.device = torch.device("cpu")
         self.tokenizer = build_tiny_clip_tokenizer(tokenizer_dir, max_length=MAX_TOKENS)
-        self.unet = _new_unet().train()
+        self.unet = (unet if unet is not None else _new_unet()).train()
         self.text_encoder = _new_text_encoder(self.tokenizer).train()
         self.scheduler = _noise_scheduler()
         with torch.no_grad():

@@ -21,10 +21,16 @@ from synthset.executors.base import (
     item_config,
     pending_chunks,
 )
-from synthset.generators.base import Generator, resize_for_saving
+from synthset.generators.base import Generator, SideFile, resize_for_saving, side_files
 from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
 from synthset.recipe import GenerateSpec
-from synthset.store.imagefolder import encode_image, remove_stale_temp_files, write_image
+from synthset.store.atomic import atomic_write_bytes
+from synthset.store.imagefolder import (
+    encode_image,
+    remove_stale_temp_files,
+    side_path,
+    write_image,
+)
 from synthset.store.locks import writer_lease
 from synthset.store.manifest import Manifest
 
@@ -62,9 +68,12 @@ def run_generation(
         in_flight: deque[Future[None]] = deque()
         max_in_flight = 2 * spec.batch_size
 
-        def save(item: WorkItem, image: Image.Image) -> None:
+        def save(item: WorkItem, image: Image.Image, sides: list[SideFile]) -> None:
             image = resize_for_saving(image, spec.member_of(item.params.get("generator")).save_size)
             relpath = image_relpath(item, spec.image_format)
+            for side in sides:  # first: a finished item always has its side files
+                path = side_path(images_dir.parent, side.folder, relpath, side.suffix)
+                atomic_write_bytes(path, side.data)
             write_image(
                 images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality)
             )
@@ -86,8 +95,9 @@ def run_generation(
                             f"{generator.name} returned {len(images)} images for {len(chunk)} items"
                         )
                     for item, image in zip(chunk, images, strict=True):
+                        sides = side_files(generator, item)
                         if item.item_id not in done:
-                            in_flight.append(pool.submit(save, item, image))
+                            in_flight.append(pool.submit(save, item, image, sides))
                     while len(in_flight) > max_in_flight:
                         in_flight.popleft().result()
                 while in_flight:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from synthset.errors import SynthsetError
 from synthset.recipe import ExportSpec
-from synthset.store.atomic import atomic_write_json
+from synthset.store.atomic import atomic_write_json, temp_path
 
 MARKER = ".synthset-export.json"
 
@@ -39,6 +40,17 @@ class ExportJob:
     spec: ExportSpec
     seed: int
     progress: bool = True
+    labels: dict[str, dict[str, Any]] | None = None  # labels/labels.jsonl rows by item id
+    labels_dir: Path | None = None
+
+    def labels_of(self, fmt: str) -> dict[str, dict[str, Any]]:
+        """The label rows a box/mask format needs; none is a one-line error."""
+        if self.labels is None:
+            raise SynthsetError(
+                f"export.formats {fmt} writes boxes and masks: add a 'labels' section (e.g. "
+                "labels: {method: cross_attention}) so the images are labeled first"
+            )
+        return self.labels
 
     def digest(self, *settings: Any) -> str:
         """What an export's content depends on: the items (id, label, file size and time) and
@@ -88,6 +100,21 @@ def close_folder(dest: Path, fingerprint: str, info: dict[str, Any]) -> None:
 def finished_info(dest: Path) -> dict[str, Any]:
     info = json.loads((dest / MARKER).read_text())
     return {k: v for k, v in info.items() if k not in ("fingerprint", "complete")}
+
+
+def link_or_copy(src: Path, target: Path) -> bool:
+    """Put ``src`` at ``target`` atomically: a hard link where the filesystem allows (True),
+    else a copy."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    try:
+        os.link(src, tmp)
+        linked = True
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copyfile(src, tmp)
+        linked = False
+    os.replace(tmp, target)
+    return linked
 
 
 def sample_json(item: ExportItem) -> dict[str, Any]:

@@ -5,15 +5,20 @@ there with the right size are kept, so a killed export resumes."""
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from synthset.export.base import ExportJob, close_folder, finished_info, open_folder, sample_json
-from synthset.store.atomic import temp_path, write_jsonl
+from synthset.export.base import (
+    ExportJob,
+    close_folder,
+    finished_info,
+    link_or_copy,
+    open_folder,
+    sample_json,
+)
+from synthset.store.atomic import write_jsonl
 
 
 def export_imagefolder(job: ExportJob, dest: Path) -> dict[str, Any]:
@@ -25,14 +30,7 @@ def export_imagefolder(job: ExportJob, dest: Path) -> dict[str, Any]:
         target = dest / it.file_name
         if target.exists() and target.stat().st_size == it.path.stat().st_size:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(target)
-        try:
-            os.link(it.path, tmp)
-            links += 1
-        except OSError:  # another filesystem, or links not allowed
-            shutil.copyfile(it.path, tmp)
-        os.replace(tmp, target)
+        links += link_or_copy(it.path, target)
     write_jsonl(
         dest / "metadata.jsonl",
         [{"file_name": it.file_name} | sample_json(it) for it in job.items],

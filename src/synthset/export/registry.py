@@ -13,5 +13,7 @@ EXPORTERS: Registry[Exporter] = Registry(
         "hf": "synthset.export.hf:export_hf",
         "parquet": "synthset.export.hf:export_parquet",
         "stream": "synthset.export.stream:export_stream",
+        "yolo": "synthset.export.yolo:export_yolo",
+        "coco": "synthset.export.coco:export_coco",
     },
 )

@@ -12,6 +12,7 @@ from synthset.export.base import ExportItem, ExportJob
 from synthset.export.registry import EXPORTERS
 from synthset.recipe import ExportSpec
 from synthset.store.atomic import atomic_write_json
+from synthset.store.labels import read_labels
 
 SUMMARY = "export.json"
 
@@ -24,8 +25,10 @@ def export_all(
     default_dir: Path,
     seed: int,
     progress: bool = True,
+    labels_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Write each format; ``rows``: the kept rows of the synthetic index (with ``path``)."""
+    """Write each format; ``rows``: the kept rows of the synthetic index (with ``path``);
+    ``labels_dir``: the labels stage's folder, for the box and mask formats."""
     names = [c.name for c in classes]
     items = [
         ExportItem(
@@ -38,7 +41,8 @@ def export_all(
         )
         for r in rows
     ]
-    job = ExportJob(items, names, images_root, spec, seed, progress)
+    labels = read_labels(labels_dir) if labels_dir is not None else None
+    job = ExportJob(items, names, images_root, spec, seed, progress, labels, labels_dir)
     out = Path(spec.out_dir) if spec.out_dir is not None else default_dir
     done: dict[str, Any] = {}
     for fmt in spec.formats:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
@@ -40,3 +41,20 @@ def resize_for_saving(image: Image.Image, save_size: int | tuple[int, int] | Non
     if image.size == size:
         return image
     return image.resize(size, Image.Resampling.LANCZOS)
+
+
+@dataclass(frozen=True)
+class SideFile:
+    """A file a generator makes beside an item's image (a heat map, a mask): stored at
+    ``<run>/<folder>/<image path without extension><suffix>`` before the image is recorded
+    done, so a finished item always has its side files."""
+
+    folder: str
+    suffix: str
+    data: bytes
+
+
+def side_files(generator: Generator, item: WorkItem) -> list[SideFile]:
+    """The side files ``generator`` made for ``item`` in its last batch (none for most)."""
+    take = getattr(generator, "side_files", None)
+    return take(item) if take is not None else []

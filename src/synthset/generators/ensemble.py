@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from synthset.errors import SynthsetError
-from synthset.generators.base import Generator
+from synthset.generators.base import Generator, SideFile, side_files
 
 if TYPE_CHECKING:
     from synthset.plan import WorkItem
@@ -53,3 +53,7 @@ class EnsembleGenerator:
             images = self.member(name).generate([items[i] for i in idx])
             out.update(zip(idx, images, strict=True))
         return [out[i] for i in range(len(items))]
+
+    def side_files(self, item: WorkItem) -> list[SideFile]:
+        """The side files the item's member made for it."""
+        return side_files(self.member(self.name_of(item)), item)

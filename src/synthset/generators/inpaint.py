@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image
 
+from synthset.generators.base import SideFile
 from synthset.generators.img2img import Img2ImgGenerator
 from synthset.generators.realimages import (
     box_mask,
@@ -21,6 +22,7 @@ from synthset.generators.realimages import (
     work_size,
 )
 from synthset.plan import WorkItem
+from synthset.store.labels import OBJECT_MASK_FOLDER
 
 
 class InpaintGenerator(Img2ImgGenerator):
@@ -28,6 +30,9 @@ class InpaintGenerator(Img2ImgGenerator):
 
     pipeline_class = "AutoPipelineForInpainting"
     mode = "inpaint"
+    #: Keep each item's object mask as a side file (``labels.method: inpaint_mask``).
+    keeps_object_masks = False
+    _kept: dict[str, bytes]
 
     def object_mask(self, item: WorkItem, image: Image.Image) -> Image.Image:
         """White where the object is, at the real image's own size."""
@@ -54,7 +59,34 @@ class InpaintGenerator(Img2ImgGenerator):
             items, image=images, mask_image=masks, strength=strength, height=size[1], width=size[0]
         )
         out = self.call_pipe(kwargs)
+        if self.keeps_object_masks:
+            self._keep_object_masks(items, masks)
         return [
             Image.composite(gen.convert("RGB").resize(size), img, m)
             for gen, img, m in zip(out, images, masks, strict=True)
         ]
+
+    def _keep_object_masks(self, items: list[WorkItem], repaint: list[Image.Image]) -> None:
+        """The object (white) of each item at the working size, as PNG bytes."""
+        from synthset.store.imagefolder import encode_image
+
+        kept = getattr(self, "_kept", {})
+        for it, mask in zip(items, repaint, strict=True):
+            obj = mask if self.spec.invert_mask else mask.point(lambda p: 255 - p)
+            kept[it.item_id] = encode_image(obj.convert("L"), "png")
+        self._kept = kept
+
+    def side_files(self, item: WorkItem) -> list[SideFile]:
+        """The item's object mask from its batch (when masks are kept)."""
+        if not self.keeps_object_masks:
+            return []
+        return [SideFile(OBJECT_MASK_FOLDER, ".png", self._kept.pop(item.item_id))]
+
+
+def keep_object_masks(
+    generator: InpaintGenerator, labels: object, class_names: object
+) -> InpaintGenerator:
+    """The inpaint generator, keeping each image's object mask (its label); a label recorder
+    (see ``generators.registry.LABEL_RECORDERS``)."""
+    generator.keeps_object_masks = True
+    return generator

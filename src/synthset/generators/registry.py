@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from synthset.generators.base import Generator
@@ -18,6 +19,17 @@ GENERATORS: Registry[type[Generator]] = Registry(
         "img2img": "synthset.generators.img2img:Img2ImgGenerator",
         "inpaint": "synthset.generators.inpaint:InpaintGenerator",
         "inversion": "synthset.generators.inversion:InversionGenerator",
+    },
+)
+
+
+#: What generation records for each ``labels.method``: a recorder takes ``(generator, labels spec,
+#: class names)`` and returns the generator that also hands out the labels' side files.
+LABEL_RECORDERS: Registry[Callable[..., Generator]] = Registry(
+    "labels.method",
+    {
+        "cross_attention": "synthset.generators.attention:AttentionRecordingGenerator",
+        "inpaint_mask": "synthset.generators.inpaint:keep_object_masks",
     },
 )
 

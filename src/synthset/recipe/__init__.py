@@ -13,6 +13,7 @@ from synthset.recipe.generate import (
     LoraSpec,
     TextualInversionSpec,
 )
+from synthset.recipe.labels import AttentionSpec, LabelsSpec
 from synthset.recipe.load import (
     apply_overrides,
     dump_recipe,
@@ -33,6 +34,7 @@ from synthset.recipe.prompts import LLMSpec, PromptsSpec
 __all__ = [
     "TUNABLE_SECTIONS",
     "AdaptSpec",
+    "AttentionSpec",
     "ClassesSpec",
     "CurateSpec",
     "EnsembleMember",
@@ -42,6 +44,7 @@ __all__ = [
     "GenerateSpec",
     "GeneratorSpec",
     "LLMSpec",
+    "LabelsSpec",
     "LeakSpec",
     "LoraSpec",
     "PromptsSpec",

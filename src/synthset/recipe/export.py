@@ -10,7 +10,7 @@ from pydantic import Field
 
 from synthset.recipe.base import Strict
 
-ExportFormat = Literal["imagefolder", "webdataset", "hf", "parquet", "stream"]
+ExportFormat = Literal["imagefolder", "webdataset", "hf", "parquet", "stream", "yolo", "coco"]
 
 
 class ExportSpec(Strict):
@@ -20,7 +20,9 @@ class ExportSpec(Strict):
         [],
         description="imagefolder (class folders + metadata.jsonl, hard links where possible), "
         "webdataset (tar shards: image, .cls, .json), hf (datasets.save_to_disk), parquet "
-        "(one file, images embedded), stream (a continual-learning stream JSON).",
+        "(one file, images embedded), stream (a continual-learning stream JSON), yolo "
+        "(Ultralytics images/ + labels/ + data.yaml), coco (images/ + annotations.json); yolo "
+        "and coco need a 'labels' section.",
     )
     out_dir: Path | None = Field(
         None, description="Where each format's folder goes (default: <output_dir>/export)."
@@ -40,4 +42,16 @@ class ExportSpec(Strict):
     )
     stream_shuffle_classes: bool = Field(
         True, description="stream: classes arrive in a seeded random order (else class order)."
+    )
+    yolo_task: Literal["detect", "segment"] = Field(
+        "detect", description="yolo: boxes (detect) or polygons (segment) in the label files."
+    )
+    val_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="yolo: the seeded share of images in images/val (0: val is the train set).",
+    )
+    coco_segmentation: Literal["polygon", "rle"] = Field(
+        "polygon", description="coco: object masks as polygons or as RLE (needs pycocotools)."
     )

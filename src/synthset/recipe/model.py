@@ -16,6 +16,7 @@ from synthset.recipe.data import ClassesSpec, RealDataSpec
 from synthset.recipe.evaluate import EvaluateSpec, ReportSpec
 from synthset.recipe.export import ExportSpec
 from synthset.recipe.generate import GenerateSpec
+from synthset.recipe.labels import LabelsSpec
 from synthset.recipe.prompts import PromptsSpec
 
 TUNABLE_SECTIONS = ("generate", "prompts", "adapt")
@@ -177,6 +178,11 @@ class Recipe(Strict):
         description="'synthset curate': score the synthetic images and keep the good ones "
         "(a view evaluation reads; nothing is deleted).",
     )
+    labels: LabelsSpec | None = Field(
+        None,
+        description="'synthset label': masks, boxes and polygons of the objects in every "
+        "synthetic image (for detection and segmentation exports).",
+    )
     export: ExportSpec | None = Field(
         None, description="'synthset export': the synthetic set in other tools' formats."
     )
@@ -231,6 +237,8 @@ class Recipe(Strict):
                 "generate.overgenerate makes spare images for curation to choose from: add a "
                 "'curate' section or remove overgenerate"
             )
+        if self.labels is not None:
+            self._check_labels()
         if self.export is not None and self.generate is None:
             raise ValueError("'export' writes the run's generated images: add a 'generate' section")
         if self.curate is not None:
@@ -265,6 +273,29 @@ class Recipe(Strict):
                 )
         return self
 
+    def _check_labels(self) -> None:
+        """Labels come from generation: the generator must be one that can record them."""
+        labels = self.labels
+        assert labels is not None
+        if self.generate is None:
+            raise ValueError("'labels' labels the run's generated images: add a 'generate' section")
+        for gen in self.generate.members:
+            if labels.method == "inpaint_mask" and gen.kind != "inpaint":
+                raise ValueError(
+                    f"labels.method inpaint_mask takes the inpaint mode's object mask, but "
+                    f"generate.generator.kind is {gen.kind!r}: use kind inpaint or "
+                    "method cross_attention"
+                )
+            if labels.method == "cross_attention" and (
+                gen.kind not in ("text2image", "img2img", "inpaint") or gen.prompt_embeds
+            ):
+                raise ValueError(
+                    f"labels.method cross_attention traces the class words of text prompts "
+                    f"through a diffusers UNet; generator kind {gen.kind!r}"
+                    f"{' with prompt_embeds' if gen.prompt_embeds else ''} has none: use "
+                    "kind text2image (img2img, inpaint) with text prompts"
+                )
+
     def _pipeline_adapt_base(self) -> str | None:
         """For an adapt method that adapts a diffusers pipeline: its base, taken from the
         generator's model when ``adapt.base`` is unset (written into the spec); else None."""
@@ -290,7 +321,14 @@ class Recipe(Strict):
     def fingerprint(self, *parts: str) -> str:
         """A short hash of the named recipe parts (sections, or dotted sub-sections such as
         ``evaluate.fidelity``) and the seed: what a stage's output depends on."""
-        data = {p: _jsonable(self._part(p), _NOT_FINGERPRINTED.get(p)) for p in parts}
+        # a dotted part under an absent section is left out, so adding an optional section
+        # (e.g. labels.attention) keeps the fingerprints of recipes without it
+        values = {p: self._part(p) for p in parts}
+        data = {
+            p: _jsonable(v, _NOT_FINGERPRINTED.get(p))
+            for p, v in values.items()
+            if v is not None or "." not in p
+        }
         data["seed"] = self.seed
         # input files count by content, so editing a caption or class file redoes its stages
         inputs = {"classes": self.classes.file, "prompts": self.prompts.file}
@@ -303,7 +341,7 @@ class Recipe(Strict):
     def _part(self, path: str) -> Any:
         value: Any = self
         for name in path.split("."):
-            value = getattr(value, name)
+            value = getattr(value, name) if value is not None else None
         return value
 
 

@@ -42,6 +42,12 @@ def write_image(images_dir: Path, relpath: str, data: bytes) -> Path:
     return path
 
 
+def side_path(run_root: Path, folder: str, relpath: str, suffix: str) -> Path:
+    """Where a side file of the image at ``relpath`` (under ``images/``) lives: the same
+    relative path under ``<run_root>/<folder>/``, with ``suffix`` for the image's extension."""
+    return run_root / folder / Path(relpath).with_suffix(suffix)
+
+
 def remove_stale_temp_files(images_dir: Path, relpaths: list[str]) -> int:
     """Delete temp files a killed writer left for these images (only these: other shards may be
     writing their own at this moment). Returns how many were removed."""

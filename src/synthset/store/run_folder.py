@@ -83,6 +83,11 @@ class RunFolder:
         return self.root / "curate"
 
     @property
+    def labels(self) -> Path:
+        """Object labels of the synthetic images: ``labels.jsonl``, ``masks/``, ``labels.json``."""
+        return self.root / "labels"
+
+    @property
     def export(self) -> Path:
         """``export.json`` (what each format holds) and, by default, one folder per format."""
         return self.root / "export"

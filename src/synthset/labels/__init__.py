@@ -1,0 +1,1 @@
+"""Object labels of synthetic images: masks, boxes and polygons from what generation recorded."""

@@ -1,0 +1,267 @@
+"""Object labels: shapes from masks (exact on drawn shapes), the cross-attention recorder (images
+byte-identical with it on, one heat map per class word the prompt names), the labels stage on
+inpainting masks and on attention, and the YOLO / COCO exports read back by pycocotools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthset.errors import SynthsetError
+from synthset.labels.shapes import box_of, mask_iou, polygon_of, regions, threshold_map
+from synthset.pipeline import open_run, run_stage, stage_export, stage_label
+from synthset.plan import WorkItem
+from synthset.recipe import GeneratorSpec, LabelsSpec, recipe_from_dict
+from synthset.store.atomic import read_jsonl
+
+SIZE = 32
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def test_box_and_polygon_are_exact_on_a_drawn_rectangle() -> None:
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[4:11, 7:19] = True  # rows 4..10, columns 7..18
+    assert box_of(mask) == (7, 4, 19, 11)
+    assert sorted(polygon_of(mask, tolerance=0.5)) == [(7, 4), (7, 11), (19, 4), (19, 11)]
+    ell = np.zeros((10, 10), dtype=bool)
+    ell[2:8, 2:4] = True
+    ell[6:8, 2:8] = True  # an L: six corners on the pixel grid
+    assert sorted(polygon_of(ell, tolerance=0.5)) == [
+        (2, 2),
+        (2, 8),
+        (4, 2),
+        (4, 6),
+        (8, 6),
+        (8, 8),
+    ]
+
+
+def test_regions_keep_the_largest_and_drop_specks() -> None:
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[2:12, 2:12] = True  # 100 px
+    mask[20:26, 20:26] = True  # 36 px
+    mask[35, 35] = True  # a 1-px speck
+    found = regions(mask, max_regions=3, min_area=0.002, tolerance=1.0)  # floor 3.2 px
+    assert [r.area for r in found] == [100, 36]
+    assert found[0].box == (2, 2, 12, 12) and found[1].box == (20, 20, 26, 26)
+    assert [r.area for r in regions(mask, 1, 0.0, 1.0)] == [100]
+
+
+def test_otsu_splits_a_bimodal_map_and_a_flat_map_is_empty() -> None:
+    rng = np.random.default_rng(0)
+    heat = rng.uniform(0.0, 0.2, (32, 32))
+    heat[8:20, 10:24] = rng.uniform(0.7, 1.0, (12, 14))
+    truth = np.zeros_like(heat, dtype=bool)
+    truth[8:20, 10:24] = True
+    assert mask_iou(threshold_map(heat, "otsu"), truth) == 1.0
+    assert not threshold_map(np.full((8, 8), 0.3), "otsu").any()
+
+
+# ----------------------------------------------------------------------------- recorder
+
+
+def _items(prompts: list[tuple[int, str]]) -> list[WorkItem]:
+    names = ["cat", "dog"]
+    return [
+        WorkItem(f"i{k}", c, names[c], names[c], p, 100 + k) for k, (c, p) in enumerate(prompts)
+    ]
+
+
+@pytest.mark.parametrize("which", ["tiny_sd_path", "tiny_sdxl_path"])
+def test_recording_attention_leaves_images_byte_identical(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    from synthset.generators.attention import AttentionRecordingGenerator
+    from synthset.generators.text2image import Text2ImageGenerator
+    from synthset.store.labels import read_heat_maps
+
+    model = request.getfixturevalue(which)
+    spec = GeneratorSpec(kind="text2image", model=str(model), steps=3, guidance_scale=3.0)
+    items = _items([(0, "a photo of a cat and a dog"), (1, "a photo of a dog")])
+    plain = Text2ImageGenerator(spec).generate(items)
+    recorder = AttentionRecordingGenerator(Text2ImageGenerator(spec), LabelsSpec(), ["cat", "dog"])
+    traced = recorder.generate(items)
+    for a, b in zip(plain, traced, strict=True):
+        assert a.tobytes() == b.tobytes()
+    both = read_heat_maps(recorder.side_files(items[0])[0].data)
+    alone = read_heat_maps(recorder.side_files(items[1])[0].data)
+    assert sorted(both) == [0, 1] and sorted(alone) == [1]  # one map per class word named
+    latent = 64 // 2 if which == "tiny_sd_path" else both[0].shape[0]
+    assert both[0].shape == (latent, latent) and both[0].min() >= 0 and both[0].max() > 0
+    assert not np.allclose(both[0], both[1])  # different words attend differently
+
+
+def test_a_class_word_missing_from_the_prompt_is_a_one_line_error(tiny_sd_path: Path) -> None:
+    from synthset.generators.attention import AttentionRecordingGenerator
+    from synthset.generators.text2image import Text2ImageGenerator
+
+    spec = GeneratorSpec(kind="text2image", model=str(tiny_sd_path), steps=2)
+    labels = LabelsSpec(attention={"words": {"cat": "kitten"}})
+    recorder = AttentionRecordingGenerator(Text2ImageGenerator(spec), labels, ["cat", "dog"])
+    with pytest.raises(SynthsetError, match=r"'kitten' of class 'cat' is not among the tokens"):
+        recorder.generate(_items([(0, "a photo of a cat")]))
+    with pytest.raises(SynthsetError, match="'horse' is not one of the run's classes"):
+        AttentionRecordingGenerator(
+            Text2ImageGenerator(spec), LabelsSpec(attention={"words": {"horse": "h"}}), ["cat"]
+        )
+
+
+def test_joint_attention_models_are_refused_in_one_line(tiny_sd3_path: Path) -> None:
+    from synthset.generators.attention import AttentionRecordingGenerator
+    from synthset.generators.text2image import Text2ImageGenerator
+
+    spec = GeneratorSpec(kind="text2image", model=str(tiny_sd3_path), steps=2)
+    with pytest.raises(SynthsetError, match="no UNet with a tokenizer"):
+        AttentionRecordingGenerator(Text2ImageGenerator(spec), LabelsSpec(), ["cat"])
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def _recipe(out: Path, real: Path, generator: dict[str, Any], **more: Any) -> Any:
+    data: dict[str, Any] = {
+        "seed": 3,
+        "output_dir": str(out),
+        "classes": {"names": ["red", "blue"]},
+        "real": {"source": "imagefolder", "path": str(real / "images")},
+        "prompts": {"template": "a photo of a {class}"},
+        "generate": {"images_per_class": 2, "batch_size": 4, "generator": generator},
+        **more,
+    }
+    return recipe_from_dict(data)
+
+
+def _sd(model: Path, **kw: Any) -> dict[str, Any]:
+    return {
+        "kind": "text2image",
+        "model": str(model),
+        "steps": 3,
+        "height": SIZE,
+        "width": SIZE,
+        **kw,
+    }
+
+
+def test_bad_label_recipes_are_one_line_errors(tiny_sd_path: Path, real_folder: Path) -> None:
+    with pytest.raises(SynthsetError, match="inpaint_mask takes the inpaint mode's object mask"):
+        _recipe(Path("o"), real_folder, _sd(tiny_sd_path), labels={"method": "inpaint_mask"})
+    with pytest.raises(SynthsetError, match="fixed threshold lies in"):
+        _recipe(Path("o"), real_folder, _sd(tiny_sd_path), labels={"threshold": 1.5})
+    with pytest.raises(SynthsetError, match="generator kind 'tiny' has none"):
+        recipe_from_dict(
+            {
+                "classes": {"names": ["a"]},
+                "generate": {"generator": {"kind": "tiny", "model": "x"}},
+                "labels": {},
+            }
+        )
+
+
+def test_inpaint_masks_become_exact_boxes_and_read_back_in_coco(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    from pycocotools.coco import COCO
+
+    gen = _sd(tiny_sd_path, kind="inpaint", mask="folder", mask_dir=str(real_folder / "masks"))
+    r = _recipe(
+        tmp_path / "run",
+        real_folder,
+        gen,
+        labels={"method": "inpaint_mask"},
+        export={"formats": ["yolo", "coco"], "val_fraction": 0.0},
+    )
+    run = open_run(r)
+    summary = stage_label(r, run, progress=False)
+    assert summary is not None and summary["images"] == 4 and summary["own_class_missing"] == 0
+    rows = read_jsonl(run.labels / "labels.jsonl")
+    for row in rows:  # the square of real_folder is [8:24, 8:24]
+        (obj,) = row["objects"]
+        assert obj["box"] == [8, 8, 24, 24] and obj["area"] == 256
+        assert obj["class_id"] == row["label"]
+        mask = np.asarray(Image.open(run.labels / row["mask_file"]))
+        assert (mask == 1).sum() == 256 and (mask > 1).sum() == 0  # object 1 is the square
+
+    stage_export(r, run, progress=False)
+    coco = COCO(str(run.export / "coco" / "annotations.json"))
+    assert len(coco.getImgIds()) == 4 and len(coco.getAnnIds()) == 4
+    ann = coco.loadAnns(coco.getAnnIds())[0]
+    assert ann["bbox"] == [8, 8, 16, 16]
+    drawn = coco.annToMask(ann)
+    truth = np.zeros((SIZE, SIZE), dtype=bool)
+    truth[8:24, 8:24] = True
+    assert mask_iou(drawn.astype(bool), truth) > 0.95  # the polygon rasterises to the square
+    img = coco.loadImgs(ann["image_id"])[0]
+    assert (run.export / "coco" / "images" / img["file_name"]).is_file()
+
+    yolo = run.export / "yolo"
+    data = (yolo / "data.yaml").read_text()
+    assert "names:" in data and "0: red" in data and "1: blue" in data
+    label_files = sorted((yolo / "labels" / "train").glob("*.txt"))
+    assert len(label_files) == 4
+    for f in label_files:
+        cls, cx, cy, w, h = f.read_text().split()
+        assert (float(cx), float(cy), float(w), float(h)) == (0.5, 0.5, 0.5, 0.5)
+        assert (yolo / "images" / "train" / f.with_suffix(".png").name).is_file()
+
+
+def test_cross_attention_labels_through_the_pipeline(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    labels = {"method": "cross_attention", "threshold": 0.4, "max_objects": 2}
+    export = {"formats": ["coco"], "coco_segmentation": "rle"}
+    r = _recipe(tmp_path / "run", real_folder, _sd(tiny_sd_path), labels=labels, export=export)
+    run = open_run(r)
+    run_stage("export", r, run, progress=False)
+    meta = read_jsonl(run.images / "metadata.jsonl")
+    rows = {row["item_id"]: row for row in read_jsonl(run.labels / "labels.jsonl")}
+    assert len(rows) == len(meta) == 4
+    for m in meta:
+        assert (run.root / "attention" / m["file_name"]).with_suffix(".npz").is_file()
+        row = rows[m["item_id"]]
+        assert row["objects"], row  # a 0.4 threshold of a scaled map always finds a region
+        assert {o["class_id"] for o in row["objects"]} == {m["label"]}
+        for o in row["objects"]:
+            x0, y0, x1, y1 = o["box"]
+            assert 0 <= x0 < x1 <= SIZE and 0 <= y0 < y1 <= SIZE
+    coco = COCO(str(run.export / "coco" / "annotations.json"))
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        assert int(mask_utils.area(ann["segmentation"])) == ann["area"]
+
+    # the same labels again: generate, labels and export are all current
+    from synthset.pipeline import StageLog
+
+    log = StageLog()
+    run_stage("export", r, run, progress=False, log=log)
+    assert {s for _, s, _ in log.entries} <= {"skipped", "off"}
+    assert log.status("generate") == log.status("labels") == log.status("export") == "skipped"
+    # a new threshold relabels without regenerating
+    r2 = _recipe(
+        tmp_path / "run",
+        real_folder,
+        _sd(tiny_sd_path),
+        labels={**labels, "threshold": 0.8},
+        export=export,
+    )
+    log = StageLog()
+    run_stage("labels", r2, run, progress=False, log=log)
+    assert log.status("generate") == "skipped" and log.status("labels") == "ran"
+    areas = {o["area"] for row in read_jsonl(run.labels / "labels.jsonl") for o in row["objects"]}
+    old = {o["area"] for row in rows.values() for o in row["objects"]}
+    assert max(areas) <= max(old) and areas != old  # a higher threshold, smaller regions
+
+
+def test_box_formats_without_labels_are_a_one_line_error(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    r = _recipe(tmp_path / "run", real_folder, _sd(tiny_sd_path), export={"formats": ["yolo"]})
+    with pytest.raises(SynthsetError, match="export.formats yolo writes boxes and masks"):
+        stage_export(r, open_run(r), progress=False)
