@@ -103,3 +103,13 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("toy-digits") / "run"
     run_stage("generate", toy_digits(out), RunFolder(out), progress=False)
     return out
+
+
+#: The longest test files (minutes each): collected first, so two workers start them at once
+#: instead of one worker finishing with a long file while the other sits idle.
+LONGEST_FIRST = ("test_demo.py", "test_adapt_inversion.py", "test_resume.py", "test_tune.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within

@@ -199,6 +199,11 @@ def test_inpaint_masks_become_exact_boxes_and_read_back_in_coco(
     img = coco.loadImgs(ann["image_id"])[0]
     assert (run.export / "coco" / "images" / img["file_name"]).is_file()
 
+    run_stage("report", r, run, progress=False)
+    html = run.report.read_text()
+    section = html[html.index('<h2 id="labels">') :]
+    assert "4 objects in 4 images" in section and "data:image/png;base64," in section
+
     yolo = run.export / "yolo"
     data = (yolo / "data.yaml").read_text()
     assert "names:" in data and "0: red" in data and "1: blue" in data
@@ -208,6 +213,26 @@ def test_inpaint_masks_become_exact_boxes_and_read_back_in_coco(
         cls, cx, cy, w, h = f.read_text().split()
         assert (float(cx), float(cy), float(w), float(h)) == (0.5, 0.5, 0.5, 0.5)
         assert (yolo / "images" / "train" / f.with_suffix(".png").name).is_file()
+    # ultralytics' own dataset loader reads it: every image, its class, the square's box
+    dataset = ultralytics_dataset(yolo, tmp_path, "detect")
+    assert len(dataset) == 4
+    for lbl in dataset.labels:
+        assert lbl["cls"].ravel().tolist() in ([0.0], [1.0])
+        assert np.allclose(lbl["bboxes"], [[0.5, 0.5, 0.5, 0.5]])
+
+
+def ultralytics_dataset(root: Path, home: Path, task: str) -> Any:
+    """``ultralytics.data.YOLODataset`` on an exported folder's train split, offline, with its
+    settings file under ``home``."""
+    import os
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(home / "ultralytics-config"))
+    from ultralytics.data import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    data = check_det_dataset(str(root / "data.yaml"))
+    return YOLODataset(img_path=data["train"], data=data, task=task, augment=False, imgsz=32)
 
 
 def test_cross_attention_labels_through_the_pipeline(
@@ -265,3 +290,39 @@ def test_box_formats_without_labels_are_a_one_line_error(
     r = _recipe(tmp_path / "run", real_folder, _sd(tiny_sd_path), export={"formats": ["yolo"]})
     with pytest.raises(SynthsetError, match="export.formats yolo writes boxes and masks"):
         stage_export(r, open_run(r), progress=False)
+
+
+def test_a_prompt_naming_two_classes_gets_an_object_of_each(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    prompts = {
+        "templates": ["a {class} and a {other} square"],
+        "slots": {"other": ["red", "blue"]},
+        "combine": "cross",
+        "label_check": "off",
+        "per_class": 2,
+    }
+    r = _recipe(
+        tmp_path / "run",
+        real_folder,
+        _sd(tiny_sd_path),
+        labels={"threshold": 0.5},
+        export={"formats": ["yolo"], "yolo_task": "segment", "val_fraction": 0.0},
+    )
+    r = r.model_copy(update={"prompts": r.prompts.model_copy(update=prompts)})
+    run = open_run(r)
+    stage_export(r, run, progress=False)
+    meta = {m["item_id"]: m for m in read_jsonl(run.images / "metadata.jsonl")}
+    rows = read_jsonl(run.labels / "labels.jsonl")
+    for row in rows:
+        named = {
+            c for c, name in enumerate(["red", "blue"]) if name in meta[row["item_id"]]["prompt"]
+        }
+        assert {o["class_id"] for o in row["objects"]} == named
+    assert any(len(row["objects"]) == 2 for row in rows)  # "a red and a blue square"
+    dataset = ultralytics_dataset(run.export / "yolo", tmp_path, "segment")
+    by_file = {Path(lbl["im_file"]).stem: lbl for lbl in dataset.labels}
+    for row in rows:
+        lbl = by_file[row["item_id"]]
+        assert sorted(lbl["cls"].ravel().tolist()) == sorted(o["class_id"] for o in row["objects"])
+        assert len(lbl["segments"]) == len(row["objects"])

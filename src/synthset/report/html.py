@@ -25,6 +25,7 @@ from synthset.report.eval_sections import (
     per_class_section,
     scaling_section,
 )
+from synthset.report.labels_section import labels_section
 from synthset.report.plots import image_strip
 from synthset.report.run_sections import (
     adapt_section,
@@ -161,6 +162,7 @@ SECTIONS = (
     ("curves", "Training curves"),
     ("fidelity", "Fidelity"),
     ("curation", "Curation"),
+    ("labels", "Labels"),
     ("samples", "Samples"),
     ("prompts", "Prompts"),
     ("tuning", "Tuning"),
@@ -222,6 +224,7 @@ def write_report(
         ("Training curves", lambda: curves_section(run.evaluate / "metrics.jsonl", cas)),
         ("Fidelity", lambda: fidelity_section(fidelity)),
         ("Curation", lambda: curate_section(run, classes, samples_per_class)),
+        ("Labels", lambda: labels_section(run, classes, samples_per_class)),
         ("Samples", lambda: _samples_section(run, classes, samples_per_class, synthetic)),
         ("Prompts", lambda: prompts_section(run.prompts, classes)),
         ("Tuning", lambda: tune_section(run.tune)),

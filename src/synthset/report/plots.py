@@ -9,9 +9,10 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from synthset.report.cas_data import TrainSet, find, scaling_points, subset_points, train_sets
 
@@ -361,3 +362,38 @@ def score_histogram(kept: list[float], dropped: list[float], score: str) -> byte
     ax.set_ylabel("images")
     ax.grid(alpha=0.3)
     return _figure_png(fig)
+
+
+#: Colours of drawn objects, by class id (cycled).
+OBJECT_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180))
+
+
+def labeled_strip(items: list[tuple[Path, Path, list[dict[str, Any]]]], tile: int = 96) -> bytes:
+    """Images with their labels drawn: each object's mask tinted and its box outlined, in its
+    class's colour. ``items``: (image, instance mask, objects of its labels row)."""
+    n = max(1, len(items))
+    strip = Image.new("RGB", (n * tile + (n - 1) * GAP, tile), (255, 255, 255))
+    for i, (image_path, mask_path, objects) in enumerate(items):
+        with Image.open(image_path) as im:
+            base = im.convert("RGB")
+        scale = tile / max(base.size)
+        size = (max(1, round(base.width * scale)), max(1, round(base.height * scale)))
+        resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+        shown = np.asarray(base.resize(size, resample), dtype=np.float32)
+        with Image.open(mask_path) as m:
+            instances = np.asarray(m.resize(size, Image.Resampling.NEAREST))
+        for number, obj in enumerate(objects, 1):
+            colour = np.array(OBJECT_COLORS[obj["class_id"] % len(OBJECT_COLORS)], np.float32)
+            where = instances == number
+            shown[where] = 0.55 * shown[where] + 0.45 * colour
+        out = Image.fromarray(shown.clip(0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(out)
+        for obj in objects:
+            x0, y0, x1, y1 = (v * scale for v in obj["box"])
+            colour = OBJECT_COLORS[obj["class_id"] % len(OBJECT_COLORS)]
+            draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour)
+        offset = ((tile - size[0]) // 2, (tile - size[1]) // 2)
+        strip.paste(out, (i * (tile + GAP) + offset[0], offset[1]))
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG")
+    return buf.getvalue()

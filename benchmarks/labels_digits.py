@@ -1,0 +1,259 @@
+"""Cross-attention labels on digits (CPU, offline): does the mask of the digit's word find the
+digit the model drew?
+
+A tiny text-conditional Stable Diffusion pipeline (``synthset.adapt.tiny_base``, cross-attention
+at the half-resolution blocks as well as the middle) is pretrained on scikit-learn's 8x8 digits
+pasted at a random place on a 16x16 black canvas, captioned "a handwritten digit 3" and so on:
+where the digit goes is up to the noise, not the caption. synthset then generates digits with
+the prompt "a handwritten digit {class}" through its own pipeline (``text2image`` on the saved
+pipeline folder, ``labels.method: cross_attention``), and the labels stage turns each image's
+heat map of the digit's token into a mask (Otsu) and a box.
+
+Each label is compared with the digit's own ink in the generated image (pixels above 0.35 of
+full scale): mask IoU, and box IoU against the ink's bounding box. Baselines: a centred box of
+the mean ink-box size (what a labeler that ignores the image gets), the whole canvas, and the
+ink's own bounding box as a mask (the best any box-shaped mask can do). The recorder's cost is
+the generation time with it against without it, on the same items.
+
+    python benchmarks/labels_digits.py [--seeds 0 1 2] [--out runs/labels-digits]
+        [--json benchmarks/results/labels_digits.json] [--quick]
+
+``--seeds``: recipe seeds (different noise, so different images) on one pretrained base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CANVAS = 16
+INK = 0.35  # a pixel is ink above this fraction of full scale (tiny_base.INK_LEVEL)
+
+
+def canvas_digits(root: Path, seed: int) -> list[tuple[Path, int]]:
+    """Every bundled digit at a seeded random place on a black CANVAS x CANVAS image."""
+    from synthset.data.real import digits_arrays
+
+    images, labels = digits_arrays()
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i, (img, lbl) in enumerate(zip(images, labels, strict=True)):
+        path = root / str(int(lbl)) / f"{i:04d}.png"
+        if not path.exists():
+            canvas = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
+            y, x = rng.integers(0, CANVAS - 8 + 1, size=2)
+            canvas[y : y + 8, x : x + 8] = img
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(canvas).convert("RGB").save(path)
+        samples.append((path, int(lbl)))
+    return samples
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
+
+
+def box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def box_mask(box: tuple[int, ...], shape: tuple[int, int]) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[box[1] : box[3], box[0] : box[2]] = True
+    return mask
+
+
+def score_run(run_root: Path) -> dict[str, Any]:
+    """Mask and box IoU of every label against its image's ink, and the baselines."""
+    from synthset.labels.shapes import box_of, mask_iou
+    from synthset.store.atomic import read_jsonl
+
+    rows = read_jsonl(run_root / "labels" / "labels.jsonl")
+    inks, found = [], []
+    for row in rows:
+        grey = np.asarray(Image.open(run_root / "images" / row["file_name"]).convert("L"))
+        ink = grey / 255.0 > INK
+        if not ink.any():
+            continue
+        inks.append(ink)
+        instances = np.asarray(Image.open(run_root / "labels" / row["mask_file"]))
+        own = [k for k, o in enumerate(row["objects"], 1) if o["class_id"] == row["label"]]
+        mask = np.isin(instances, own)
+        box = tuple(row["objects"][own[0] - 1]["box"]) if own else (0, 0, 0, 0)
+        found.append((mask, box))
+    ink_boxes = [box_of(ink) for ink in inks]
+    mean_w = round(statistics.mean(b[2] - b[0] for b in ink_boxes))
+    mean_h = round(statistics.mean(b[3] - b[1] for b in ink_boxes))
+    x0, y0 = (CANVAS - mean_w) // 2, (CANVAS - mean_h) // 2
+    centred = (x0, y0, x0 + mean_w, y0 + mean_h)
+    shape = (CANVAS, CANVAS)
+    whole = np.ones(shape, dtype=bool)
+    attn_iou = [mask_iou(m, ink) for (m, _), ink in zip(found, inks, strict=True)]
+    attn_box = [box_iou(b, ib) for (_, b), ib in zip(found, ink_boxes, strict=True)]
+    return {
+        "images": len(rows),
+        "images_with_ink": len(inks),
+        "own_object_found": sum(1 for m, _ in found if m.any()),
+        "mask_iou": {
+            "attention": round(statistics.mean(attn_iou), 4),
+            "centred_box": round(
+                statistics.mean(mask_iou(box_mask(centred, shape), ink) for ink in inks), 4
+            ),
+            "whole_canvas": round(statistics.mean(mask_iou(whole, ink) for ink in inks), 4),
+            "ink_box_oracle": round(
+                statistics.mean(
+                    mask_iou(box_mask(b, shape), ink)
+                    for b, ink in zip(ink_boxes, inks, strict=True)
+                ),
+                4,
+            ),
+        },
+        "box_iou": {
+            "attention": round(statistics.mean(attn_box), 4),
+            "centred_box": round(statistics.mean(box_iou(centred, b) for b in ink_boxes), 4),
+            "attention_at_0.5": round(sum(v >= 0.5 for v in attn_box) / len(attn_box), 4),
+            "centred_box_at_0.5": round(
+                sum(box_iou(centred, b) >= 0.5 for b in ink_boxes) / len(ink_boxes), 4
+            ),
+        },
+        "mean_ink_box": [mean_w, mean_h],
+    }
+
+
+def recorder_overhead(base: Path, steps: int, n: int) -> dict[str, float]:
+    """Seconds to generate the same n images without and with the attention recorder."""
+    from synthset.generators.attention import AttentionRecordingGenerator
+    from synthset.generators.text2image import Text2ImageGenerator
+    from synthset.plan import WorkItem
+    from synthset.recipe import GeneratorSpec, LabelsSpec
+
+    spec = GeneratorSpec(kind="text2image", model=str(base), steps=steps, guidance_scale=3.0)
+    items = [
+        WorkItem(f"o{i}", i % 10, str(i % 10), str(i % 10), f"a handwritten digit {i % 10}", i)
+        for i in range(n)
+    ]
+    plain = Text2ImageGenerator(spec)
+    traced = AttentionRecordingGenerator(
+        Text2ImageGenerator(spec), LabelsSpec(), [str(c) for c in range(10)]
+    )
+    times = {}
+    for name, gen in (("plain", plain), ("recorder", traced), ("plain_again", plain)):
+        start = time.perf_counter()
+        for k in range(0, n, 50):
+            gen.generate(items[k : k + 50])
+        times[name] = round(time.perf_counter() - start, 2)
+    base_s = (times["plain"] + times["plain_again"]) / 2
+    times["overhead"] = round(times["recorder"] / base_s - 1, 4)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("runs/labels-digits"))
+    parser.add_argument("--json", type=Path, default=RESULTS / "labels_digits.json")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    args = parser.parse_args()
+
+    from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
+    from synthset.pipeline import open_run, stage_label
+    from synthset.recipe import recipe_from_dict
+
+    steps, vae_steps, per_class = (60, 40, 5) if args.quick else (2000, 400, 50)
+    names = [str(c) for c in range(10)]
+    samples = canvas_digits(args.out / "canvas", seed=0)
+    settings = BaseSettings(
+        "class",
+        None,
+        image_size=CANVAS,
+        cross_attention="low",
+        vae_steps=vae_steps,
+        steps=steps,
+        batch_size=64,
+    )
+    start = time.perf_counter()
+    base = pretrain_tiny_base(samples, names, settings, args.out / "base")
+    base_s = round(time.perf_counter() - start, 1)
+
+    per_seed: dict[str, Any] = {}
+    for seed in args.seeds:
+        recipe = recipe_from_dict(
+            {
+                "seed": seed,
+                "output_dir": str(args.out / f"seed{seed}"),
+                "classes": {"names": names},
+                "prompts": {"template": "a handwritten digit {class}"},
+                "generate": {
+                    "images_per_class": per_class,
+                    "batch_size": 50,
+                    "generator": {
+                        "kind": "text2image",
+                        "model": str(base),
+                        "steps": 30,
+                        "guidance_scale": 3.0,
+                    },
+                },
+                "labels": {"method": "cross_attention", "threshold": "otsu"},
+            }
+        )
+        run = open_run(recipe)
+        t0 = time.perf_counter()
+        stage_label(recipe, run, progress=True)
+        per_seed[str(seed)] = score_run(run.root) | {"seconds": round(time.perf_counter() - t0, 1)}
+        print(seed, json.dumps(per_seed[str(seed)]))
+
+    def across(*path: str) -> dict[str, float]:
+        values = []
+        for result in per_seed.values():
+            value: Any = result
+            for key in path:
+                value = value[key]
+            values.append(float(value))
+        return mean_std(values)
+
+    summary = {
+        "mask_iou": {k: across("mask_iou", k) for k in per_seed[str(args.seeds[0])]["mask_iou"]},
+        "box_iou": {k: across("box_iou", k) for k in per_seed[str(args.seeds[0])]["box_iou"]},
+    }
+    result = {
+        "benchmark": "labels_digits",
+        "command": "python benchmarks/labels_digits.py"
+        + (" --quick" if args.quick else "")
+        + f" --seeds {' '.join(map(str, args.seeds))}",
+        "setup": {
+            "canvas": f"{CANVAS}x{CANVAS}, one 8x8 digit at a random place",
+            "base": "tiny SD pipeline, class captions, cross-attention at 8x8 and 4x4 blocks",
+            "base_steps": steps,
+            "generation": "text2image, DDIM 30 steps, guidance 3, "
+            "prompt 'a handwritten digit {class}'",
+            "labels": "cross_attention, Otsu threshold, largest region",
+            "ink": f"pixels above {INK} of full scale in the generated image",
+            "images_per_seed": per_class * 10,
+        },
+        "base_seconds": base_s,
+        "summary": summary,
+        "per_seed": per_seed,
+        "recorder_overhead": recorder_overhead(base, 30, 50 if args.quick else 200),
+        "machine": {"python": platform.python_version(), "processor": platform.machine()},
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
