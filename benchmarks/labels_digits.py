@@ -39,22 +39,41 @@ CANVAS = 16
 INK = 0.35  # a pixel is ink above this fraction of full scale (tiny_base.INK_LEVEL)
 
 
-def canvas_digits(root: Path, seed: int) -> list[tuple[Path, int]]:
-    """Every bundled digit at a seeded random place on a black CANVAS x CANVAS image."""
+def digit_split() -> dict[str, list[int]]:
+    """A stratified 75 / 25 split of the bundled digits' indices (seed 0): the base model
+    learns from 'train' only; 'test' is held out (the detection benchmark's real test set)."""
+    from sklearn.model_selection import train_test_split
+
     from synthset.data.real import digits_arrays
+
+    _, labels = digits_arrays()
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=0.25, stratify=labels, random_state=0
+    )
+    return {"train": sorted(int(i) for i in train), "test": sorted(int(i) for i in test)}
+
+
+def canvas_digits(
+    root: Path, indices: list[int], seed: int
+) -> list[tuple[Path, int, tuple[int, int, int, int]]]:
+    """Each chosen bundled digit at a seeded random place on a black CANVAS x CANVAS image:
+    (file, label, the ink's box on the canvas)."""
+    from synthset.data.real import digits_arrays
+    from synthset.labels.shapes import box_of
 
     images, labels = digits_arrays()
     rng = np.random.default_rng(seed)
     samples = []
-    for i, (img, lbl) in enumerate(zip(images, labels, strict=True)):
-        path = root / str(int(lbl)) / f"{i:04d}.png"
+    for i in indices:
+        img, lbl = images[i], int(labels[i])
+        y, x = (int(v) for v in rng.integers(0, CANVAS - 8 + 1, size=2))
+        canvas = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
+        canvas[y : y + 8, x : x + 8] = img
+        path = root / str(lbl) / f"{i:04d}.png"
         if not path.exists():
-            canvas = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
-            y, x = rng.integers(0, CANVAS - 8 + 1, size=2)
-            canvas[y : y + 8, x : x + 8] = img
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(canvas).convert("RGB").save(path)
-        samples.append((path, int(lbl)))
+        samples.append((path, lbl, box_of(canvas / 255.0 > INK)))
     return samples
 
 
@@ -161,6 +180,34 @@ def recorder_overhead(base: Path, steps: int, n: int) -> dict[str, float]:
     return times
 
 
+def labels_recipe(
+    seed: int, root: Path, base: Path, per_class: int, export: dict[str, Any] | None = None
+) -> Any:
+    """The benchmark's recipe for one seed: digits from ``base`` with cross-attention labels."""
+    from synthset.recipe import recipe_from_dict
+
+    data: dict[str, Any] = {
+        "seed": seed,
+        "output_dir": str(root / f"seed{seed}"),
+        "classes": {"names": [str(c) for c in range(10)]},
+        "prompts": {"template": "a handwritten digit {class}"},
+        "generate": {
+            "images_per_class": per_class,
+            "batch_size": 50,
+            "generator": {
+                "kind": "text2image",
+                "model": str(base),
+                "steps": 30,
+                "guidance_scale": 3.0,
+            },
+        },
+        "labels": {"method": "cross_attention", "threshold": "otsu"},
+    }
+    if export is not None:
+        data["export"] = export
+    return recipe_from_dict(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -171,11 +218,11 @@ def main() -> None:
 
     from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
     from synthset.pipeline import open_run, stage_label
-    from synthset.recipe import recipe_from_dict
 
     steps, vae_steps, per_class = (60, 40, 5) if args.quick else (2000, 400, 50)
     names = [str(c) for c in range(10)]
-    samples = canvas_digits(args.out / "canvas", seed=0)
+    split = digit_split()
+    samples = [(p, lbl) for p, lbl, _ in canvas_digits(args.out / "canvas", split["train"], 0)]
     settings = BaseSettings(
         "class",
         None,
@@ -191,25 +238,7 @@ def main() -> None:
 
     per_seed: dict[str, Any] = {}
     for seed in args.seeds:
-        recipe = recipe_from_dict(
-            {
-                "seed": seed,
-                "output_dir": str(args.out / f"seed{seed}"),
-                "classes": {"names": names},
-                "prompts": {"template": "a handwritten digit {class}"},
-                "generate": {
-                    "images_per_class": per_class,
-                    "batch_size": 50,
-                    "generator": {
-                        "kind": "text2image",
-                        "model": str(base),
-                        "steps": 30,
-                        "guidance_scale": 3.0,
-                    },
-                },
-                "labels": {"method": "cross_attention", "threshold": "otsu"},
-            }
-        )
+        recipe = labels_recipe(seed, args.out, base, per_class)
         run = open_run(recipe)
         t0 = time.perf_counter()
         stage_label(recipe, run, progress=True)
@@ -236,6 +265,7 @@ def main() -> None:
         + f" --seeds {' '.join(map(str, args.seeds))}",
         "setup": {
             "canvas": f"{CANVAS}x{CANVAS}, one 8x8 digit at a random place",
+            "base_data": "the 75% train split of the bundled digits (stratified, seed 0)",
             "base": "tiny SD pipeline, class captions, cross-attention at 8x8 and 4x4 blocks",
             "base_steps": steps,
             "generation": "text2image, DDIM 30 steps, guidance 3, "

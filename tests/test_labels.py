@@ -47,10 +47,10 @@ def test_regions_keep_the_largest_and_drop_specks() -> None:
     mask[2:12, 2:12] = True  # 100 px
     mask[20:26, 20:26] = True  # 36 px
     mask[35, 35] = True  # a 1-px speck
-    found = regions(mask, max_regions=3, min_area=0.002, tolerance=1.0)  # floor 3.2 px
-    assert [r.area for r in found] == [100, 36]
-    assert found[0].box == (2, 2, 12, 12) and found[1].box == (20, 20, 26, 26)
-    assert [r.area for r in regions(mask, 1, 0.0, 1.0)] == [100]
+    found = regions(mask, max_regions=3, min_area=0.002)  # floor 3.2 px
+    assert [int(r.sum()) for r in found] == [100, 36]
+    assert box_of(found[0]) == (2, 2, 12, 12) and box_of(found[1]) == (20, 20, 26, 26)
+    assert [int(r.sum()) for r in regions(mask, 1, 0.0)] == [100]
 
 
 def test_otsu_splits_a_bimodal_map_and_a_flat_map_is_empty() -> None:
@@ -326,3 +326,124 @@ def test_a_prompt_naming_two_classes_gets_an_object_of_each(
         lbl = by_file[row["item_id"]]
         assert sorted(lbl["cls"].ravel().tolist()) == sorted(o["class_id"] for o in row["objects"])
         assert len(lbl["segments"]) == len(row["objects"])
+
+
+def test_ultralytics_trains_a_segmentation_model_on_the_export(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    """One epoch of ``YOLO("yolov8n-seg.yaml").train`` (built from its config: no download) on a
+    YOLO segmentation export of inpainting labels, then a prediction with the trained weights."""
+    gen = _sd(tiny_sd_path, kind="inpaint", mask="folder", mask_dir=str(real_folder / "masks"))
+    export = {"formats": ["yolo"], "yolo_task": "segment", "val_fraction": 0.0}
+    r = _recipe(
+        tmp_path / "run", real_folder, gen, labels={"method": "inpaint_mask"}, export=export
+    )
+    run = open_run(r)
+    stage_export(r, run, progress=False)
+    ultralytics_dataset(run.export / "yolo", tmp_path, "segment")  # offline settings, once
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n-seg.yaml")
+    metrics = model.train(
+        data=str(run.export / "yolo" / "data.yaml"),
+        epochs=1,
+        imgsz=32,
+        batch=4,
+        device="cpu",
+        workers=0,
+        plots=False,
+        amp=False,
+        project=str(tmp_path / "yolo-runs"),
+        name="seg",
+        verbose=False,
+    )
+    assert {"metrics/mAP50(B)", "metrics/mAP50(M)"} <= set(metrics.results_dict)
+    weights = tmp_path / "yolo-runs" / "seg" / "weights" / "last.pt"
+    (result,) = YOLO(str(weights)).predict(next((run.images).rglob("*.png")), imgsz=32)
+    assert result.orig_shape == (SIZE, SIZE) and result.names == {0: "red", 1: "blue"}
+
+    # the trained model labels another run (DiffuGen's supervised labeler): only mapped classes
+    detector = {
+        "framework": "ultralytics",
+        "weights": str(weights),
+        "class_map": {"red": "red"},
+        "confidence": 0.0,
+        "image_size": 32,
+    }
+    other = _recipe(
+        tmp_path / "other",
+        real_folder,
+        _sd(tiny_sd_path),
+        labels={"method": "detector", "detector": detector},
+    )
+    summary = stage_label(other, open_run(other), progress=False)
+    assert summary is not None and summary["images"] == 4
+    rows = read_jsonl(tmp_path / "other" / "labels" / "labels.jsonl")
+    assert all(o["class_name"] == "red" for r in rows for o in r["objects"])
+    for r in rows:  # a blue image can never show its own class: flagged
+        assert ("own_class_missing" in r["flags"]) == (r["label"] == 1 or not r["objects"])
+
+
+def test_a_torchvision_detector_labels_with_its_class_map(
+    tiny_sd_path: Path, real_folder: Path, tmp_path: Path
+) -> None:
+    """A torchvision Faster R-CNN (random weights, saved and loaded as safetensors): detections
+    of unmapped classes are dropped, boxes stay inside the image, the mask of a box-only model
+    is its box."""
+    import torch
+    from safetensors.torch import save_file
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+    torch.manual_seed(0)
+    model = fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3
+    )
+    weights = tmp_path / "frcnn.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    detector = {
+        "framework": "torchvision",
+        "architecture": "fasterrcnn_mobilenet_v3_large_320_fpn",
+        "weights": str(weights),
+        "categories": ["__background__", "red", "blue"],
+        "class_map": {"blue": "blue"},
+        "confidence": 0.0,
+    }
+    r = _recipe(
+        tmp_path / "run",
+        real_folder,
+        _sd(tiny_sd_path),
+        labels={"method": "detector", "detector": detector, "max_objects": 5},
+    )
+    summary = stage_label(r, open_run(r), progress=False)
+    assert summary is not None and summary["objects"] > 0
+    for row in read_jsonl(tmp_path / "run" / "labels" / "labels.jsonl"):
+        mask = np.asarray(Image.open(tmp_path / "run" / "labels" / row["mask_file"]))
+        for number, o in enumerate(row["objects"], 1):
+            assert o["class_name"] == "blue"
+            x0, y0, x1, y1 = o["box"]
+            assert 0 <= x0 <= x1 <= SIZE and 0 <= y0 <= y1 <= SIZE
+            assert not (mask == number)[:, :x0].any() and not (mask == number)[:y0].any()
+
+    # bad input: a weights file that does not exist, a mapping to an unknown class
+    missing = {**detector, "weights": str(tmp_path / "nope.safetensors")}
+    bad = _recipe(
+        tmp_path / "bad",
+        real_folder,
+        _sd(tiny_sd_path),
+        labels={"method": "detector", "detector": missing},
+    )
+    with pytest.raises(
+        SynthsetError, match="labels.detector.weights: .*nope.safetensors does not exist"
+    ):
+        stage_label(bad, open_run(bad), progress=False)
+    unknown = {**detector, "class_map": {"blue": "green"}}
+    bad = _recipe(
+        tmp_path / "bad2",
+        real_folder,
+        _sd(tiny_sd_path),
+        labels={"method": "detector", "detector": unknown},
+    )
+    with pytest.raises(SynthsetError, match="labels.detector.class_map: 'green' is not a class"):
+        stage_label(bad, open_run(bad), progress=False)
+    with pytest.raises(SynthsetError, match="method detector needs labels.detector"):
+        _recipe(tmp_path / "bad3", real_folder, _sd(tiny_sd_path), labels={"method": "detector"})

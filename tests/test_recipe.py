@@ -25,10 +25,17 @@ def write(tmp_path: Path, data: dict | str) -> Path:
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
-def test_bundled_recipes_validate(name: str, tmp_path: Path) -> None:
+def test_bundled_recipes_validate(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from synthset.pipeline import check
 
     recipe = load_recipe(RECIPES / f"{name}.yaml")
+    if recipe.labels is not None and recipe.labels.detector is not None:
+        monkeypatch.chdir(tmp_path)  # the user's detector weights, in place
+        weights = tmp_path / recipe.labels.detector.weights
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        weights.write_bytes(b"")
     check(recipe)  # every stage's fail-fast check (e.g. each tune space value) passes
     assert load_recipe(write(tmp_path, dump_recipe(recipe))) == recipe  # the dump round-trips
     # what the file says is what was loaded (no key dropped or defaulted over)

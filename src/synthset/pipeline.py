@@ -86,17 +86,29 @@ class Stage:
     scratch: Callable[[RunFolder], list[Path]] = lambda run: []
 
 
-def _check_label_words(recipe: Recipe) -> None:
-    """labels.attention.words must name the recipe's classes (when they are known)."""
+def _check_labels(recipe: Recipe) -> None:
+    """Label settings that name classes must name the recipe's (when they are known), and a
+    detector's weights file must exist."""
     labels = recipe.labels
-    words = labels.attention.words if labels is not None and labels.attention else {}
+    if labels is None:
+        return
     names = recipe.classes.names or []
-    unknown = sorted(set(words) - set(names)) if names else []
-    if unknown:
-        raise SynthsetError(
-            f"labels.attention.words: {', '.join(map(repr, unknown))} is not a class of this "
-            f"recipe ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); use class names"
-        )
+    named = {"labels.attention.words": set(labels.attention.words) if labels.attention else set()}
+    if labels.detector is not None:
+        named["labels.detector.class_map"] = set(labels.detector.class_map.values())
+        weights = Path(labels.detector.weights).expanduser()
+        if not weights.is_file():
+            raise SynthsetError(
+                f"labels.detector.weights: {weights} does not exist; give a local weights file "
+                "(nothing is downloaded)"
+            )
+    for field_name, given in named.items():
+        unknown = sorted(given - set(names)) if names else []
+        if unknown:
+            raise SynthsetError(
+                f"{field_name}: {', '.join(map(repr, unknown))} is not a class of this recipe "
+                f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); use class names"
+            )
 
 
 def _tune(recipe: Recipe, run: RunFolder, progress: bool) -> dict[str, Any]:
@@ -250,7 +262,7 @@ STAGES: tuple[Stage, ...] = (
         output=lambda run: run.labels / LABELS_FILE,
         needs=lambda r: ("classes", "generate", *(("curate",) if r.curate is not None else ())),
         applies=lambda r: r.labels is not None,
-        check=_check_label_words,
+        check=_check_labels,
         scratch=lambda run: [run.labels],
     ),
     Stage(

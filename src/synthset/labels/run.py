@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from synthset.labels.shapes import regions, scale_unit, threshold_map
-from synthset.labels.sources import MAP_SOURCES
+from synthset.labels.shapes import box_of, polygon_of
+from synthset.labels.sources import LABEL_SOURCES, Candidate
 from synthset.recipe import LabelsSpec
 from synthset.store.atomic import atomic_write_bytes, atomic_write_json, write_jsonl
 from synthset.store.imagefolder import encode_image
@@ -33,13 +33,14 @@ def label_all(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Label ``rows`` (kept rows of the synthetic index, with ``path``); returns the summary."""
-    source = MAP_SOURCES.load(spec.method)
+    source = LABEL_SOURCES.load(spec.method)(spec, class_names)
     table = []
     for row in tqdm(rows, desc="label", unit="img", disable=not progress):
         with Image.open(row["path"]) as img:
             size = img.size
-        maps, threshold = source(spec, run_root, row, size)
-        objects, instance_image = _objects(spec, maps, threshold, class_names, size)
+        objects, instance_image = _objects(
+            source(run_root, row, size), class_names, size, spec.polygon_tolerance
+        )
         mask_file = Path(MASKS_FOLDER) / Path(str(row["file_name"])).with_suffix(".png")
         atomic_write_bytes(out_dir / mask_file, encode_image(instance_image, "png"))
         own = int(row["label"])
@@ -62,42 +63,33 @@ def label_all(
 
 
 def _objects(
-    spec: LabelsSpec,
-    maps: dict[int, np.ndarray],
-    threshold: Any,
-    class_names: list[str],
-    size: tuple[int, int],
+    found: list[Candidate], class_names: list[str], size: tuple[int, int], tolerance: float
 ) -> tuple[list[dict[str, Any]], Image.Image]:
     """The objects of one image, largest first, and its instance image (object number + 1 per
-    pixel; where objects of different classes overlap, the smaller one is on top, and each
-    object's area counts its visible pixels)."""
-    found = []
-    for cid in sorted(maps):
-        unit = scale_unit(maps[cid])
-        mask = threshold_map(unit, threshold)
-        for region in regions(mask, spec.max_objects, spec.min_area, spec.polygon_tolerance):
-            found.append((cid, region, float(unit[region.mask].mean())))
-    found.sort(key=lambda f: -f[1].area)
+    pixel; where objects overlap, the smaller one is on top, and each object's area counts
+    its visible pixels)."""
+    found = sorted(found, key=lambda c: -int(c.mask.sum()))
     dtype = np.uint16 if len(found) > 254 else np.uint8
     instances = np.zeros((size[1], size[0]), dtype=dtype)
-    for k, (_, region, _) in enumerate(found):
-        instances[region.mask] = k + 1
+    for k, cand in enumerate(found):
+        instances[cand.mask] = k + 1
     areas = np.bincount(instances.ravel(), minlength=len(found) + 1)[1:]
     objects = []
-    for k, (cid, region, score) in enumerate(found):
+    for k, cand in enumerate(found):
         if areas[k] == 0:
             continue  # hidden under the others
+        visible = instances == k + 1
         objects.append(
             {
-                "class_id": cid,
-                "class_name": class_names[cid],
-                "box": list(region.box),
-                "polygon": [[round(x, 2), round(y, 2)] for x, y in region.polygon],
+                "class_id": cand.class_id,
+                "class_name": class_names[cand.class_id],
+                "box": list(cand.box if cand.box is not None else box_of(cand.mask)),
+                "polygon": [[round(x, 2), round(y, 2)] for x, y in polygon_of(visible, tolerance)],
                 "area": int(areas[k]),
-                "score": round(score, 4),
+                "score": round(cand.score, 4),
             }
         )
-        instances[instances == k + 1] = len(objects)  # renumber past hidden ones
+        instances[visible] = len(objects)  # renumber past hidden ones
     return objects, Image.fromarray(instances)
 
 

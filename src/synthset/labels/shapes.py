@@ -1,21 +1,9 @@
 """From a per-pixel score map to objects: threshold (fixed or Otsu), connected regions (largest
-first, small ones dropped), and each region's box and simplified polygon."""
+first, small ones dropped), and a mask's box and simplified polygon."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-
-
-@dataclass(frozen=True)
-class Region:
-    """One object region of an image, in pixel coordinates of that image."""
-
-    mask: np.ndarray  # bool (H, W)
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1: x1 and y1 exclusive
-    polygon: list[tuple[float, float]]  # (x, y) around the region, not closed
-    area: int  # pixels
 
 
 def scale_unit(heat: np.ndarray) -> np.ndarray:
@@ -36,9 +24,9 @@ def threshold_map(unit: np.ndarray, threshold: float | str) -> np.ndarray:
     return unit > threshold
 
 
-def regions(mask: np.ndarray, max_regions: int, min_area: float, tolerance: float) -> list[Region]:
+def regions(mask: np.ndarray, max_regions: int, min_area: float) -> list[np.ndarray]:
     """The ``max_regions`` largest 8-connected regions of ``mask`` covering at least
-    ``min_area`` of the image, largest first."""
+    ``min_area`` of the image (at least one pixel), largest first, as boolean masks."""
     from scipy import ndimage
 
     labeled, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
@@ -46,14 +34,8 @@ def regions(mask: np.ndarray, max_regions: int, min_area: float, tolerance: floa
         return []
     areas = np.bincount(labeled.ravel())[1:]
     order = np.argsort(-areas, kind="stable")[:max_regions]
-    floor = min_area * mask.size
-    out = []
-    for idx in order:
-        if areas[idx] < max(floor, 1):
-            break
-        part = labeled == idx + 1
-        out.append(Region(part, box_of(part), polygon_of(part, tolerance), int(areas[idx])))
-    return out
+    floor = max(min_area * mask.size, 1)
+    return [labeled == idx + 1 for idx in order if areas[idx] >= floor]
 
 
 def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -13,7 +13,7 @@ from synthset.recipe.generate import (
     LoraSpec,
     TextualInversionSpec,
 )
-from synthset.recipe.labels import AttentionSpec, LabelsSpec
+from synthset.recipe.labels import AttentionSpec, DetectorSpec, LabelsSpec
 from synthset.recipe.load import (
     apply_overrides,
     dump_recipe,
@@ -36,6 +36,7 @@ __all__ = [
     "AdaptSpec",
     "AttentionSpec",
     "ClassesSpec",
+    "DetectorSpec",
     "CurateSpec",
     "EnsembleMember",
     "EvaluateSpec",

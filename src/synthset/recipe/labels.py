@@ -3,13 +3,14 @@ class. Where a label comes from (``method``) decides what generation records."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from synthset.recipe.base import Strict
 
-LabelMethod = Literal["cross_attention", "inpaint_mask"]
+LabelMethod = Literal["cross_attention", "inpaint_mask", "detector"]
 
 
 class AttentionSpec(Strict):
@@ -36,6 +37,35 @@ class AttentionSpec(Strict):
         return v
 
 
+class DetectorSpec(Strict):
+    """A trained detection or segmentation model that labels the generated images."""
+
+    framework: Literal["ultralytics", "torchvision"] = Field(
+        description="ultralytics: a YOLO .pt (det or seg); torchvision: a state dict of "
+        "'architecture' (safetensors or .pt, loaded with weights_only)."
+    )
+    weights: Path = Field(description="The local weights file (nothing is downloaded).")
+    architecture: str = Field(
+        "maskrcnn_resnet50_fpn",
+        description="torchvision: the torchvision.models.detection builder, e.g. "
+        "maskrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn.",
+    )
+    categories: list[str] | None = Field(
+        None,
+        description="torchvision: the model's class names by output index (index 0 is the "
+        "background); default: the COCO categories torchvision's weights use.",
+    )
+    class_map: dict[str, str] = Field(
+        description="The model's class name -> the dataset's class; detections of classes not "
+        "listed are dropped, e.g. {person: pedestrian, car: car, truck: car}.",
+        min_length=1,
+    )
+    confidence: float = Field(0.25, ge=0, le=1, description="Detections below this are dropped.")
+    image_size: int | None = Field(
+        None, ge=32, description="ultralytics: the inference size (default: the model's)."
+    )
+
+
 class LabelsSpec(Strict):
     """``synthset label``: a mask, box and polygon per named object of every synthetic image."""
 
@@ -43,8 +73,9 @@ class LabelsSpec(Strict):
         "cross_attention",
         description="cross_attention: heat maps of the class words' cross-attention, recorded "
         "while generating (UNet pipelines: SD 1.x/2.x, SDXL); inpaint_mask: the inpaint mode's "
-        "object mask.",
+        "object mask; detector: a trained YOLO or torchvision model run on every image.",
     )
+    detector: DetectorSpec | None = Field(None, description="detector: the model and mapping.")
     attention: AttentionSpec | None = Field(
         None, description="cross_attention: what to record (default: every class's name)."
     )
@@ -80,6 +111,12 @@ class LabelsSpec(Strict):
             self.attention = AttentionSpec()
         if not records_attention and self.attention is not None:
             raise ValueError(f"labels.attention is for method cross_attention, not {self.method}")
+        if (self.method == "detector") != (self.detector is not None):
+            raise ValueError(
+                "method detector needs labels.detector (framework, weights, class_map)"
+                if self.detector is None
+                else f"labels.detector is for method detector, not {self.method}"
+            )
         return self
 
     def recorded(self) -> dict[str, Any] | None:
