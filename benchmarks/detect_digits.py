@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from labels_digits import CANVAS, canvas_digits, digit_split, labels_recipe
+from labels_digits import CANVAS, canvas_digits, digit_split, labels_recipe, mean_std
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -104,11 +104,6 @@ def train_and_test(data: Path, test: Path, out: Path, epochs: int, seed: int) ->
         "mAP50-95": round(float(metrics.box.map), 4),
         "seconds": round(time.perf_counter() - start, 1),
     }
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
 
 
 def main() -> None:

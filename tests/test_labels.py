@@ -4,6 +4,7 @@ inpainting masks and on attention, and the YOLO / COCO exports read back by pyco
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def test_inpaint_masks_become_exact_boxes_and_read_back_in_coco(
         real_folder,
         gen,
         labels={"method": "inpaint_mask"},
-        export={"formats": ["yolo", "coco"], "val_fraction": 0.0},
+        export={"formats": ["yolo", "coco", "webdataset", "hf"], "val_fraction": 0.0},
     )
     run = open_run(r)
     summary = stage_label(r, run, progress=False)
@@ -198,6 +199,19 @@ def test_inpaint_masks_become_exact_boxes_and_read_back_in_coco(
     assert mask_iou(drawn.astype(bool), truth) > 0.95  # the polygon rasterises to the square
     img = coco.loadImgs(ann["image_id"])[0]
     assert (run.export / "coco" / "images" / img["file_name"]).is_file()
+
+    import datasets
+    import webdataset
+
+    shards = sorted(str(p) for p in (run.export / "webdataset").glob("*.tar"))
+    for sample in webdataset.WebDataset(shards, shardshuffle=False):
+        (obj,) = json.loads(sample["json"])["objects"]
+        assert obj["box"] == [8, 8, 24, 24]
+    ds = datasets.load_from_disk(str(run.export / "hf" / "dataset"))
+    assert ds.features["objects"]["category"].feature.names == ["red", "blue"]
+    for row in ds:
+        assert row["objects"]["bbox"] == [[8.0, 8.0, 16.0, 16.0]]
+        assert row["objects"]["category"] == [row["label"]] and row["objects"]["area"] == [256]
 
     run_stage("report", r, run, progress=False)
     html = run.report.read_text()

@@ -53,9 +53,11 @@ class ExportJob:
         return self.labels
 
     def digest(self, *settings: Any) -> str:
-        """What an export's content depends on: the items (id, label, file size and time) and
-        the format's settings."""
+        """What an export's content depends on: the items (id, label, file size and time), their
+        labels when the run has them, and the format's settings."""
         h = hashlib.sha256(json.dumps([self.class_names, settings], default=str).encode())
+        if self.labels is not None:
+            h.update(json.dumps(sorted(self.labels.items()), sort_keys=True).encode())
         for it in self.items:
             st = it.path.stat()
             h.update(

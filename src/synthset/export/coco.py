@@ -34,7 +34,7 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 def export_coco(job: ExportJob, dest: Path) -> dict[str, Any]:
     labels = job.labels_of("coco")
     style = job.spec.coco_segmentation
-    fp = job.digest("coco", style, sorted(labels.items()))
+    fp = job.digest("coco", style)
     if open_folder(dest, fp):
         return finished_info(dest)
     images, annotations = [], []

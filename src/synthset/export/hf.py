@@ -22,34 +22,57 @@ EXTRA_COLUMNS = ("prompt", "seed", "generator")
 
 def _dataset(job: ExportJob, cache: Path) -> Any:
     try:
-        from datasets import ClassLabel, Dataset, Features, Image, Value
+        from datasets import ClassLabel, Dataset, Features, Image, Sequence, Value
     except ImportError:
         raise SynthsetError(
             "export formats hf and parquet need the datasets package: "
             "pip install 'synthset[export]'"
         ) from None
-    features = Features(
-        {
-            "image": Image(),
-            "label": ClassLabel(names=job.class_names),
-            "item_id": Value("string"),
-            "prompt": Value("string"),
-            "seed": Value("int64"),
-            "generator": Value("string"),
+    columns: dict[str, Any] = {
+        "image": Image(),
+        "label": ClassLabel(names=job.class_names),
+        "item_id": Value("string"),
+        "prompt": Value("string"),
+        "seed": Value("int64"),
+        "generator": Value("string"),
+    }
+    if job.labels is not None:  # Hugging Face's object-detection layout: COCO boxes per object
+        columns["objects"] = {
+            "bbox": Sequence(Sequence(Value("float32"), length=4)),
+            "category": Sequence(ClassLabel(names=job.class_names)),
+            "area": Sequence(Value("int64")),
+            "segmentation": Sequence(Sequence(Value("float32"))),
         }
-    )
+    features = Features(columns)
 
     def rows() -> Iterator[dict[str, Any]]:
         for it in job.items:
             meta = sample_json(it)
-            yield {
+            row = {
                 "image": {"bytes": it.path.read_bytes(), "path": Path(it.file_name).name},
                 "label": it.label,
                 "item_id": it.item_id,
                 **{k: meta.get(k) for k in EXTRA_COLUMNS},
             }
+            if job.labels is not None:
+                row["objects"] = hf_objects(job.labels[it.item_id]["objects"])
+            yield row
 
     return Dataset.from_generator(rows, features=features, cache_dir=str(cache))
+
+
+def hf_objects(objects: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """One image's objects as Hugging Face's detection columns: [x, y, w, h] boxes, class ids,
+    areas and flat polygons."""
+    return {
+        "bbox": [
+            [o["box"][0], o["box"][1], o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]]
+            for o in objects
+        ],
+        "category": [o["class_id"] for o in objects],
+        "area": [o["area"] for o in objects],
+        "segmentation": [[c for point in o["polygon"] for c in point] for o in objects],
+    }
 
 
 def _push(ds: Any, job: ExportJob) -> str | None:

@@ -30,6 +30,9 @@ def export_all(
     """Write each format; ``rows``: the kept rows of the synthetic index (with ``path``);
     ``labels_dir``: the labels stage's folder, for the box and mask formats."""
     names = [c.name for c in classes]
+    labels = read_labels(labels_dir) if labels_dir is not None else None
+    if labels is not None:  # every format's metadata carries the objects
+        rows = [r | {"objects": labels[str(r["item_id"])]["objects"]} for r in rows]
     items = [
         ExportItem(
             item_id=str(r["item_id"]),
@@ -41,7 +44,6 @@ def export_all(
         )
         for r in rows
     ]
-    labels = read_labels(labels_dir) if labels_dir is not None else None
     job = ExportJob(items, names, images_root, spec, seed, progress, labels, labels_dir)
     out = Path(spec.out_dir) if spec.out_dir is not None else default_dir
     done: dict[str, Any] = {}

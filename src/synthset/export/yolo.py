@@ -55,7 +55,7 @@ def yolo_lines(row: dict[str, Any], task: str) -> list[str]:
 def export_yolo(job: ExportJob, dest: Path) -> dict[str, Any]:
     labels = job.labels_of("yolo")
     spec = job.spec
-    fp = job.digest("yolo", spec.yolo_task, spec.val_fraction, sorted(labels.items()))
+    fp = job.digest("yolo", spec.yolo_task, spec.val_fraction)
     if open_folder(dest, fp):
         return finished_info(dest)
     counts = {"train": 0, "val": 0}
