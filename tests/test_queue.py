@@ -141,3 +141,26 @@ def test_network_filesystems_are_refused_in_one_line(
     monkeypatch.setattr("synthset.store.queue.filesystem_type", lambda path: "nfs4")
     with pytest.raises(SynthsetError, match="on a nfs4 filesystem.*slurm or ray executor"):
         check_local_filesystem(tmp_path)
+
+
+def test_queue_workers_and_a_plain_writer_of_one_shard_exclude_each_other(tmp_path: Path) -> None:
+    from synthset.store.locks import queue_worker_lease, writer_lease
+
+    refused = pytest.raises(SynthsetError, match="queue workers .* are writing shard 0/1")
+    with queue_worker_lease(tmp_path) as first, queue_worker_lease(tmp_path) as second:
+        assert (first, second) == (0, 1)  # queue workers share the shard
+        with refused, writer_lease(tmp_path):
+            pass
+    refused = pytest.raises(SynthsetError, match="without the queue executor is writing it")
+    with writer_lease(tmp_path), refused, queue_worker_lease(tmp_path):
+        pass
+
+
+def test_helpers_get_one_gpu_each_when_there_are_enough() -> None:
+    from synthset.executors.queue import HELPER_ENV, helper_envs
+
+    envs = helper_envs(3, {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}, gpus=0)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["5", "6"]
+    assert all(e[HELPER_ENV] == "1" for e in envs)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in helper_envs(2, {}, gpus=2)] == ["1"]
+    assert "CUDA_VISIBLE_DEVICES" not in helper_envs(4, {}, gpus=2)[0]  # too few: shared

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from synthset.errors import SynthsetError
 from synthset.store.atomic import read_jsonl
 
 TOY = {
@@ -210,3 +211,103 @@ def test_a_second_writer_of_the_same_shard_is_refused_until_the_first_dies(
         holder.wait()
     run_ok("generate", str(recipe), "--out", str(run), "-q")
     assert image_bytes(run) == reference
+
+
+# ----------------------------------------------------------------------------- the queue executor
+
+
+def manifest_ids(run: Path) -> list[str]:
+    """Item ids over every manifest file of the run (plain, shard and queue-worker files)."""
+    return [e["item_id"] for f in sorted(run.glob("manifest*.jsonl")) for e in read_jsonl(f)]
+
+
+def test_queue_workers_killed_at_random_match_one_process(
+    trained: tuple[Path, Path], reference: dict[str, bytes]
+) -> None:
+    """Three queue workers on one run folder, SIGKILLed at random and replaced: the run ends
+    with every item recorded once, byte-identical to one uninterrupted process."""
+    recipe, base = trained
+    run = base.parent / "queued"
+    shutil.copytree(base, run)
+    args = ("generate", str(recipe), "--out", str(run), "-q", "--executor", "queue")
+    args += ("--set", "generate.lease_seconds=2")
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            cli(*args), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    rng = random.Random()
+    workers = [start() for _ in range(3)]
+    kills = 0
+    deadline = time.time() + 180
+    while kills < 5 and time.time() < deadline:
+        time.sleep(rng.uniform(1.0, 3.0))
+        alive = [p for p in workers if p.poll() is None]
+        if not alive:
+            break
+        victim = rng.choice(alive)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        kills += 1
+        workers.append(start())
+    for p in workers:
+        p.wait(timeout=300)
+    assert kills >= 3, "the queue finished before it could be killed: make the toy plan larger"
+    run_ok(*args)  # whatever the kills left (nothing, if the survivors took it over)
+    ids = manifest_ids(run)
+    assert len(ids) == len(set(ids)) == 600, "duplicate or missing items in the manifests"
+    assert image_bytes(run) == reference
+    assert len(read_jsonl(run / "images" / "metadata.jsonl")) == 600
+
+
+def test_queue_workers_option_starts_helper_processes(
+    trained: tuple[Path, Path], reference: dict[str, bytes]
+) -> None:
+    recipe, base = trained
+    run = base.parent / "workers"
+    shutil.copytree(base, run)
+    out = run_ok(
+        "generate", str(recipe), "--out", str(run), "--executor", "queue", "--workers", "2"
+    )
+    ids = manifest_ids(run)
+    assert len(ids) == len(set(ids)) == 600
+    assert image_bytes(run) == reference
+    assert len(list(run.glob("manifest.shard0of1.q*.jsonl"))) >= 1
+    assert "Traceback" not in out
+
+
+def test_a_failing_batch_is_set_aside_and_retried(tmp_path: Path) -> None:
+    """In process, with a generator that raises on one batch: the rest completes, the run
+    stops with a one-line error naming --retry-failed, and a retry finishes it."""
+    from seam_fakes import SolidColorGenerator
+
+    from synthset.executors.base import GenerationJob
+    from synthset.executors.queue import retry_failed, run_queue_worker
+    from synthset.plan import WorkItem
+    from synthset.recipe import GenerateSpec, GeneratorSpec
+
+    plan = [WorkItem(f"i{k:03d}", k % 2, str(k % 2), str(k % 2), "p", k) for k in range(40)]
+
+    class Flaky(SolidColorGenerator):
+        broken = True
+
+        def generate(self, items):  # type: ignore[no-untyped-def]
+            if self.broken and any(it.item_id == "i013" for it in items):
+                raise ValueError("the model refused prompt 13")
+            return super().generate(items)
+
+    spec = GenerateSpec(batch_size=5, executor="queue", max_attempts=2)
+    gen = Flaky(GeneratorSpec(kind="tiny", model=None))
+    job = GenerationJob(
+        plan, lambda: gen, spec, tmp_path / "images", tmp_path / "manifest.jsonl", "cfg"
+    )
+    with pytest.raises(SynthsetError, match=r"1 batch\(es\) failed 2 times.*--retry-failed"):
+        run_queue_worker(job, progress=False)
+    assert len(manifest_ids(tmp_path)) == 35  # every batch but the failing one
+    assert retry_failed(tmp_path, (0, 1)) == 1
+    gen.broken = False
+    result = run_queue_worker(job, progress=False)
+    assert result.generated == 5 and result.skipped == 35
+    ids = manifest_ids(tmp_path)
+    assert sorted(ids) == [it.item_id for it in plan]

@@ -282,15 +282,33 @@ def generate(
             "images do not change."
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(help="local or queue (default: the recipe's generate.executor)."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="queue: processes to run (default: the recipe's generate.workers)."),
+    ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="queue: try the batches set aside as failed again."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Generate the plan's unfinished images (resumes after a crash or kill)."""
+    from synthset.executors.queue import retry_failed as requeue_failed
     from synthset.pipeline import stage_generate
     from synthset.plan import parse_shard
 
-    r = _load(recipe, set_, out_dir)
+    more = [f"generate.executor={executor}"] if executor else []
+    more += [f"generate.workers={workers}"] if workers is not None else []
+    r = _load(recipe, [*(set_ or []), *more], out_dir)
     shard_ix = parse_shard(shard)
-    res = stage_generate(r, _open(r), shard=shard_ix, progress=not quiet)
+    run = _open(r)
+    if retry_failed:
+        console.print(f"generate: {requeue_failed(run.root, shard_ix)} failed batches back in line")
+    res = stage_generate(r, run, shard=shard_ix, progress=not quiet)
     state = "complete" if res["complete"] else "incomplete (other shards or a rerun will finish it)"
     console.print(
         f"generate: {res['generated']} new, {res['skipped']} already done; "

@@ -69,19 +69,7 @@ def run_generation(
         max_in_flight = 2 * spec.batch_size
 
         def save(item: WorkItem, image: Image.Image, sides: list[SideFile]) -> None:
-            image = resize_for_saving(image, spec.member_of(item.params.get("generator")).save_size)
-            relpath = image_relpath(item, spec.image_format)
-            for side in sides:  # first: a finished item always has its side files
-                path = side_path(images_dir.parent, side.folder, relpath, side.suffix)
-                atomic_write_bytes(path, side.data)
-            write_image(
-                images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality)
-            )
-            name_of = getattr(generator, "name_of", None)
-            name = name_of(item) if name_of else generator.name
-            manifest.append(
-                {**_entry(item, relpath), "generator": name, "config": item_config(config, item)}
-            )
+            manifest.append(store_item(spec, images_dir, generator, config, item, image, sides))
             bar.update(1)
 
         with ThreadPoolExecutor(
@@ -105,6 +93,29 @@ def run_generation(
             finally:
                 bar.close()
         return GenerationResult(n_todo, n_shard - n_todo, n_shard, time.perf_counter() - start)
+
+
+def store_item(
+    spec: GenerateSpec,
+    images_dir: Path,
+    generator: Generator,
+    config: Config,
+    item: WorkItem,
+    image: Image.Image,
+    sides: list[SideFile],
+) -> dict:
+    """Write one finished item's side files, then its image (each atomically); returns the
+    manifest row that records it done (the caller appends it: last)."""
+    image = resize_for_saving(image, spec.member_of(item.params.get("generator")).save_size)
+    relpath = image_relpath(item, spec.image_format)
+    for side in sides:  # first: a finished item always has its side files
+        atomic_write_bytes(
+            side_path(images_dir.parent, side.folder, relpath, side.suffix), side.data
+        )
+    write_image(images_dir, relpath, encode_image(image, spec.image_format, spec.jpeg_quality))
+    name_of = getattr(generator, "name_of", None)
+    name = name_of(item) if name_of else generator.name
+    return {**_entry(item, relpath), "generator": name, "config": item_config(config, item)}
 
 
 #: The item params each manifest row records: the real image a variant or an inversion sample

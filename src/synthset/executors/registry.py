@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 
 EXECUTORS: Registry[type[Executor]] = Registry(
     "generate.executor",
-    {"local": "synthset.executors.local:LocalExecutor"},
+    {
+        "local": "synthset.executors.local:LocalExecutor",
+        "queue": "synthset.executors.queue:QueueExecutor",
+    },
 )
 
 

@@ -327,10 +327,27 @@ class GenerateSpec(Strict):
     image_format: Literal["png", "jpeg", "webp"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     writer_threads: int = Field(2, ge=1, le=64, description="Threads encoding and writing images.")
-    executor: Literal["local"] = Field(
+    executor: Literal["local", "queue"] = Field(
         "local",
-        description="Who runs the plan's items: local (this process). Executors change speed, "
-        "never images, so this is not part of any fingerprint.",
+        description="Who runs the plan's items: local (this process, its shard's batches in "
+        "order) or queue (any number of processes on this node share the batches through a "
+        "lease queue in the run folder; a killed one's batch goes to the others). Executors "
+        "change speed, never images, so this is not part of any fingerprint.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="queue: processes this 'synthset generate' runs (itself and N-1 more); "
+        "others may join with their own 'synthset generate'.",
+    )
+    lease_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="queue: a batch whose worker stopped renewing for this long goes to another.",
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="queue: a batch that fails this many times is set aside as failed."
     )
 
     @model_validator(mode="after")

@@ -357,7 +357,7 @@ def _file_digest(path: Path | None) -> str | None:
 _NOT_FINGERPRINTED: dict[str, set[str]] = {
     "adapt": {"checkpoint"},  # which kept artifact to generate with, not what is trained
     "evaluate": {"fidelity"},
-    "generate": {"executor"},
+    "generate": {"executor", "workers", "lease_seconds", "max_attempts"},
     "prompts": {"shortfall"},  # whether to stop on too few prompts, not which prompts
 }
 

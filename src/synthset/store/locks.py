@@ -26,7 +26,9 @@ from synthset.store.run_folder import RunFolder
 
 #: How long a writer waits for the gate (held only while a writer checks in or a sweep runs).
 GATE_SECONDS = 600.0
-_WRITER = re.compile(r"generate\.shard(\d+)of(\d+)\.lock")
+_WRITER = re.compile(r"generate\.shard(\d+)of(\d+)(?:\.q\d+)?\.lock")
+#: Queue workers one shard may have at once (each holds ``generate.shard<i>of<n>.q<k>.lock``).
+MAX_QUEUE_WORKERS = 1024
 
 
 def _folder(root: Path) -> Path:
@@ -77,6 +79,18 @@ def _running(folder: Path, other_than: int | None) -> tuple[int, int] | None:
     return None
 
 
+def _held(paths: Iterator[Path]) -> bool:
+    """Whether any of these lock files is held by a live process now."""
+    for path in paths:
+        probe = FileLock(path, timeout=0)
+        try:
+            probe.acquire()
+        except Timeout:
+            return True
+        probe.release()
+    return False
+
+
 def _describe(shard: tuple[int, int]) -> str:
     index, count = shard
     if count == 1:
@@ -114,14 +128,57 @@ def writer_lease(root: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
             ) from None
         try:
             running = _running(folder, other_than=count)
+            queued = _held(folder.glob(f"generate.shard{index}of{count}.q*.lock"))
         except BaseException:
             mine.release()
             raise
         if running is not None:
             mine.release()
             raise _layout_error(Path(root), running, shard)
+        if queued:
+            mine.release()
+            raise SynthsetError(
+                f"{root}: queue workers (generate.executor: queue) are writing shard "
+                f"{index}/{count}; wait for them, or run this one with the queue executor too"
+            )
     try:
         yield
+    finally:
+        mine.release()
+
+
+@contextlib.contextmanager
+def queue_worker_lease(root: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[int]:
+    """Hold the run folder for one queue worker of ``shard``; yields its worker number (the
+    lowest free one). Any number of queue workers of one shard run at once; a plain writer of
+    the same shard, or a writer of another layout, is refused in one line (and refuses them)."""
+    index, count = shard
+    folder = _folder(root)
+    with _gate(folder):
+        plain = FileLock(folder / f"generate.shard{index}of{count}.lock", timeout=0)
+        try:
+            plain.acquire()
+        except Timeout:
+            raise SynthsetError(
+                f"{root}: a 'synthset generate' of shard {index}/{count} without the queue "
+                "executor is writing it; wait for it to finish, or run this one with the same "
+                "executor"
+            ) from None
+        plain.release()
+        running = _running(folder, other_than=count)
+        if running is not None:
+            raise _layout_error(Path(root), running, shard)
+        for worker in range(MAX_QUEUE_WORKERS):
+            mine = FileLock(folder / f"generate.shard{index}of{count}.q{worker}.lock", timeout=0)
+            try:
+                mine.acquire()
+                break
+            except Timeout:
+                continue
+        else:
+            raise SynthsetError(f"{root}: {MAX_QUEUE_WORKERS} queue workers are running already")
+    try:
+        yield worker
     finally:
         mine.release()
 

@@ -21,15 +21,22 @@ class Manifest:
     so a kill at any instant leaves at most a torn last line, which readers ignore.
 
     Each shard appends to its own file (``manifest.shard1of4.jsonl``) so that processes on
-    different nodes never write to one file; readers take the union of all of them."""
+    different nodes never write to one file, and so does each queue worker of a shard
+    (``manifest.shard1of4.q2.jsonl``); readers take the union of all of them."""
 
-    def __init__(self, path: Path, shard: tuple[int, int] = (0, 1)) -> None:
+    def __init__(
+        self, path: Path, shard: tuple[int, int] = (0, 1), worker: int | None = None
+    ) -> None:
         index, count = shard
         self.base = path
-        self.path = (
-            path if count == 1 else path.with_name(f"{path.stem}.shard{index}of{count}.jsonl")
-        )
+        if worker is not None:
+            self.path = path.with_name(f"{path.stem}.shard{index}of{count}.q{worker}.jsonl")
+        elif count == 1:
+            self.path = path
+        else:
+            self.path = path.with_name(f"{path.stem}.shard{index}of{count}.jsonl")
         self._lock = threading.Lock()
+        self._offsets: dict[Path, int] = {}
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -62,6 +69,26 @@ class Manifest:
     def entries(self) -> dict[str, dict[str, Any]]:
         """Finished items by item id (the last entry read wins)."""
         return {row["item_id"]: row for row in self.rows()}
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        """The complete rows appended to any manifest file since the last call (every row on
+        the first call): one pass over only the new bytes, for workers that poll."""
+        rows = []
+        for f in self.files():
+            start = self._offsets.get(f, 0)
+            with open(f, "rb") as fh:
+                fh.seek(start)
+                data = fh.read()
+            end = data.rfind(b"\n") + 1  # a torn last line waits for its end
+            self._offsets[f] = start + end
+            for line in data[:end].splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and "item_id" in row:
+                    rows.append(row)
+        return rows
 
     def repair(self) -> None:
         """Drop a torn last line left by a kill, so new appends start on a fresh line."""

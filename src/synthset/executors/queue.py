@@ -1,0 +1,290 @@
+"""The queue executor (``generate.executor: queue``): any number of processes on one node share
+a shard's fixed batches through the lease queue in the run folder (``store/queue.py``).
+
+Each worker claims a batch, renews its lease while the model works, writes the images (and side
+files), then appends the batch's manifest rows inside the queue transaction that checks the
+lease is still its own. A SIGKILLed worker's lease runs out and another worker takes the batch;
+items a dead worker had already recorded are skipped, so every item is recorded once, and the
+images are byte-identical to a single process (the batch fixes every image). A batch whose
+generator keeps raising is set aside as failed after ``generate.max_attempts``; the rest of the
+plan completes, and ``synthset generate --retry-failed`` tries those again.
+
+``generate.workers: N`` makes this ``synthset generate`` start N-1 more processes on the same
+run, one GPU each when the node has N (any other ``synthset generate`` with the queue executor
+may join too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from synthset.errors import SynthsetError, first_line
+from synthset.executors.base import (
+    Config,
+    GenerationJob,
+    GenerationResult,
+    finished_ids,
+    item_config,
+)
+from synthset.executors.local import store_item
+from synthset.generators.base import Generator, side_files
+from synthset.plan import WorkItem, chunks, shard_chunks
+from synthset.recipe import GenerateSpec
+from synthset.store.locks import queue_worker_lease
+from synthset.store.manifest import Manifest
+from synthset.store.queue import LeaseQueue, worker_name
+
+log = logging.getLogger(__name__)
+
+#: Set in the processes a queue executor starts, so they work instead of starting more.
+HELPER_ENV = "SYNTHSET_QUEUE_HELPER"
+
+
+def queue_path(root: Path, shard: tuple[int, int]) -> Path:
+    """The queue database of one shard of the run in ``root``."""
+    return Path(root) / "queue" / f"shard{shard[0]}of{shard[1]}.sqlite"
+
+
+def retry_failed(root: Path, shard: tuple[int, int]) -> int:
+    """Put the shard's failed batches back in line; how many there were."""
+    path = queue_path(root, shard)
+    if not path.exists():
+        return 0
+    queue = LeaseQueue(path)
+    try:
+        return queue.retry_failed()
+    finally:
+        queue.close()
+
+
+def _digest(chunk: list[WorkItem], config: Config) -> str:
+    """What a batch holds: its items, seeds, prompts and settings."""
+    h = hashlib.sha256()
+    for it in chunk:
+        h.update(f"{it.item_id}\0{it.seed}\0{it.prompt}\0{item_config(config, it)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _heartbeat(path: Path, idx: int, worker: str, lease_s: float) -> Iterator[None]:
+    """Renew the lease on ``idx`` every third of a lease while the block runs (its own
+    connection: a SQLite connection stays in its thread)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        queue = LeaseQueue(path, lease_s=lease_s)
+        try:
+            while not stop.wait(lease_s / 3):
+                queue.renew(idx, worker)
+        finally:
+            queue.close()
+
+    thread = threading.Thread(target=beat, name="lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Recorded:
+    """Item ids the manifest files record with the plan's seed, prompt and settings, kept up to
+    date by reading only the bytes appended since the last look."""
+
+    def __init__(self, job: GenerationJob) -> None:
+        self.job = job
+        self.by_id = {it.item_id: it for it in job.plan}
+        self.reader = Manifest(job.manifest)
+        self.ids = finished_ids(self.reader, job.plan, job.config, job.images_dir)
+        self.refresh()
+
+    def refresh(self) -> set[str]:
+        for row in self.reader.new_rows():
+            item = self.by_id.get(row["item_id"])
+            if (
+                item is not None
+                and row.get("seed") == item.seed
+                and row.get("prompt") == item.prompt
+                and row.get("config") == item_config(self.job.config, item)
+            ):
+                self.ids.add(item.item_id)
+        return self.ids
+
+
+def run_queue_worker(job: GenerationJob, progress: bool = True) -> GenerationResult:
+    """Work on the shard's queue until no batch is waiting or leased."""
+    spec: GenerateSpec = job.spec
+    start = time.perf_counter()
+    root = job.images_dir.parent
+    mine = shard_chunks(chunks(job.plan, spec.batch_size), *job.shard)
+    n_shard = sum(len(c) for c in mine)
+    path = queue_path(root, job.shard)
+    queue = LeaseQueue(path, spec.lease_seconds, spec.max_attempts)
+    name = worker_name()
+    generated = 0
+    try:
+        with queue_worker_lease(root, job.shard) as number:
+            manifest = Manifest(job.manifest, job.shard, worker=number)
+            with manifest.exclusive():
+                manifest.repair()
+                recorded = _Recorded(job)
+                skipped = sum(it.item_id in recorded.ids for c in mine for it in c)
+                finished = [
+                    i for i, c in enumerate(mine) if all(it.item_id in recorded.ids for it in c)
+                ]
+                queue.sync([(i, _digest(c, job.config)) for i, c in enumerate(mine)], finished)
+                bar = tqdm(
+                    total=n_shard - skipped, desc="generate", unit="img", disable=not progress
+                )
+                generator: Generator | None = None
+                try:
+                    while True:
+                        idx = queue.claim(name)
+                        if idx is None:
+                            if queue.counts().leased == 0:
+                                break
+                            time.sleep(min(1.0, spec.lease_seconds / 10))
+                            continue
+                        if generator is None:
+                            generator = job.make_generator()
+                        done_now = _run_batch(
+                            job, queue, path, name, idx, mine[idx], generator, manifest, recorded
+                        )
+                        generated += done_now
+                        bar.update(done_now)
+                finally:
+                    bar.close()
+        failures = queue.failures()
+    finally:
+        queue.close()
+    if failures:
+        idx, error = failures[0]
+        raise SynthsetError(
+            f"generate: {len(failures)} batch(es) failed {spec.max_attempts} times (first: batch "
+            f"{idx}: {error}); every other batch is done. Fix the cause and run "
+            "'synthset generate --retry-failed'"
+        )
+    return GenerationResult(generated, skipped, n_shard, time.perf_counter() - start)
+
+
+def _run_batch(
+    job: GenerationJob,
+    queue: LeaseQueue,
+    path: Path,
+    name: str,
+    idx: int,
+    chunk: list[WorkItem],
+    generator: Generator,
+    manifest: Manifest,
+    recorded: _Recorded,
+) -> int:
+    """Generate one claimed batch and record its new items; returns how many it recorded."""
+    spec = job.spec
+    with _heartbeat(path, idx, name, spec.lease_seconds):
+        pending = {it.item_id for it in chunk} - recorded.refresh()
+        rows: list[dict] = []
+        if pending:
+            try:
+                images = generator.generate(chunk)
+                if len(images) != len(chunk):
+                    raise RuntimeError(
+                        f"{generator.name} returned {len(images)} images for {len(chunk)} items"
+                    )
+                sides = [side_files(generator, it) for it in chunk]
+                with ThreadPoolExecutor(max_workers=spec.writer_threads) as pool:
+                    futures = [
+                        pool.submit(
+                            store_item, spec, job.images_dir, generator, job.config, it, img, side
+                        )
+                        for it, img, side in zip(chunk, images, sides, strict=True)
+                        if it.item_id in pending
+                    ]
+                    rows = [f.result() for f in futures]
+            except SynthsetError as exc:  # a setting, not a batch, is wrong: stop here
+                queue.fail(idx, name, first_line(exc))
+                raise
+            except Exception as exc:  # noqa: BLE001 - the batch fails, the run goes on
+                state = queue.fail(idx, name, f"{type(exc).__name__}: {first_line(exc)}")
+                log.warning("generate: batch %d failed (%s); %s", idx, first_line(exc), state)
+                return 0
+
+        def commit() -> None:
+            ids = recorded.refresh()
+            for row in rows:
+                if row["item_id"] not in ids:  # a killed worker may have recorded some already
+                    manifest.append(row)
+                    ids.add(row["item_id"])
+
+        if not queue.complete(idx, name, commit):
+            return 0  # the lease went to another worker, which records the batch
+    return len(rows)
+
+
+def helper_envs(workers: int, environ: dict[str, str], gpus: int) -> list[dict[str, str]]:
+    """The environment of each of the ``workers - 1`` helpers: marked as helpers and, when
+    there are at least ``workers`` GPUs (``CUDA_VISIBLE_DEVICES`` or ``gpus`` visible), one GPU
+    each (this process keeps the first)."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    devices = (
+        [d for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(gpus)]
+    )
+    envs = []
+    for k in range(1, workers):
+        env = {**environ, HELPER_ENV: "1"}
+        if len(devices) >= workers:
+            env["CUDA_VISIBLE_DEVICES"] = devices[k]
+        envs.append(env)
+    return envs
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class QueueExecutor:
+    """Shares the shard's batches among processes on this node (``generate.executor: queue``)."""
+
+    def __init__(self, spec: GenerateSpec) -> None:
+        self.spec = spec
+
+    def _start_helpers(self, job: GenerationJob) -> list[subprocess.Popen[bytes]]:
+        root = job.images_dir.parent
+        recipe = root / "recipe.yaml"
+        if self.spec.workers <= 1 or os.environ.get(HELPER_ENV) or not recipe.exists():
+            return []
+        shard = f"{job.shard[0]}/{job.shard[1]}"
+        cmd = [sys.executable, "-m", "synthset.cli", "generate", str(recipe), "--out", str(root)]
+        cmd += ["--shard", shard, "-q"]
+        envs = helper_envs(self.spec.workers, dict(os.environ), _gpu_count())
+        return [subprocess.Popen(cmd, env=env) for env in envs]
+
+    def run(self, job: GenerationJob, progress: bool = True) -> GenerationResult:
+        helpers = self._start_helpers(job)
+        try:
+            result = run_queue_worker(job, progress)
+        finally:
+            codes = [p.wait() for p in helpers]
+        failed = [c for c in codes if c != 0]
+        if failed:  # their batches went to the others when their leases ran out: all is done
+            log.warning(
+                "generate: %d of %d helper processes exited with %s; their batches were redone",
+                len(failed),
+                len(helpers),
+                sorted(set(failed)),
+            )
+        return result
