@@ -275,6 +275,13 @@ def test_queue_workers_option_starts_helper_processes(
     assert image_bytes(run) == reference
     assert len(list(run.glob("manifest.shard0of1.q*.jsonl"))) >= 1
     assert "Traceback" not in out
+    status = subprocess.run(
+        cli("status", str(recipe), "--out", str(run)),
+        capture_output=True,
+        text=True,
+        env={**env(), "COLUMNS": "200"},
+    )
+    assert "batches: 100 done, 0 leased, 0 failed, 0 left" in status.stdout, status.stdout
 
 
 def test_a_failing_batch_is_set_aside_and_retried(tmp_path: Path) -> None:

@@ -509,11 +509,29 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
             state = "-"
         if row.name == "generate":
             finished, planned = generation_status(r, run)
-            state += f" ({finished}/{planned} images)"
+            state += f" ({finished}/{planned} images{queue_state(run.root)})"
         if row.name == "tune" and r.tune is not None:
             state += f" ({finished_trials(run.tune / 'trials.json')}/{r.tune.n_trials} trials)"
         table.add_row(row.name, state)
     out.print(table)
+
+
+def queue_state(root: Path) -> str:
+    """The queue executor's batches by state, over its shards ('' without a queue)."""
+    from synthset.store.queue import LeaseQueue
+
+    totals = [0, 0, 0, 0]
+    for path in sorted((root / "queue").glob("shard*of*.sqlite")):
+        queue = LeaseQueue(path)
+        try:
+            c = queue.counts()
+        finally:
+            queue.close()
+        totals = [a + b for a, b in zip(totals, (c.done, c.leased, c.failed, c.todo), strict=True)]
+    if not any(totals):
+        return ""
+    done, leased, failed, left = totals
+    return f"; batches: {done} done, {leased} leased, {failed} failed, {left} left"
 
 
 @app.command("run")
