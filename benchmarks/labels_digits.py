@@ -214,12 +214,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/labels-digits"))
     parser.add_argument("--json", type=Path, default=RESULTS / "labels_digits.json")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    parser.add_argument(
+        "--pooled-text",
+        action="store_true",
+        help="also feed the pooled caption into the time embedding (the default tiny base's "
+        "shortcut past cross-attention)",
+    )
     args = parser.parse_args()
 
     from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
     from synthset.pipeline import open_run, stage_label
 
-    steps, vae_steps, per_class = (60, 40, 5) if args.quick else (2000, 400, 50)
+    steps, vae_steps, per_class = (60, 40, 5) if args.quick else (1500, 400, 50)
     names = [str(c) for c in range(10)]
     split = digit_split()
     samples = [(p, lbl) for p, lbl, _ in canvas_digits(args.out / "canvas", split["train"], 0)]
@@ -228,6 +234,7 @@ def main() -> None:
         None,
         image_size=CANVAS,
         cross_attention="low",
+        pooled_text=args.pooled_text,
         vae_steps=vae_steps,
         steps=steps,
         batch_size=64,
@@ -266,7 +273,8 @@ def main() -> None:
         "setup": {
             "canvas": f"{CANVAS}x{CANVAS}, one 8x8 digit at a random place",
             "base_data": "the 75% train split of the bundled digits (stratified, seed 0)",
-            "base": "tiny SD pipeline, class captions, cross-attention at 8x8 and 4x4 blocks",
+            "base": "tiny SD pipeline, class captions, cross-attention at 8x8 and 4x4 blocks, "
+            + ("pooled caption in the time embedding" if args.pooled_text else "no pooled caption"),
             "base_steps": steps,
             "generation": "text2image, DDIM 30 steps, guidance 3, "
             "prompt 'a handwritten digit {class}'",

@@ -73,6 +73,9 @@ class BaseSettings:
     #: "low" (also the half-resolution blocks, so the caption's words localise in the image:
     #: what cross-attention labels need)
     cross_attention: Literal["mid", "low"] = "mid"
+    #: the attention-pooled caption joins the time embedding (a shortcut past cross-attention:
+    #: with it, a tiny model need not attend to a word where its object is drawn)
+    pooled_text: bool = True
     vae_steps: int = 600
     steps: int = 3000
     batch_size: int = 128
@@ -117,7 +120,7 @@ def pretrain_tiny_base(
     vae = _load_vae(vae_dir)
     if not (denoiser_dir / "unet" / "config.json").is_file():
         torch.manual_seed(settings.seed + 1)
-        unet = _new_unet(settings.image_size, settings.cross_attention)
+        unet = _new_unet(settings.image_size, settings.cross_attention, settings.pooled_text)
         task = DenoiserTask(vae, pixels, captions, parts / "tokenizer", settings.batch_size, unet)
         loop = LoopSettings(
             steps=settings.steps,
@@ -287,7 +290,7 @@ class VaeTask:
 # ----------------------------------------------------------------------------- phase 2: UNet
 
 
-def _new_unet(image_size: int = 8, cross_attention: str = "mid") -> Any:
+def _new_unet(image_size: int = 8, cross_attention: str = "mid", pooled_text: bool = True) -> Any:
     from diffusers import UNet2DConditionModel
 
     low = cross_attention == "low"
@@ -301,7 +304,7 @@ def _new_unet(image_size: int = 8, cross_attention: str = "mid") -> Any:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D" if low else "DownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D" if low else "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=64,
-        addition_embed_type="text",  # and the attention-pooled text joins the time embedding
+        addition_embed_type="text" if pooled_text else None,  # pooled text + time embedding
         attention_head_dim=8,
         norm_num_groups=32,
     )
