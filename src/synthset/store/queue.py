@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     lease_until REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT
-)
+);
+CREATE INDEX IF NOT EXISTS tasks_waiting ON tasks (state, idx);
+CREATE INDEX IF NOT EXISTS tasks_expiring ON tasks (state, lease_until);
 """
 
 
@@ -92,7 +94,7 @@ class LeaseQueue:
         self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(_SCHEMA)
+        self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -132,11 +134,17 @@ class LeaseQueue:
         now = time.time()
         self._write()
         try:
-            row = self.db.execute(
-                "SELECT idx FROM tasks WHERE state = 'todo' "
-                "OR (state = 'leased' AND lease_until < ?) ORDER BY idx LIMIT 1",
-                (now,),
-            ).fetchone()
+            # two indexed lookups (an OR of both would scan the table on every claim)
+            row = (
+                self.db.execute(
+                    "SELECT idx FROM tasks WHERE state = 'todo' ORDER BY idx LIMIT 1"
+                ).fetchone()
+                or self.db.execute(
+                    "SELECT idx FROM tasks WHERE state = 'leased' AND lease_until < ? "
+                    "ORDER BY lease_until LIMIT 1",
+                    (now,),
+                ).fetchone()
+            )
             if row is not None:
                 self.db.execute(
                     "UPDATE tasks SET state = 'leased', worker = ?, lease_until = ? WHERE idx = ?",
