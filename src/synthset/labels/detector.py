@@ -115,11 +115,9 @@ class TorchvisionModel:
             x = to_tensor(img.convert("RGB"))
         with torch.inference_mode():
             (pred,) = self.model([x])
-        out = []
+        out = []  # the source drops detections under the confidence, for either framework
         for k in range(len(pred["scores"])):
             score = float(pred["scores"][k])
-            if score < self.spec.confidence:
-                continue
             box = tuple(float(v) for v in pred["boxes"][k].tolist())
             mask = (pred["masks"][k, 0] > 0.5).numpy() if "masks" in pred else None
             name = self.categories[int(pred["labels"][k])]

@@ -96,27 +96,28 @@ def _objects(
 def _summary(
     spec: LabelsSpec, table: list[dict[str, Any]], class_names: list[str]
 ) -> dict[str, Any]:
-    per_class: dict[str, dict[str, Any]] = {}
-    for cid, name in enumerate(class_names):
-        mine = [r for r in table if r["label"] == cid]
-        objs = [o for r in table for o in r["objects"] if o["class_id"] == cid]
-        areas = [
-            o["area"] / (r["width"] * r["height"])
-            for r in table
-            for o in r["objects"]
-            if o["class_id"] == cid
-        ]
-        per_class[name] = {
-            "images": len(mine),
-            "objects": len(objs),
-            "mean_mask_area": round(float(np.mean(areas)), 4) if areas else None,
-            "own_class_missing": sum(OWN_CLASS_MISSING in r["flags"] for r in mine),
+    images = [0] * len(class_names)
+    missed = [0] * len(class_names)
+    areas: list[list[float]] = [[] for _ in class_names]
+    for r in table:  # one pass: the table may hold millions of rows
+        images[r["label"]] += 1
+        missed[r["label"]] += OWN_CLASS_MISSING in r["flags"]
+        for o in r["objects"]:
+            areas[o["class_id"]].append(o["area"] / (r["width"] * r["height"]))
+    per_class = {
+        name: {
+            "images": images[cid],
+            "objects": len(areas[cid]),
+            "mean_mask_area": round(float(np.mean(areas[cid])), 4) if areas[cid] else None,
+            "own_class_missing": missed[cid],
         }
+        for cid, name in enumerate(class_names)
+    }
     return {
         "method": spec.method,
         "threshold": spec.threshold,
         "images": len(table),
         "objects": sum(len(r["objects"]) for r in table),
-        "own_class_missing": sum(OWN_CLASS_MISSING in r["flags"] for r in table),
+        "own_class_missing": sum(missed),
         "per_class": per_class,
     }
