@@ -79,9 +79,16 @@ def finished_entries(
     per finished item)."""
     if images_dir is None:
         images_dir = RunFolder(manifest.base.parent).images
+    return entries_in_place(manifest.rows(), plan, config, images_dir)
+
+
+def entries_in_place(
+    rows: list[dict], plan: list[WorkItem], config: Config, images_dir: Path
+) -> dict[str, dict]:
+    """:func:`finished_entries` over manifest rows already read."""
     by_id = {it.item_id: it for it in plan}
     done: dict[str, dict] = {}
-    for entry in manifest.rows():
+    for entry in rows:
         item = by_id.get(entry["item_id"])
         if (
             item

@@ -35,7 +35,7 @@ from synthset.executors.base import (
     Config,
     GenerationJob,
     GenerationResult,
-    finished_ids,
+    entries_in_place,
     item_config,
 )
 from synthset.executors.local import store_item
@@ -108,8 +108,8 @@ class _Recorded:
         self.job = job
         self.by_id = {it.item_id: it for it in job.plan}
         self.reader = Manifest(job.manifest)
-        self.ids = finished_ids(self.reader, job.plan, job.config, job.images_dir)
-        self.refresh()
+        rows = self.reader.new_rows()  # every row, read once; later calls read only new bytes
+        self.ids = set(entries_in_place(rows, job.plan, job.config, job.images_dir))
 
     def refresh(self) -> set[str]:
         for row in self.reader.new_rows():
