@@ -107,7 +107,13 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 #: The longest test files (minutes each): collected first, so two workers start them at once
 #: instead of one worker finishing with a long file while the other sits idle.
-LONGEST_FIRST = ("test_demo.py", "test_adapt_inversion.py", "test_resume.py", "test_tune.py")
+LONGEST_FIRST = (
+    "test_demo.py",
+    "test_adapt_inversion.py",
+    "test_scale_out.py",
+    "test_resume.py",
+    "test_tune.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -85,7 +85,7 @@ def test_bad_shard_specs(text: str) -> None:
 
 
 def test_parse_shard() -> None:
-    assert parse_shard(None) == (0, 1)
+    assert parse_shard(None, {}) == (0, 1)
     assert parse_shard("2/5") == (2, 5)
 
 
@@ -122,6 +122,15 @@ def test_parse_shard() -> None:
 )
 def test_shard_of_a_slurm_array_task(env: dict[str, str], shard: tuple[int, int]) -> None:
     assert parse_shard("slurm", env) == shard
+    assert parse_shard(None, env) == shard  # inside an array, no --shard is needed
+
+
+def test_no_shard_outside_an_array_is_the_whole_plan() -> None:
+    assert parse_shard(None, {"SLURM_JOB_ID": "7"}) == (0, 1)  # a plain (non-array) job
+    assert parse_shard("1/3", {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4"}) == (
+        1,
+        3,
+    )  # an explicit --shard wins
 
 
 def test_shard_slurm_outside_an_array_is_one_line() -> None:

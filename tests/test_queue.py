@@ -126,6 +126,42 @@ def test_failing_tasks_are_set_aside_and_retried_on_request(tmp_path: Path) -> N
     assert queue.retry_failed() == 1 and queue.counts().todo == 1
 
 
+def test_released_task_goes_back_without_an_attempt(tmp_path: Path) -> None:
+    queue = LeaseQueue(tmp_path / "q.sqlite", max_attempts=1)
+    queue.sync([(0, "a")])
+    for _ in range(3):  # a full disk, three times: never set aside as failed
+        assert queue.claim("w") == 0
+        queue.release(0, "w")
+    assert queue.counts().todo == 1 and queue.counts().failed == 0
+    queue.release(0, "other")  # not its holder: nothing changes
+    assert queue.claim("w") == 0
+
+
+def test_worker_shares_and_pace(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "q.sqlite"
+    old = sqlite3.connect(path)  # a queue made before done_at existed
+    old.executescript(
+        "CREATE TABLE tasks (idx INTEGER PRIMARY KEY, digest TEXT NOT NULL, state TEXT NOT NULL "
+        "DEFAULT 'todo', worker TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "error TEXT); INSERT INTO tasks (idx, digest) VALUES (0, 'a'), (1, 'b'), (2, 'c');"
+    )
+    old.commit()
+    old.close()
+    queue = LeaseQueue(path)
+    assert queue.done_per_second() == 0.0
+    for worker in ("a", "a", "b"):
+        idx = queue.claim(worker)
+        assert idx is not None
+        if worker == "a":
+            queue.complete(idx, worker, lambda: None)
+            time.sleep(0.2)
+    shares = {w.worker: (w.leased, w.done) for w in queue.workers()}
+    assert shares == {"a": (0, 2), "b": (1, 0)}
+    assert 1.0 < queue.done_per_second() < 10.0  # two completions ~0.2 s apart
+
+
 def test_sync_restarts_changed_tasks_and_keeps_finished_ones(tmp_path: Path) -> None:
     queue = LeaseQueue(tmp_path / "q.sqlite")
     queue.sync([(0, "a"), (1, "b"), (2, "c")], finished=[0])

@@ -282,6 +282,7 @@ def test_queue_workers_option_starts_helper_processes(
         env={**env(), "COLUMNS": "200"},
     )
     assert "batches: 100 done, 0 leased, 0 failed, 0 left" in status.stdout, status.stdout
+    assert "img/s, ETA 0s" in status.stdout and "queue workers" in status.stdout
 
 
 def test_a_failing_batch_is_set_aside_and_retried(tmp_path: Path) -> None:

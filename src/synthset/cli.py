@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from synthset.errors import SynthsetError
+from synthset.errors import SynthsetError, storage_error
 from synthset.recipe import Recipe, load_recipe
 from synthset.redaction import redact
 from synthset.store.run_folder import RunFolder
@@ -55,14 +55,24 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SynthsetError as exc:
-            message = Text.assemble(("error:", "bold red"), " ", redact(str(exc)))
-            console.print(message, highlight=False, soft_wrap=True)
+            _print_error(exc)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("interrupted: finished work is saved; run the same command to resume")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            if (error := storage_error(exc)) is None:
+                raise
+            _print_error(error)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _print_error(exc: SynthsetError) -> None:
+    """The one line a user sees (secrets redacted, never wrapped)."""
+    message = Text.assemble(("error:", "bold red"), " ", redact(str(exc)))
+    console.print(message, highlight=False, soft_wrap=True)
 
 
 def _load(recipe: Path, overrides: list[str] | None, out_dir: Path | None) -> Recipe:
@@ -284,7 +294,7 @@ def generate(
     ] = None,
     executor: Annotated[
         str | None,
-        typer.Option(help="local or queue (default: the recipe's generate.executor)."),
+        typer.Option(help="local, queue or ray (default: the recipe's generate.executor)."),
     ] = None,
     workers: Annotated[
         int | None,
@@ -314,6 +324,47 @@ def generate(
         f"generate: {res['generated']} new, {res['skipped']} already done; "
         f"{res['finished']}/{res['planned']} finished, dataset {state}"
     )
+
+
+launch_app = typer.Typer(help="Run the plan on a cluster.", no_args_is_help=True)
+app.add_typer(launch_app, name="launch")
+
+
+@launch_app.command("slurm")
+@friendly_errors
+def launch_slurm_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    out_dir: OutOpt = None,
+    tasks: Annotated[
+        int | None, typer.Option(help="Array tasks (default: the recipe's slurm.tasks).")
+    ] = None,
+    local: Annotated[
+        bool,
+        typer.Option("--local", help="Run the same jobs as processes on this machine (no SLURM)."),
+    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the last job ends.")] = False,
+) -> None:
+    """Submit the plan as a SLURM job array (submitit): prepare, one static shard per task
+    (preempted tasks requeue and resume), then a sweep that finishes and runs every stage."""
+    from synthset.launch import launch_slurm
+
+    more = [f"slurm.tasks={tasks}"] if tasks is not None else []
+    r = _load(recipe, [*(set_ or []), *more], out_dir)
+    if r.slurm is None and not more:
+        console.print("launch slurm: the recipe has no 'slurm' section; using its defaults")
+    launched = launch_slurm(r, local=local, wait=wait)
+    ids = launched.job_ids()
+    shards = ids["shards"]
+    console.print(
+        f"launch slurm: prepare {ids['prepare'] or '(current, not needed)'}; "
+        f"{len(shards)} shard tasks {shards[0]}..{shards[-1]}; sweep {ids['sweep'] or '(off)'}"
+        f"; logs in {launched.folder}"
+    )
+    for problem in launched.problems:
+        console.print(f"launch slurm: {problem} (the sweep finished its items)")
+    if local or wait:
+        console.print(f"launch slurm: done; see 'synthset status {recipe}'")
 
 
 @app.command()
@@ -495,6 +546,7 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
     table.add_column("stage")
     table.add_column("state")
     current: dict[str, bool] = {}  # a stage is current when its inputs and its needs are
+    workers: Table | None = None
     for row in STAGES:
         if not row.applies(r):
             table.add_row(row.name, "not in recipe")
@@ -509,29 +561,56 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
             state = "-"
         if row.name == "generate":
             finished, planned = generation_status(r, run)
-            state += f" ({finished}/{planned} images{queue_state(run.root)})"
+            batch = r.generate.batch_size if r.generate else 1
+            queue_text, workers = queue_state(run.root, batch)
+            state += f" ({finished}/{planned} images{queue_text})"
         if row.name == "tune" and r.tune is not None:
             state += f" ({finished_trials(run.tune / 'trials.json')}/{r.tune.n_trials} trials)"
         table.add_row(row.name, state)
     out.print(table)
+    if workers is not None:
+        out.print(workers)
 
 
-def queue_state(root: Path) -> str:
-    """The queue executor's batches by state, over its shards ('' without a queue)."""
+def queue_state(root: Path, batch_size: int) -> tuple[str, Table | None]:
+    """The queue executor's batches by state over its shards, images/s over the last five
+    minutes and the time left at that pace ('' without a queue), and a table of its workers."""
     from synthset.store.queue import LeaseQueue
 
     totals = [0, 0, 0, 0]
+    per_second = 0.0
+    workers = Table(title="queue workers")
+    for column in ("worker", "leased", "batches done", "last done"):
+        workers.add_column(column)
+    now = time.time()
     for path in sorted((root / "queue").glob("shard*of*.sqlite")):
         queue = LeaseQueue(path)
         try:
             c = queue.counts()
+            per_second += queue.done_per_second()
+            for w in queue.workers():
+                ago = f"{now - w.last_done:.0f} s ago" if w.last_done else "-"
+                workers.add_row(w.worker, str(w.leased), str(w.done), ago)
         finally:
             queue.close()
         totals = [a + b for a, b in zip(totals, (c.done, c.leased, c.failed, c.todo), strict=True)]
     if not any(totals):
-        return ""
+        return "", None
     done, leased, failed, left = totals
-    return f"; batches: {done} done, {leased} leased, {failed} failed, {left} left"
+    text = f"; batches: {done} done, {leased} leased, {failed} failed, {left} left"
+    if per_second > 0:
+        eta = (left + leased) / per_second
+        text += f"; {per_second * batch_size:.1f} img/s, ETA {_duration(eta)}"
+    return text, workers if workers.row_count else None
+
+
+def _duration(seconds: float) -> str:
+    """``3h05m``, ``4m10s`` or ``12s``."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 @app.command("run")

@@ -477,6 +477,11 @@ def stage_plan(recipe: Recipe, run: RunFolder) -> list[WorkItem]:
     return load_plan(run.plan)
 
 
+def shard_prerequisites(recipe: Recipe) -> list[str]:
+    """The stages every generate shard reads, to finish once before shards start."""
+    return [*(["adapt"] if recipe.adapt is not None else []), "plan"]
+
+
 def stage_generate(
     recipe: Recipe, run: RunFolder, shard: tuple[int, int] = (0, 1), progress: bool = True
 ) -> dict[str, Any]:
@@ -491,8 +496,7 @@ def stage_generate(
             info |= {"generated": 0, "skipped": info.get("planned", 0)}
         return {"complete": True} | info
     # shards may run at once on many nodes: the shared stages must be finished first
-    shared = ["plan", *(["adapt"] if recipe.adapt is not None else [])]
-    if not all(is_current(stage(n), recipe, run) for n in shared):
+    if not all(is_current(stage(n), recipe, run) for n in shard_prerequisites(recipe)):
         raise SynthsetError(
             "generate --shard: run 'synthset plan' (and 'synthset adapt' when the recipe adapts "
             "a model) once before launching shards"

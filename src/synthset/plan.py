@@ -294,12 +294,16 @@ def chunks(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
 
 
 def parse_shard(text: str | None, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """``"i/n"`` → ``(i, n)`` with ``0 <= i < n``; ``None`` → ``(0, 1)``; ``"slurm"`` → this
-    task's place in its SLURM job array (see :func:`slurm_array_shard`)."""
+    """``"i/n"`` → ``(i, n)`` with ``0 <= i < n``; ``"slurm"`` → this task's place in its SLURM
+    job array (see :func:`slurm_array_shard`); ``None`` → the same inside a job array (a
+    hand-written ``sbatch --array`` script needs no ``--shard``), else ``(0, 1)``."""
+    environ = os.environ if environ is None else environ
     if text is None:
+        if environ.get("SLURM_ARRAY_TASK_ID") and environ.get("SLURM_ARRAY_TASK_COUNT"):
+            return slurm_array_shard(environ)
         return 0, 1
     if text.strip().lower() == "slurm":
-        return slurm_array_shard(os.environ if environ is None else environ)
+        return slurm_array_shard(environ)
     try:
         index, count = (int(p) for p in text.split("/"))
     except ValueError:

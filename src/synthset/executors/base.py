@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from synthset.plan import WorkItem, chunks, shard_chunks
 from synthset.store.manifest import Manifest
@@ -15,6 +16,8 @@ from synthset.store.run_folder import RunFolder
 if TYPE_CHECKING:
     from synthset.generators.base import Generator
     from synthset.recipe import GenerateSpec
+
+log = logging.getLogger(__name__)
 
 #: The settings fingerprint recorded with each image: one string, or one per ensemble member.
 Config = str | Mapping[str, str]
@@ -51,6 +54,26 @@ class Executor(Protocol):
     def __init__(self, spec: GenerateSpec) -> None: ...
 
     def run(self, job: GenerationJob, progress: bool = True) -> GenerationResult: ...
+
+
+def generate_halving(generator: Generator, chunk: list[WorkItem]) -> list[Any]:
+    """``generator.generate(chunk)``; on CUDA out-of-memory, the two halves one after the
+    other, down to one image per call before giving up. Every item keeps its own seed, so the
+    images are the same (up to the GPU's batch-size-dependent rounding)."""
+    import torch
+
+    try:
+        images = generator.generate(chunk)
+    except torch.cuda.OutOfMemoryError:
+        if len(chunk) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(chunk) // 2
+        log.warning("generate: out of GPU memory on %d images; trying %d", len(chunk), half)
+        return generate_halving(generator, chunk[:half]) + generate_halving(generator, chunk[half:])
+    if len(images) != len(chunk):
+        raise RuntimeError(f"{generator.name} returned {len(images)} images for {len(chunk)} items")
+    return list(images)
 
 
 def pending_chunks(

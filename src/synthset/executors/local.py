@@ -18,6 +18,7 @@ from synthset.executors.base import (
     GenerationJob,
     GenerationResult,
     finished_ids,
+    generate_halving,
     item_config,
     pending_chunks,
 )
@@ -77,11 +78,7 @@ def run_generation(
         ) as pool:
             try:
                 for chunk in todo:
-                    images = generator.generate(chunk)
-                    if len(images) != len(chunk):
-                        raise RuntimeError(
-                            f"{generator.name} returned {len(images)} images for {len(chunk)} items"
-                        )
+                    images = generate_halving(generator, chunk)
                     for item, image in zip(chunk, images, strict=True):
                         sides = side_files(generator, item)
                         if item.item_id not in done:
@@ -93,6 +90,23 @@ def run_generation(
             finally:
                 bar.close()
         return GenerationResult(n_todo, n_shard - n_todo, n_shard, time.perf_counter() - start)
+
+
+def generate_batch(
+    job: GenerationJob, generator: Generator, chunk: list[WorkItem], pending: set[str]
+) -> list[dict]:
+    """Generate one plan batch and write its ``pending`` items (a thread per image); returns
+    their manifest rows, for the caller to record."""
+    images = generate_halving(generator, chunk)
+    spec = job.spec
+    sides = [side_files(generator, it) for it in chunk]
+    with ThreadPoolExecutor(max_workers=spec.writer_threads) as pool:
+        futures = [
+            pool.submit(store_item, spec, job.images_dir, generator, job.config, it, img, side)
+            for it, img, side in zip(chunk, images, sides, strict=True)
+            if it.item_id in pending
+        ]
+        return [f.result() for f in futures]
 
 
 def store_item(

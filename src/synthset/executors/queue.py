@@ -25,12 +25,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import SynthsetError, first_line, storage_error
 from synthset.executors.base import (
     Config,
     GenerationJob,
@@ -38,8 +37,8 @@ from synthset.executors.base import (
     entries_in_place,
     item_config,
 )
-from synthset.executors.local import store_item
-from synthset.generators.base import Generator, side_files
+from synthset.executors.local import generate_batch
+from synthset.generators.base import Generator
 from synthset.plan import WorkItem, chunks, shard_chunks
 from synthset.recipe import GenerateSpec
 from synthset.store.locks import queue_worker_lease
@@ -198,25 +197,14 @@ def _run_batch(
         rows: list[dict] = []
         if pending:
             try:
-                images = generator.generate(chunk)
-                if len(images) != len(chunk):
-                    raise RuntimeError(
-                        f"{generator.name} returned {len(images)} images for {len(chunk)} items"
-                    )
-                sides = [side_files(generator, it) for it in chunk]
-                with ThreadPoolExecutor(max_workers=spec.writer_threads) as pool:
-                    futures = [
-                        pool.submit(
-                            store_item, spec, job.images_dir, generator, job.config, it, img, side
-                        )
-                        for it, img, side in zip(chunk, images, sides, strict=True)
-                        if it.item_id in pending
-                    ]
-                    rows = [f.result() for f in futures]
+                rows = generate_batch(job, generator, chunk, pending)
             except SynthsetError as exc:  # a setting, not a batch, is wrong: stop here
                 queue.fail(idx, name, first_line(exc))
                 raise
             except Exception as exc:  # noqa: BLE001 - the batch fails, the run goes on
+                if (error := storage_error(exc)) is not None:  # no retry frees the disk
+                    queue.release(idx, name)
+                    raise error from None
                 state = queue.fail(idx, name, f"{type(exc).__name__}: {first_line(exc)}")
                 log.warning("generate: batch %d failed (%s); %s", idx, first_line(exc), state)
                 return 0

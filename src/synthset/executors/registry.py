@@ -15,6 +15,7 @@ EXECUTORS: Registry[type[Executor]] = Registry(
     {
         "local": "synthset.executors.local:LocalExecutor",
         "queue": "synthset.executors.queue:QueueExecutor",
+        "ray": "synthset.executors.ray_data:RayExecutor",
     },
 )
 

@@ -30,6 +30,7 @@ from synthset.recipe.model import (
     tune_field,
 )
 from synthset.recipe.prompts import LLMSpec, PromptsSpec
+from synthset.recipe.scale import RaySpec, SlurmSpec
 
 __all__ = [
     "TUNABLE_SECTIONS",
@@ -48,6 +49,8 @@ __all__ = [
     "LabelsSpec",
     "LeakSpec",
     "LoraSpec",
+    "RaySpec",
+    "SlurmSpec",
     "PromptsSpec",
     "Recipe",
     "RealDataSpec",

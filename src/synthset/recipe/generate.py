@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from synthset.recipe.base import Strict
+from synthset.recipe.scale import RaySpec
 
 
 class LoraSpec(Strict):
@@ -327,13 +328,15 @@ class GenerateSpec(Strict):
     image_format: Literal["png", "jpeg", "webp"] = "png"
     jpeg_quality: int = Field(95, ge=1, le=100)
     writer_threads: int = Field(2, ge=1, le=64, description="Threads encoding and writing images.")
-    executor: Literal["local", "queue"] = Field(
+    executor: Literal["local", "queue", "ray"] = Field(
         "local",
         description="Who runs the plan's items: local (this process, its shard's batches in "
-        "order) or queue (any number of processes on this node share the batches through a "
-        "lease queue in the run folder; a killed one's batch goes to the others). Executors "
+        "order), queue (any number of processes on this node share the batches through a "
+        "lease queue in the run folder; a killed one's batch goes to the others) or ray "
+        "(Ray Data maps the batches over generator actors on a Ray cluster). Executors "
         "change speed, never images, so this is not part of any fingerprint.",
     )
+    ray: RaySpec = Field(default_factory=RaySpec, description="executor ray: its cluster.")
     workers: int = Field(
         1,
         ge=1,

@@ -18,6 +18,7 @@ from synthset.recipe.export import ExportSpec
 from synthset.recipe.generate import GenerateSpec
 from synthset.recipe.labels import LabelsSpec
 from synthset.recipe.prompts import PromptsSpec
+from synthset.recipe.scale import SlurmSpec
 
 TUNABLE_SECTIONS = ("generate", "prompts", "adapt")
 
@@ -191,6 +192,9 @@ class Recipe(Strict):
     tune: TuneSpec | None = Field(
         None, description="'synthset tune': an Optuna search over generation knobs."
     )
+    slurm: SlurmSpec | None = Field(
+        None, description="'synthset launch slurm': the SLURM job array that runs the plan."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -357,7 +361,7 @@ def _file_digest(path: Path | None) -> str | None:
 _NOT_FINGERPRINTED: dict[str, set[str]] = {
     "adapt": {"checkpoint"},  # which kept artifact to generate with, not what is trained
     "evaluate": {"fidelity"},
-    "generate": {"executor", "workers", "lease_seconds", "max_attempts"},
+    "generate": {"executor", "workers", "lease_seconds", "max_attempts", "ray"},
     "prompts": {"shortfall"},  # whether to stop on too few prompts, not which prompts
 }
 

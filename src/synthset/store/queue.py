@@ -37,11 +37,22 @@ CREATE TABLE IF NOT EXISTS tasks (
     worker TEXT,
     lease_until REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    done_at REAL
 );
 CREATE INDEX IF NOT EXISTS tasks_waiting ON tasks (state, idx);
 CREATE INDEX IF NOT EXISTS tasks_expiring ON tasks (state, lease_until);
 """
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One worker's share: tasks it holds now, tasks it completed, when it last completed one."""
+
+    worker: str
+    leased: int
+    done: int
+    last_done: float | None
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,9 @@ class LeaseQueue:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+        if "done_at" not in columns:  # a queue an older synthset made
+            self.db.execute("ALTER TABLE tasks ADD COLUMN done_at REAL")
 
     def close(self) -> None:
         self.db.close()
@@ -179,7 +193,8 @@ class LeaseQueue:
                 return False
             commit()
             self.db.execute(
-                "UPDATE tasks SET state = 'done', lease_until = NULL WHERE idx = ?", (idx,)
+                "UPDATE tasks SET state = 'done', lease_until = NULL, done_at = ? WHERE idx = ?",
+                (time.time(), idx),
             )
             self.db.execute("COMMIT")
             return True
@@ -210,6 +225,15 @@ class LeaseQueue:
             self.db.execute("ROLLBACK")
             raise
 
+    def release(self, idx: int, worker: str) -> None:
+        """Give the task back at once, no attempt counted (the worker, not the task, failed:
+        a full disk, a stop)."""
+        self.db.execute(
+            "UPDATE tasks SET state = 'todo', worker = NULL, lease_until = NULL "
+            "WHERE idx = ? AND state = 'leased' AND worker = ?",
+            (idx, worker),
+        )
+
     def retry_failed(self) -> int:
         """Put every failed task back in line; how many there were."""
         cur = self.db.execute(
@@ -221,6 +245,24 @@ class LeaseQueue:
         """Tasks per state (an expired lease counts as leased until someone claims it)."""
         found = dict(self.db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state"))
         return QueueCounts(*(int(found.get(s, 0)) for s in ("todo", "leased", "done", "failed")))
+
+    def workers(self) -> list[WorkerStats]:
+        """Every worker that holds or completed a task, busiest first."""
+        rows = self.db.execute(
+            "SELECT worker, SUM(state = 'leased'), SUM(state = 'done'), MAX(done_at) "
+            "FROM tasks WHERE worker IS NOT NULL GROUP BY worker ORDER BY 3 DESC, 1"
+        )
+        return [WorkerStats(str(w), int(held), int(done), last) for w, held, done, last in rows]
+
+    def done_per_second(self, window_s: float = 300.0) -> float:
+        """Tasks completed per second over the last ``window_s`` of completions (0: none)."""
+        last = self.db.execute("SELECT MAX(done_at) FROM tasks").fetchone()[0]
+        if last is None:
+            return 0.0
+        first, n = self.db.execute(
+            "SELECT MIN(done_at), COUNT(*) FROM tasks WHERE done_at >= ?", (last - window_s,)
+        ).fetchone()
+        return (n - 1) / (last - first) if n > 1 and last > first else 0.0
 
     def failures(self) -> list[tuple[int, str]]:
         """(task, last error) of every failed task."""

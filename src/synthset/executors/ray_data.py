@@ -1,0 +1,213 @@
+"""The Ray executor (``generate.executor: ray``): Ray Data maps the shard's unfinished plan
+batches over generator actors (``map_batches`` with one actor per GPU, ``generate.ray``).
+
+Each actor loads the generator once, generates whole plan batches (so every image is the one
+a single process makes) and writes them into the run folder, which every node must see (a
+shared filesystem). The driver, alone, appends the returned rows to the manifest, so an item is
+recorded once however often Ray runs its batch: a dead actor is restarted and its task retried
+by Ray itself, and an image its first attempt wrote is rewritten with the same bytes. A batch
+whose generator keeps raising is tried ``generate.max_attempts`` times inside its actor, then
+reported as failed; the rest of the plan completes and the run ends with a one-line error.
+Kill the driver and a rerun resumes from the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from synthset.errors import SynthsetError, first_line, storage_error
+from synthset.executors.base import GenerationJob, GenerationResult, finished_ids
+from synthset.executors.local import generate_batch
+from synthset.generators.base import Generator
+from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
+from synthset.recipe import GenerateSpec
+from synthset.recipe.scale import RaySpec
+from synthset.store.imagefolder import remove_stale_temp_files
+from synthset.store.locks import writer_lease
+from synthset.store.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+class BatchWorker:
+    """A Ray Data actor: generates plan batches and writes their images. Its input rows name a
+    batch (its index among the shard's batches) and the ids still to write; it returns one row
+    per written item (``row``: the manifest row as JSON) or per failed batch (``failed``)."""
+
+    def __init__(self, job: GenerationJob, batches: list[list[WorkItem]]) -> None:
+        self.job = job
+        self.batches = batches
+        self.generator: Generator | None = None
+
+    def __call__(self, rows: dict[str, Any]) -> dict[str, list[str]]:
+        if self.generator is None:
+            self.generator = self.job.make_generator()
+        out: dict[str, list[str]] = {"row": [], "failed": []}
+        for idx, todo in zip(rows["batch"], rows["todo"], strict=True):
+            chunk = self.batches[int(idx)]
+            error = ""
+            for _ in range(self.job.spec.max_attempts):
+                try:
+                    written = generate_batch(self.job, self.generator, chunk, set(json.loads(todo)))
+                except SynthsetError:  # a setting, not this batch, is wrong: stop the run
+                    raise
+                except Exception as exc:  # noqa: BLE001 - retried, then reported as failed
+                    if (storage := storage_error(exc)) is not None:  # no retry frees the disk
+                        raise storage from None
+                    error = f"batch {int(idx)}: {type(exc).__name__}: {first_line(exc)}"
+                    continue
+                out["row"] += [json.dumps(r) for r in written]
+                out["failed"].extend([""] * len(written))
+                break
+            else:
+                out["row"].append("")
+                out["failed"].append(error)
+        return out
+
+
+def actor_resources(ray_spec: RaySpec, gpus_here: int) -> dict[str, Any]:
+    """``map_batches`` resources of one actor: ``num_gpus`` as given, else one GPU when the
+    driver sees any (the usual one-actor-per-GPU layout), else none. Ray Data restarts a dead
+    actor and reruns its task without limit by default; that stays."""
+    gpus = ray_spec.num_gpus if ray_spec.num_gpus is not None else (1 if gpus_here else 0)
+    return {"num_cpus": ray_spec.num_cpus, "num_gpus": gpus}
+
+
+@contextmanager
+def ray_cluster(ray_spec: RaySpec, progress: bool) -> Iterator[None]:
+    """Join the cluster ``generate.ray.address`` names (or start a local one) for the block;
+    a cluster this process started stops with it."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = ray_spec.address or os.environ.get("RAY_ADDRESS") or "local"
+    try:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=progress,
+            logging_level=logging.WARNING,
+            configure_logging=True,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise SynthsetError(
+            f"generate.ray.address {address!r}: cannot join that Ray cluster "
+            f"({first_line(exc)}); start one with 'ray start --head' or set the address"
+        ) from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class RayExecutor:
+    """Runs the shard's batches on a Ray cluster (``generate.executor: ray``)."""
+
+    def __init__(self, spec: GenerateSpec) -> None:
+        self.spec = spec
+
+    def run(self, job: GenerationJob, progress: bool = True) -> GenerationResult:
+        spec = self.spec
+        root = job.images_dir.parent
+        manifest = Manifest(job.manifest, job.shard)
+        with writer_lease(root, job.shard), manifest.exclusive():
+            start = time.perf_counter()
+            manifest.repair()
+            done = finished_ids(manifest, job.plan, job.config, job.images_dir)
+            mine = shard_chunks(chunks(job.plan, spec.batch_size), *job.shard)
+            n_shard = sum(len(c) for c in mine)
+            todo = [
+                (i, [it.item_id for it in c if it.item_id not in done]) for i, c in enumerate(mine)
+            ]
+            todo = [(i, ids) for i, ids in todo if ids]
+            n_todo = sum(len(ids) for _, ids in todo)
+            if not todo:
+                return GenerationResult(0, n_shard, n_shard, time.perf_counter() - start)
+            by_id = {it.item_id: it for c in mine for it in c}
+            remove_stale_temp_files(
+                job.images_dir,
+                [image_relpath(by_id[i], spec.image_format) for _, ids in todo for i in ids],
+            )
+            with ray_cluster(spec.ray, progress):
+                generated, failures = self._map(job, mine, todo, manifest, n_todo, progress)
+        if failures:
+            raise SynthsetError(
+                f"generate: {len(failures)} batch(es) failed {spec.max_attempts} times (first: "
+                f"{failures[0]}); every other batch is done. Fix the cause and run "
+                "'synthset generate' again"
+            )
+        return GenerationResult(generated, n_shard - n_todo, n_shard, time.perf_counter() - start)
+
+    def _map(
+        self,
+        job: GenerationJob,
+        mine: list[list[WorkItem]],
+        todo: list[tuple[int, list[str]]],
+        manifest: Manifest,
+        n_todo: int,
+        progress: bool,
+    ) -> tuple[int, list[str]]:
+        """Map the batches over the actors; append each returned row once. Returns how many
+        items were recorded and the failed batches' errors."""
+        import ray
+        import torch
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # synthset's bar counts images
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # synthset's own bar counts images
+        context.print_on_execution_start = False
+        rows = ray.data.from_items(
+            [{"batch": i, "todo": json.dumps(ids)} for i, ids in todo],
+            override_num_blocks=len(todo),
+        )
+        resources = actor_resources(self.spec.ray, torch.cuda.device_count())
+        out = rows.map_batches(
+            BatchWorker,
+            fn_constructor_args=(job, mine),
+            batch_size=self.spec.ray.batches_per_task,
+            compute=ray.data.ActorPoolStrategy(size=self.spec.ray.concurrency),
+            **resources,
+        )
+        recorded: set[str] = set()
+        failures: list[str] = []
+        bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)
+        try:
+            for result in out.iter_rows():
+                if result["failed"]:
+                    failures.append(result["failed"])
+                    continue
+                row = json.loads(result["row"])
+                if row["item_id"] not in recorded:  # a retried task returns its rows again
+                    manifest.append(row)
+                    recorded.add(row["item_id"])
+                    bar.update(1)
+        except Exception as exc:
+            cause = _user_error(exc)
+            if isinstance(cause, SynthsetError):
+                raise cause from None
+            raise
+        finally:
+            bar.close()
+        return len(recorded), failures
+
+
+def _user_error(exc: BaseException) -> BaseException:
+    """The exception an actor raised, out of Ray's wrappers around it."""
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    seen = 0
+    while cause is not None and seen < 8:
+        if isinstance(cause, SynthsetError):
+            return cause
+        cause = getattr(cause, "cause", None) or cause.__cause__
+        seen += 1
+    return exc

@@ -1,0 +1,222 @@
+"""``synthset launch slurm``: the plan as a SLURM job array, submitted with submitit.
+
+Three submissions, chained by SLURM dependencies:
+
+1. **prepare** (one task, skipped when current): the stages every shard reads — classes,
+   prompts, the adapted model, the plan;
+2. **shards** (an array of ``slurm.tasks``): task i generates static shard i/n — whole plan
+   batches, today's ``--shard`` contract with its per-shard lock, safe on a shared filesystem.
+   With several GPUs per task, the task's processes share its shard through the lease queue.
+   A task preempted or out of time checkpoints and requeues itself (submitit), then resumes its
+   shard from the manifest;
+3. **sweep** (after the array ends, however it ends): ``synthset run`` — finishes what any
+   shard left, then curation, labels, exports, evaluation and the report.
+
+Every image's seed comes from (recipe seed, item id) and its batch from the plan, so the images
+are those of one process. ``--local`` runs the same jobs as processes on this machine
+(submitit's local executor: no dependencies there, so the launcher waits between steps).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from synthset.errors import SynthsetError, first_line
+from synthset.pipeline import (
+    is_current,
+    open_run,
+    run_all,
+    run_stage,
+    shard_prerequisites,
+    stage,
+    stage_generate,
+)
+from synthset.recipe import Recipe
+from synthset.recipe.scale import SlurmSpec
+from synthset.store.atomic import atomic_write_text
+
+
+@dataclass
+class PrepareTask(submitit.helpers.Checkpointable):
+    """Job 1: the stages every shard reads (the adapted model, the plan)."""
+
+    recipe: Recipe
+
+    def __call__(self) -> list[str]:
+        run = open_run(self.recipe)
+        names = shard_prerequisites(self.recipe)
+        for name in names:
+            run_stage(name, self.recipe, run, progress=False)
+        return names
+
+
+@dataclass
+class ShardTask(submitit.helpers.Checkpointable):
+    """Array task ``index``: shard ``index`` of ``count``. ``checkpoint`` (inherited) resubmits
+    the same call when SLURM preempts the task or its time runs out; the shard resumes from
+    the manifest."""
+
+    recipe: Recipe
+    count: int
+    workers: int = 1
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        recipe = self.recipe
+        if self.workers > 1:  # the task's GPUs share its shard through the lease queue
+            generate = recipe.generate.model_copy(  # type: ignore[union-attr]
+                update={"executor": "queue", "workers": self.workers}
+            )
+            recipe = recipe.model_copy(update={"generate": generate})
+        return stage_generate(recipe, open_run(recipe), shard=(index, self.count), progress=False)
+
+
+@dataclass
+class SweepTask(submitit.helpers.Checkpointable):
+    """Job 3: every stage, the unfinished items of any shard first (``synthset run``)."""
+
+    recipe: Recipe
+
+    def __call__(self) -> str:
+        return str(run_all(self.recipe, progress=False).root)
+
+
+@dataclass
+class Launch:
+    """The jobs one launch submitted (``None``: not needed) and what ended badly."""
+
+    folder: Path
+    prepare: submitit.Job | None
+    shards: list[submitit.Job]
+    sweep: submitit.Job | None
+    problems: list[str] = field(default_factory=list)
+
+    def job_ids(self) -> dict[str, Any]:
+        return {
+            "prepare": self.prepare.job_id if self.prepare else None,
+            "shards": [j.job_id for j in self.shards],
+            "sweep": self.sweep.job_id if self.sweep else None,
+        }
+
+
+class _Submitter:
+    """submitit's executor with the recipe's SLURM settings (``local``: processes here); each
+    submission may wait on earlier ones through SLURM dependencies."""
+
+    def __init__(self, spec: SlurmSpec, folder: Path, local: bool) -> None:
+        self.spec = spec
+        self.local = local
+        cluster = "local" if local else "slurm"
+        kwargs = {} if local else {"slurm_max_num_timeout": spec.max_requeues}
+        self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster, **kwargs)
+        self.executor.update_parameters(
+            timeout_min=spec.time_minutes,
+            tasks_per_node=1,
+            nodes=1,
+            gpus_per_node=spec.gpus_per_task,
+            cpus_per_task=spec.cpus_per_task,
+            **({"mem_gb": spec.mem_gb} if spec.mem_gb else {}),
+        )
+        if not local:
+            self.executor.update_parameters(
+                slurm_partition=spec.partition,
+                slurm_array_parallelism=spec.array_parallelism,
+                slurm_setup=list(spec.setup),
+            )
+
+    def _before(self, name: str, after: tuple[str, list[submitit.Job]] | None) -> None:
+        extra: dict[str, Any] = dict(self.spec.sbatch)
+        if after is not None and after[1]:
+            ids = sorted({str(j.job_id).split("_")[0] for j in after[1]})
+            extra["dependency"] = f"{after[0]}:{':'.join(ids)}"
+        self.executor.update_parameters(name=name)
+        if not self.local:
+            self.executor.update_parameters(slurm_additional_parameters=extra)
+
+    def submit(self, name: str, task: Any, after: Any = None) -> submitit.Job:
+        self._before(name, after)
+        return _submitting(lambda: self.executor.submit(task))
+
+    def map_array(self, name: str, task: Any, args: list[int], after: Any = None) -> list:
+        self._before(name, after)
+        return _submitting(lambda: self.executor.map_array(task, args))
+
+
+def _submitting(submit: Any) -> Any:
+    """Run a submission; a machine without SLURM is a one-line error."""
+    try:
+        return submit()
+    except FileNotFoundError as exc:
+        raise SynthsetError(
+            f"launch slurm: cannot submit ({first_line(exc)}): run it on a SLURM login node "
+            "(sbatch on PATH), or add --local to run the same jobs on this machine"
+        ) from None
+    except subprocess.CalledProcessError as exc:
+        raise SynthsetError(
+            f"launch slurm: sbatch refused the job ({first_line(exc)}); check slurm.partition, "
+            "slurm.sbatch and the time limit in the recipe"
+        ) from None
+
+
+def _failures(jobs: list[submitit.Job]) -> list[str]:
+    """Wait for ``jobs``; one line per job that raised."""
+    problems = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as exc:  # noqa: BLE001 - reported; the sweep redoes a shard's work
+            problems.append(f"job {job.job_id}: {first_line(exc)}")
+    return problems
+
+
+def launch_slurm(recipe: Recipe, local: bool = False, wait: bool = False) -> Launch:
+    """Submit prepare (when needed), the shard array and the sweep. With ``local`` the jobs
+    run here, one after another step (no SLURM dependencies): it waits for each. ``wait``
+    blocks on SLURM too, until the last job ends."""
+    spec = recipe.slurm or SlurmSpec()
+    if recipe.generate is None:
+        raise SynthsetError("launch slurm: the recipe has no 'generate' section; add one")
+    if not local and shutil.which("sbatch") is None:
+        raise SynthsetError(
+            "launch slurm: sbatch is not on PATH: run it on a SLURM login node, or add --local "
+            "to run the same jobs on this machine"
+        )
+    run = open_run(recipe)
+    folder = run.root / "slurm"
+    submitter = _Submitter(spec, folder, local)
+    problems: list[str] = []
+    prepare = None
+    if not all(is_current(stage(n), recipe, run) for n in shard_prerequisites(recipe)):
+        prepare = submitter.submit("synthset-prepare", PrepareTask(recipe))
+        if local and (failed := _failures([prepare])):
+            raise SynthsetError(f"launch: the prepare job failed: {failed[0]}")
+    workers = max(1, spec.gpus_per_task)
+    after = None if local or prepare is None else ("afterok", [prepare])
+    shards = submitter.map_array(
+        "synthset-shard", ShardTask(recipe, spec.tasks, workers), list(range(spec.tasks)), after
+    )
+    sweep = None
+    if spec.sweep:
+        if local:
+            problems += _failures(shards)
+        sweep = submitter.submit(
+            "synthset-sweep", SweepTask(recipe), None if local else ("afterany", shards)
+        )
+    launch = Launch(folder, prepare, shards, sweep, problems)
+    atomic_write_text(
+        folder / "launch.json",
+        json.dumps({"submitted": time.time(), "local": local, **launch.job_ids()}, indent=1),
+    )
+    if wait or local:
+        if sweep is not None and (failed := _failures([sweep])):
+            raise SynthsetError(f"launch: the sweep job failed: {failed[0]}")
+        if sweep is None:
+            launch.problems += _failures(shards)
+    return launch
