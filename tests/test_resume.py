@@ -224,7 +224,7 @@ def manifest_ids(run: Path) -> list[str]:
 def test_queue_workers_killed_at_random_match_one_process(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:
-    """Three queue workers on one run folder, SIGKILLed at random and replaced: the run ends
+    """Four queue workers on one run folder, SIGKILLed at random and replaced: the run ends
     with every item recorded once, byte-identical to one uninterrupted process."""
     recipe, base = trained
     run = base.parent / "queued"
@@ -238,7 +238,7 @@ def test_queue_workers_killed_at_random_match_one_process(
         )
 
     rng = random.Random()
-    workers = [start() for _ in range(3)]
+    workers = [start() for _ in range(4)]
     kills = 0
     deadline = time.time() + 180
     while kills < 5 and time.time() < deadline:

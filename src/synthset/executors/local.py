@@ -66,40 +66,59 @@ def run_generation(
 
         generator = make_generator()
         bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)
-        in_flight: deque[Future[None]] = deque()
-        max_in_flight = 2 * spec.batch_size
+        commits: deque[Future[None]] = deque()
 
-        def save(item: WorkItem, image: Image.Image, sides: list[SideFile]) -> None:
-            manifest.append(store_item(spec, images_dir, generator, config, item, image, sides))
-            bar.update(1)
+        def commit(stored: list[Future[dict]]) -> None:
+            rows = [f.result() for f in stored]
+            manifest.extend(rows)  # one write and one fsync per batch
+            bar.update(len(rows))
 
-        with ThreadPoolExecutor(
-            max_workers=spec.writer_threads, thread_name_prefix="writer"
-        ) as pool:
+        # writer threads encode and write images while the model makes the next batch; one
+        # committer records each batch's rows once they are all written, in plan order
+        with (
+            ThreadPoolExecutor(spec.writer_threads, thread_name_prefix="writer") as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="commit") as committer,
+        ):
             try:
                 for chunk in todo:
                     images = generate_halving(generator, chunk)
+                    stored: list[Future[dict]] = []
                     for item, image in zip(chunk, images, strict=True):
-                        sides = side_files(generator, item)
+                        sides = side_files(generator, item)  # every item: recorders keep state
                         if item.item_id not in done:
-                            in_flight.append(pool.submit(save, item, image, sides))
-                    while len(in_flight) > max_in_flight:
-                        in_flight.popleft().result()
-                while in_flight:
-                    in_flight.popleft().result()
+                            stored.append(
+                                pool.submit(
+                                    store_item,
+                                    spec,
+                                    images_dir,
+                                    generator,
+                                    config,
+                                    item,
+                                    image,
+                                    sides,
+                                )
+                            )
+                    commits.append(committer.submit(commit, stored))
+                    while len(commits) > 2:  # at most two batches in flight behind the model
+                        commits.popleft().result()
+                while commits:
+                    commits.popleft().result()
             finally:
                 bar.close()
         return GenerationResult(n_todo, n_shard - n_todo, n_shard, time.perf_counter() - start)
 
 
-def generate_batch(
-    job: GenerationJob, generator: Generator, chunk: list[WorkItem], pending: set[str]
+def store_batch(
+    job: GenerationJob,
+    generator: Generator,
+    chunk: list[WorkItem],
+    images: list[Image.Image],
+    sides: list[list[SideFile]],
+    pending: set[str],
 ) -> list[dict]:
-    """Generate one plan batch and write its ``pending`` items (a thread per image); returns
+    """Write a generated batch's ``pending`` items (``writer_threads`` at a time); returns
     their manifest rows, for the caller to record."""
-    images = generate_halving(generator, chunk)
     spec = job.spec
-    sides = [side_files(generator, it) for it in chunk]
     with ThreadPoolExecutor(max_workers=spec.writer_threads) as pool:
         futures = [
             pool.submit(store_item, spec, job.images_dir, generator, job.config, it, img, side)

@@ -16,7 +16,6 @@ may join too).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -24,8 +23,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -35,10 +35,11 @@ from synthset.executors.base import (
     GenerationJob,
     GenerationResult,
     entries_in_place,
+    generate_halving,
     item_config,
 )
-from synthset.executors.local import generate_batch
-from synthset.generators.base import Generator
+from synthset.executors.local import store_batch
+from synthset.generators.base import Generator, SideFile, side_files
 from synthset.plan import WorkItem, chunks, shard_chunks
 from synthset.recipe import GenerateSpec
 from synthset.store.locks import queue_worker_lease
@@ -76,27 +77,28 @@ def _digest(chunk: list[WorkItem], config: Config) -> str:
     return h.hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def _heartbeat(path: Path, idx: int, worker: str, lease_s: float) -> Iterator[None]:
-    """Renew the lease on ``idx`` every third of a lease while the block runs (its own
-    connection: a SQLite connection stays in its thread)."""
-    stop = threading.Event()
+class _Lease:
+    """Renews this worker's lease on batch ``idx`` every third of a lease from ``start`` to
+    ``stop`` (its own connection: a SQLite connection stays in its thread). The batch stays
+    leased until it is recorded, which may be after the model moved on to the next one."""
 
-    def beat() -> None:
-        queue = LeaseQueue(path, lease_s=lease_s)
+    def __init__(self, path: Path, idx: int, worker: str, lease_s: float) -> None:
+        self.path, self.idx, self.worker, self.lease_s = path, idx, worker, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        queue = LeaseQueue(self.path, lease_s=self.lease_s)
         try:
-            while not stop.wait(lease_s / 3):
-                queue.renew(idx, worker)
+            while not self._stop.wait(self.lease_s / 3):
+                queue.renew(self.idx, self.worker)
         finally:
             queue.close()
 
-    thread = threading.Thread(target=beat, name="lease", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class _Recorded:
@@ -109,8 +111,10 @@ class _Recorded:
         self.reader = Manifest(job.manifest)
         rows = self.reader.new_rows()  # every row, read once; later calls read only new bytes
         self.ids = set(entries_in_place(rows, job.plan, job.config, job.images_dir))
+        self.lock = threading.Lock()  # the model's thread and the committer's both read it
 
     def refresh(self) -> set[str]:
+        """The recorded ids, now (hold ``lock`` while using them)."""
         for row in self.reader.new_rows():
             item = self.by_id.get(row["item_id"])
             if (
@@ -149,23 +153,26 @@ def run_queue_worker(job: GenerationJob, progress: bool = True) -> GenerationRes
                     total=n_shard - skipped, desc="generate", unit="img", disable=not progress
                 )
                 generator: Generator | None = None
+                committer = _Committer(job, path, name, manifest, recorded)
                 try:
                     while True:
                         idx = queue.claim(name)
                         if idx is None:
+                            done_now = committer.wait()  # the batch in flight may be the last
+                            generated += done_now
+                            bar.update(done_now)
                             if queue.counts().leased == 0:
                                 break
                             time.sleep(min(1.0, spec.lease_seconds / 10))
                             continue
                         if generator is None:
                             generator = job.make_generator()
-                        done_now = _run_batch(
-                            job, queue, path, name, idx, mine[idx], generator, manifest, recorded
-                        )
+                        done_now = _run_batch(job, queue, path, name, idx, generator, committer)
                         generated += done_now
                         bar.update(done_now)
                 finally:
                     bar.close()
+                    committer.close()
         failures = queue.failures()
     finally:
         queue.close()
@@ -185,40 +192,122 @@ def _run_batch(
     path: Path,
     name: str,
     idx: int,
-    chunk: list[WorkItem],
     generator: Generator,
-    manifest: Manifest,
-    recorded: _Recorded,
+    committer: _Committer,
 ) -> int:
-    """Generate one claimed batch and record its new items; returns how many it recorded."""
+    """Generate claimed batch ``idx`` and hand it to the committer, which writes and records
+    it while the model makes the next one. Returns how many items the previous batch
+    recorded."""
     spec = job.spec
-    with _heartbeat(path, idx, name, spec.lease_seconds):
-        pending = {it.item_id for it in chunk} - recorded.refresh()
-        rows: list[dict] = []
-        if pending:
-            try:
-                rows = generate_batch(job, generator, chunk, pending)
-            except SynthsetError as exc:  # a setting, not a batch, is wrong: stop here
-                queue.fail(idx, name, first_line(exc))
-                raise
-            except Exception as exc:  # noqa: BLE001 - the batch fails, the run goes on
-                if (error := storage_error(exc)) is not None:  # no retry frees the disk
-                    queue.release(idx, name)
-                    raise error from None
-                state = queue.fail(idx, name, f"{type(exc).__name__}: {first_line(exc)}")
-                log.warning("generate: batch %d failed (%s); %s", idx, first_line(exc), state)
-                return 0
+    chunk = committer.batches[idx]
+    lease = _Lease(path, idx, name, spec.lease_seconds)
+    with committer.recorded.lock:
+        pending = {it.item_id for it in chunk} - committer.recorded.refresh()
+    images: list[Any] = []
+    sides: list[list[SideFile]] = []
+    if pending:
+        try:
+            images = generate_halving(generator, chunk)
+            sides = [side_files(generator, it) for it in chunk]
+        except SynthsetError as exc:  # a setting, not a batch, is wrong: stop here
+            lease.stop()
+            queue.fail(idx, name, first_line(exc))
+            raise
+        except Exception as exc:  # noqa: BLE001 - the batch fails, the run goes on
+            lease.stop()
+            state = queue.fail(idx, name, f"{type(exc).__name__}: {first_line(exc)}")
+            log.warning("generate: batch %d failed (%s); %s", idx, first_line(exc), state)
+            return 0
+    try:
+        return committer.submit(idx, generator, images, sides, pending, lease)
+    except BaseException:
+        lease.stop()
+        queue.release(idx, name)  # generated but not written: the next claimant redoes it
+        raise
 
-        def commit() -> None:
-            ids = recorded.refresh()
-            for row in rows:
-                if row["item_id"] not in ids:  # a killed worker may have recorded some already
-                    manifest.append(row)
-                    ids.add(row["item_id"])
 
-        if not queue.complete(idx, name, commit):
-            return 0  # the lease went to another worker, which records the batch
-    return len(rows)
+class _Committer:
+    """One thread that writes a generated batch's images and records it in the queue (the
+    manifest rows in the lease-checking transaction), one batch behind the model."""
+
+    def __init__(
+        self, job: GenerationJob, path: Path, name: str, manifest: Manifest, recorded: _Recorded
+    ) -> None:
+        self.job, self.path, self.name = job, path, name
+        self.manifest, self.recorded = manifest, recorded
+        self.batches = shard_chunks(chunks(job.plan, job.spec.batch_size), *job.shard)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        self.in_flight: Future[int] | None = None
+        self.queue: LeaseQueue | None = None  # opened on the commit thread, used there only
+
+    def submit(
+        self,
+        idx: int,
+        generator: Generator,
+        images: list[Any],
+        sides: list[list[SideFile]],
+        pending: set[str],
+        lease: _Lease,
+    ) -> int:
+        """Write and record batch ``idx`` in the background, after the batch before it;
+        returns how many items that one recorded (its error, if it failed, is raised)."""
+        done = self.wait()
+        self.in_flight = self.pool.submit(
+            self._commit, idx, generator, images, sides, pending, lease
+        )
+        return done
+
+    def wait(self) -> int:
+        """Block until the batch in flight is recorded; how many items it recorded."""
+        future, self.in_flight = self.in_flight, None
+        return 0 if future is None else future.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self.queue is not None:
+                self.pool.submit(self.queue.close).result()
+            self.pool.shutdown()
+
+    def _commit(
+        self,
+        idx: int,
+        generator: Generator,
+        images: list[Any],
+        sides: list[list[SideFile]],
+        pending: set[str],
+        lease: _Lease,
+    ) -> int:
+        spec = self.job.spec
+        if self.queue is None:
+            self.queue = LeaseQueue(self.path, spec.lease_seconds, spec.max_attempts)
+        chunk = self.batches[idx]
+        try:
+            rows = []
+            if pending:
+                try:
+                    rows = store_batch(self.job, generator, chunk, images, sides, pending)
+                except Exception as exc:
+                    if (error := storage_error(exc)) is not None:  # no retry frees the disk
+                        self.queue.release(idx, self.name)
+                        raise error from None
+                    state = self.queue.fail(idx, self.name, f"{type(exc).__name__}: {exc}")
+                    log.warning("generate: batch %d failed (%s); %s", idx, first_line(exc), state)
+                    return 0
+
+            def commit() -> None:
+                with self.recorded.lock:
+                    ids = self.recorded.refresh()
+                    new = [r for r in rows if r["item_id"] not in ids]  # a killed worker's
+                    self.manifest.extend(new)  # one write, one fsync per batch
+                    ids.update(r["item_id"] for r in new)
+
+            if not self.queue.complete(idx, self.name, commit):
+                return 0  # the lease went to another worker, which records the batch
+            return len(rows)
+        finally:
+            lease.stop()
 
 
 def helper_envs(workers: int, environ: dict[str, str], gpus: int) -> list[dict[str, str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +25,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthset.errors import SynthsetError, first_line, storage_error
-from synthset.executors.base import GenerationJob, GenerationResult, finished_ids
-from synthset.executors.local import generate_batch
-from synthset.generators.base import Generator
+from synthset.executors.base import GenerationJob, GenerationResult, finished_ids, generate_halving
+from synthset.executors.local import store_batch
+from synthset.generators.base import Generator, side_files
 from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
 from synthset.recipe import GenerateSpec
 from synthset.recipe.scale import RaySpec
@@ -40,23 +41,23 @@ log = logging.getLogger(__name__)
 class BatchWorker:
     """A Ray Data actor: generates plan batches and writes their images. Its input rows name a
     batch (its index among the shard's batches) and the ids still to write; it returns one row
-    per written item (``row``: the manifest row as JSON) or per failed batch (``failed``)."""
+    per written item (``row``: the manifest row as JSON) or per failed batch (``failed``).
+    Ray runs two calls at once on each actor: while one writes its images, the other uses the
+    model (a lock keeps the model to one call at a time)."""
 
     def __init__(self, job: GenerationJob, batches: list[list[WorkItem]]) -> None:
         self.job = job
         self.batches = batches
         self.generator: Generator | None = None
+        self.model = threading.Lock()
 
     def __call__(self, rows: dict[str, Any]) -> dict[str, list[str]]:
-        if self.generator is None:
-            self.generator = self.job.make_generator()
         out: dict[str, list[str]] = {"row": [], "failed": []}
         for idx, todo in zip(rows["batch"], rows["todo"], strict=True):
-            chunk = self.batches[int(idx)]
             error = ""
             for _ in range(self.job.spec.max_attempts):
                 try:
-                    written = generate_batch(self.job, self.generator, chunk, set(json.loads(todo)))
+                    written = self._batch(int(idx), set(json.loads(todo)))
                 except SynthsetError:  # a setting, not this batch, is wrong: stop the run
                     raise
                 except Exception as exc:  # noqa: BLE001 - retried, then reported as failed
@@ -71,6 +72,15 @@ class BatchWorker:
                 out["row"].append("")
                 out["failed"].append(error)
         return out
+
+    def _batch(self, idx: int, pending: set[str]) -> list[dict]:
+        chunk = self.batches[idx]
+        with self.model:
+            if self.generator is None:
+                self.generator = self.job.make_generator()
+            images = generate_halving(self.generator, chunk)
+            sides = [side_files(self.generator, it) for it in chunk]
+        return store_batch(self.job, self.generator, chunk, images, sides, pending)
 
 
 def actor_resources(ray_spec: RaySpec, gpus_here: int) -> dict[str, Any]:
@@ -175,22 +185,24 @@ class RayExecutor:
             BatchWorker,
             fn_constructor_args=(job, mine),
             batch_size=self.spec.ray.batches_per_task,
-            compute=ray.data.ActorPoolStrategy(size=self.spec.ray.concurrency),
+            compute=ray.data.ActorPoolStrategy(  # two calls per actor: one writes, one generates
+                size=self.spec.ray.concurrency,
+                max_concurrent_calls_per_actor=2,
+                enable_true_multi_threading=True,
+            ),
             **resources,
         )
         recorded: set[str] = set()
         failures: list[str] = []
         bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)
         try:
-            for result in out.iter_rows():
-                if result["failed"]:
-                    failures.append(result["failed"])
-                    continue
-                row = json.loads(result["row"])
-                if row["item_id"] not in recorded:  # a retried task returns its rows again
-                    manifest.append(row)
-                    recorded.add(row["item_id"])
-                    bar.update(1)
+            for block in out.iter_batches(batch_size=None, batch_format="numpy"):
+                failures += [str(f) for f in block["failed"] if f]
+                rows = [json.loads(r) for r in block["row"] if r]
+                new = [r for r in rows if r["item_id"] not in recorded]  # a rerun task's rows
+                manifest.extend(new)  # one write, one fsync per returned block
+                recorded.update(r["item_id"] for r in new)
+                bar.update(len(new))
         except Exception as exc:
             cause = _user_error(exc)
             if isinstance(cause, SynthsetError):
