@@ -423,3 +423,23 @@ def copy_run(generated: Path, tmp_path: Path) -> Path:
     out = tmp_path / "run"
     shutil.copytree(generated, out)
     return out
+
+
+def cli(*args: str) -> list[str]:
+    """The command line of ``synthset ARGS`` in this interpreter."""
+    import sys
+
+    return [sys.executable, "-m", "synthset.cli", *args]
+
+
+def image_bytes(run: Path) -> dict[str, bytes]:
+    """Every PNG under the run's ``images/``, by relative path."""
+    images = run / "images"
+    return {str(p.relative_to(images)): p.read_bytes() for p in sorted(images.rglob("*.png"))}
+
+
+def manifest_ids(run: Path) -> list[str]:
+    """Item ids over every manifest file of the run (plain, shard and queue-worker files)."""
+    from synthset.store.atomic import read_jsonl
+
+    return [e["item_id"] for f in sorted(run.glob("manifest*.jsonl")) for e in read_jsonl(f)]

@@ -200,3 +200,14 @@ def test_helpers_get_one_gpu_each_when_there_are_enough() -> None:
     assert all(e[HELPER_ENV] == "1" for e in envs)
     assert [e["CUDA_VISIBLE_DEVICES"] for e in helper_envs(2, {}, gpus=2)] == ["1"]
     assert "CUDA_VISIBLE_DEVICES" not in helper_envs(4, {}, gpus=2)[0]  # too few: shared
+
+
+def test_local_with_several_workers_runs_as_the_queue() -> None:
+    from synthset.executors.local import LocalExecutor
+    from synthset.executors.queue import QueueExecutor
+    from synthset.executors.registry import build_executor
+    from synthset.recipe import GenerateSpec
+
+    assert isinstance(build_executor(GenerateSpec()), LocalExecutor)
+    assert isinstance(build_executor(GenerateSpec(workers=4)), QueueExecutor)
+    assert isinstance(build_executor(GenerateSpec(executor="queue")), QueueExecutor)

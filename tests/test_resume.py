@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import cli, image_bytes, manifest_ids
 
 from synthset.errors import SynthsetError
 from synthset.store.atomic import read_jsonl
@@ -34,10 +35,6 @@ TOY = {
 }
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "synthset.cli", *args]
-
-
 def env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
@@ -46,11 +43,6 @@ def run_ok(*args: str) -> str:
     result = subprocess.run(cli(*args), capture_output=True, text=True, env=env(), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr
-
-
-def image_bytes(run: Path) -> dict[str, bytes]:
-    images = run / "images"
-    return {str(p.relative_to(images)): p.read_bytes() for p in sorted(images.rglob("*.png"))}
 
 
 @pytest.fixture(scope="module")
@@ -216,11 +208,6 @@ def test_a_second_writer_of_the_same_shard_is_refused_until_the_first_dies(
 # ----------------------------------------------------------------------------- the queue executor
 
 
-def manifest_ids(run: Path) -> list[str]:
-    """Item ids over every manifest file of the run (plain, shard and queue-worker files)."""
-    return [e["item_id"] for f in sorted(run.glob("manifest*.jsonl")) for e in read_jsonl(f)]
-
-
 def test_queue_workers_killed_at_random_match_one_process(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:
@@ -313,7 +300,7 @@ def test_a_failing_batch_is_set_aside_and_retried(tmp_path: Path) -> None:
     with pytest.raises(SynthsetError, match=r"1 batch\(es\) failed 2 times.*--retry-failed"):
         run_queue_worker(job, progress=False)
     assert len(manifest_ids(tmp_path)) == 35  # every batch but the failing one
-    assert retry_failed(tmp_path, (0, 1)) == 1
+    assert retry_failed(tmp_path, (0, 1), spec) == 1
     gen.broken = False
     result = run_queue_worker(job, progress=False)
     assert result.generated == 5 and result.skipped == 35

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from helpers import cli, image_bytes, manifest_ids
 
 from synthset.errors import SynthsetError
 from synthset.store.atomic import read_jsonl
@@ -43,10 +44,6 @@ TOY = {
 PLANNED = 240
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "synthset.cli", *args]
-
-
 def env() -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
     # the loopback test cluster runs without Ray's token auth (real clusters keep it on)
@@ -67,15 +64,6 @@ def run_ok(*args: str) -> str:
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr
-
-
-def image_bytes(run: Path) -> dict[str, bytes]:
-    images = run / "images"
-    return {str(p.relative_to(images)): p.read_bytes() for p in sorted(images.rglob("*.png"))}
-
-
-def manifest_ids(run: Path) -> list[str]:
-    return [e["item_id"] for f in sorted(run.glob("manifest*.jsonl")) for e in read_jsonl(f)]
 
 
 def assert_matches(run: Path, reference: dict[str, bytes]) -> None:
@@ -248,15 +236,17 @@ def job_processes(root: int) -> list[psutil.Process]:
 def test_launch_slurm_local_from_scratch_matches_one_process(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:
-    """From an empty run folder: the prepare job adapts and plans, two array tasks generate
-    their shards, the sweep runs every stage; the images are those of one process."""
+    """From an empty run folder: the prepare job adapts and plans, two array tasks with two
+    "GPUs" each share their shards through a node-local queue, the sweep runs every stage; the
+    images are those of one process."""
     recipe, base = trained
     run = base.parent / "slurm-fresh"
-    out = run_ok("launch", "slurm", str(recipe), "--out", str(run), "--local", "--tasks", "2")
+    args = ("launch", "slurm", str(recipe), "--out", str(run), "--local", "--tasks", "2")
+    out = run_ok(*args, "--set", "slurm.gpus_per_task=2")
     assert "launch slurm: done" in out and "Traceback" not in out
-    assert (run / "manifest.shard0of2.jsonl").exists() and (
-        run / "manifest.shard1of2.jsonl"
-    ).exists()
+    for shard in (0, 1):  # each task ran queue workers, each writing its own manifest file
+        assert list(run.glob(f"manifest.shard{shard}of2.q*.jsonl"))
+    assert not (run / "queue").exists(), "the queue belongs on node-local disk, not the run"
     launched = yaml.safe_load((run / "slurm" / "launch.json").read_text())
     assert launched["prepare"] and len(launched["shards"]) == 2 and launched["sweep"]
     assert_matches(run, reference)

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from synthset.errors import SynthsetError, storage_error
-from synthset.recipe import Recipe, load_recipe
+from synthset.recipe import GenerateSpec, Recipe, load_recipe
 from synthset.redaction import redact
 from synthset.store.run_folder import RunFolder
 
@@ -298,7 +298,7 @@ def generate(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="queue: processes to run (default: the recipe's generate.workers)."),
+        typer.Option(help="Processes to run, one GPU each (more than one: the queue executor)."),
     ] = None,
     retry_failed: Annotated[
         bool,
@@ -317,7 +317,8 @@ def generate(
     shard_ix = parse_shard(shard)
     run = _open(r)
     if retry_failed:
-        console.print(f"generate: {requeue_failed(run.root, shard_ix)} failed batches back in line")
+        again = requeue_failed(run.root, shard_ix, r.generate) if r.generate else 0
+        console.print(f"generate: {again} failed batches back in line")
     res = stage_generate(r, run, shard=shard_ix, progress=not quiet)
     state = "complete" if res["complete"] else "incomplete (other shards or a rerun will finish it)"
     console.print(
@@ -561,8 +562,7 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
             state = "-"
         if row.name == "generate":
             finished, planned = generation_status(r, run)
-            batch = r.generate.batch_size if r.generate else 1
-            queue_text, workers = queue_state(run.root, batch)
+            queue_text, workers = queue_state(run.root, r.generate) if r.generate else ("", None)
             state += f" ({finished}/{planned} images{queue_text})"
         if row.name == "tune" and r.tune is not None:
             state += f" ({finished_trials(run.tune / 'trials.json')}/{r.tune.n_trials} trials)"
@@ -572,9 +572,10 @@ def status(recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None) -> No
         out.print(workers)
 
 
-def queue_state(root: Path, batch_size: int) -> tuple[str, Table | None]:
+def queue_state(root: Path, spec: GenerateSpec) -> tuple[str, Table | None]:
     """The queue executor's batches by state over its shards, images/s over the last five
     minutes and the time left at that pace ('' without a queue), and a table of its workers."""
+    from synthset.executors.queue import queue_folder
     from synthset.store.queue import LeaseQueue
 
     totals = [0, 0, 0, 0]
@@ -583,7 +584,7 @@ def queue_state(root: Path, batch_size: int) -> tuple[str, Table | None]:
     for column in ("worker", "leased", "batches done", "last done"):
         workers.add_column(column)
     now = time.time()
-    for path in sorted((root / "queue").glob("shard*of*.sqlite")):
+    for path in sorted(queue_folder(root, spec).glob("shard*of*.sqlite")):
         queue = LeaseQueue(path)
         try:
             c = queue.counts()
@@ -600,7 +601,7 @@ def queue_state(root: Path, batch_size: int) -> tuple[str, Table | None]:
     text = f"; batches: {done} done, {leased} leased, {failed} failed, {left} left"
     if per_second > 0:
         eta = (left + leased) / per_second
-        text += f"; {per_second * batch_size:.1f} img/s, ETA {_duration(eta)}"
+        text += f"; {per_second * spec.batch_size:.1f} img/s, ETA {_duration(eta)}"
     return text, workers if workers.row_count else None
 
 

@@ -20,6 +20,7 @@ are those of one process. ``--local`` runs the same jobs as processes on this ma
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -70,9 +71,17 @@ class ShardTask(submitit.helpers.Checkpointable):
 
     def __call__(self, index: int) -> dict[str, Any]:
         recipe = self.recipe
-        if self.workers > 1:  # the task's GPUs share its shard through the lease queue
-            generate = recipe.generate.model_copy(  # type: ignore[union-attr]
-                update={"executor": "queue", "workers": self.workers}
+        if self.workers > 1:  # the task's GPUs share its shard through the lease queue,
+            # on node-local disk (SQLite's locks fail on the NFS/Lustre the run folder is on)
+            spec = recipe.generate
+            assert spec is not None
+            local = Path(os.environ.get("TMPDIR") or "/tmp") / f"synthset-queue-{os.getpid()}"
+            generate = spec.model_copy(
+                update={
+                    "executor": "queue",
+                    "workers": self.workers,
+                    "queue_dir": spec.queue_dir or local,
+                }
             )
             recipe = recipe.model_copy(update={"generate": generate})
         return stage_generate(recipe, open_run(recipe), shard=(index, self.count), progress=False)

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +53,19 @@ log = logging.getLogger(__name__)
 HELPER_ENV = "SYNTHSET_QUEUE_HELPER"
 
 
-def queue_path(root: Path, shard: tuple[int, int]) -> Path:
+def queue_folder(root: Path, spec: GenerateSpec) -> Path:
+    """Where the run's queue databases live: ``generate.queue_dir`` or the run's ``queue/``."""
+    return Path(spec.queue_dir) if spec.queue_dir is not None else Path(root) / "queue"
+
+
+def queue_path(root: Path, shard: tuple[int, int], spec: GenerateSpec) -> Path:
     """The queue database of one shard of the run in ``root``."""
-    return Path(root) / "queue" / f"shard{shard[0]}of{shard[1]}.sqlite"
+    return queue_folder(root, spec) / f"shard{shard[0]}of{shard[1]}.sqlite"
 
 
-def retry_failed(root: Path, shard: tuple[int, int]) -> int:
+def retry_failed(root: Path, shard: tuple[int, int], spec: GenerateSpec) -> int:
     """Put the shard's failed batches back in line; how many there were."""
-    path = queue_path(root, shard)
+    path = queue_path(root, shard, spec)
     if not path.exists():
         return 0
     queue = LeaseQueue(path)
@@ -134,7 +140,7 @@ def run_queue_worker(job: GenerationJob, progress: bool = True) -> GenerationRes
     root = job.images_dir.parent
     mine = shard_chunks(chunks(job.plan, spec.batch_size), *job.shard)
     n_shard = sum(len(c) for c in mine)
-    path = queue_path(root, job.shard)
+    path = queue_path(root, job.shard, spec)
     queue = LeaseQueue(path, spec.lease_seconds, spec.max_attempts)
     name = worker_name()
     generated = 0
@@ -219,11 +225,23 @@ def _run_batch(
             log.warning("generate: batch %d failed (%s); %s", idx, first_line(exc), state)
             return 0
     try:
-        return committer.submit(idx, generator, images, sides, pending, lease)
+        return committer.submit(_Generated(idx, generator, images, sides, pending, lease))
     except BaseException:
         lease.stop()
         queue.release(idx, name)  # generated but not written: the next claimant redoes it
         raise
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """A batch the model made, waiting to be written and recorded under its lease."""
+
+    idx: int
+    generator: Generator
+    images: list[Any]
+    sides: list[list[SideFile]]
+    pending: set[str]
+    lease: _Lease
 
 
 class _Committer:
@@ -240,21 +258,11 @@ class _Committer:
         self.in_flight: Future[int] | None = None
         self.queue: LeaseQueue | None = None  # opened on the commit thread, used there only
 
-    def submit(
-        self,
-        idx: int,
-        generator: Generator,
-        images: list[Any],
-        sides: list[list[SideFile]],
-        pending: set[str],
-        lease: _Lease,
-    ) -> int:
-        """Write and record batch ``idx`` in the background, after the batch before it;
-        returns how many items that one recorded (its error, if it failed, is raised)."""
+    def submit(self, batch: _Generated) -> int:
+        """Write and record ``batch`` in the background, after the batch before it; returns
+        how many items that one recorded (its error, if it failed, is raised)."""
         done = self.wait()
-        self.in_flight = self.pool.submit(
-            self._commit, idx, generator, images, sides, pending, lease
-        )
+        self.in_flight = self.pool.submit(self._commit, batch)
         return done
 
     def wait(self) -> int:
@@ -270,18 +278,18 @@ class _Committer:
                 self.pool.submit(self.queue.close).result()
             self.pool.shutdown()
 
-    def _commit(
-        self,
-        idx: int,
-        generator: Generator,
-        images: list[Any],
-        sides: list[list[SideFile]],
-        pending: set[str],
-        lease: _Lease,
-    ) -> int:
+    def _commit(self, batch: _Generated) -> int:
         spec = self.job.spec
         if self.queue is None:
             self.queue = LeaseQueue(self.path, spec.lease_seconds, spec.max_attempts)
+        idx, generator, images, sides, pending, lease = (
+            batch.idx,
+            batch.generator,
+            batch.images,
+            batch.sides,
+            batch.pending,
+            batch.lease,
+        )
         chunk = self.batches[idx]
         try:
             rows = []
@@ -346,7 +354,9 @@ class QueueExecutor:
             return []
         shard = f"{job.shard[0]}/{job.shard[1]}"
         cmd = [sys.executable, "-m", "synthset.cli", "generate", str(recipe), "--out", str(root)]
-        cmd += ["--shard", shard, "-q"]
+        cmd += ["--shard", shard, "-q", "--executor", "queue", "--workers", "1"]
+        if self.spec.queue_dir is not None:
+            cmd += ["--set", f"generate.queue_dir={self.spec.queue_dir}"]
         envs = helper_envs(self.spec.workers, dict(os.environ), _gpu_count())
         return [subprocess.Popen(cmd, env=env) for env in envs]
 

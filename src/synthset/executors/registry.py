@@ -21,5 +21,7 @@ EXECUTORS: Registry[type[Executor]] = Registry(
 
 
 def build_executor(spec: GenerateSpec) -> Executor:
-    """The executor of ``spec.executor`` (imported on first use)."""
-    return EXECUTORS.load(spec.executor)(spec)
+    """The executor of ``spec.executor`` (imported on first use); ``local`` with ``workers``
+    above one is the queue, whose processes share the batches."""
+    name = "queue" if spec.executor == "local" and spec.workers > 1 else spec.executor
+    return EXECUTORS.load(name)(spec)

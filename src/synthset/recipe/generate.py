@@ -341,13 +341,20 @@ class GenerateSpec(Strict):
         1,
         ge=1,
         le=256,
-        description="queue: processes this 'synthset generate' runs (itself and N-1 more); "
-        "others may join with their own 'synthset generate'.",
+        description="Processes this 'synthset generate' runs (itself and N-1 more, one GPU each "
+        "when there are N): with more than one, local runs as the queue executor; other "
+        "'synthset generate' processes with the queue may join.",
     )
     lease_seconds: float = Field(
         120.0,
         gt=0,
         description="queue: a batch whose worker stopped renewing for this long goes to another.",
+    )
+    queue_dir: Path | None = Field(
+        None,
+        description="queue: the folder of its SQLite database (default: the run folder's "
+        "queue/). It coordinates one node's processes only, so on a cluster whose run folder "
+        "is on NFS/Lustre point it at node-local disk, e.g. /tmp/synthset-queue.",
     )
     max_attempts: int = Field(
         3, ge=1, description="queue: a batch that fails this many times is set aside as failed."

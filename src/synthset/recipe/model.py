@@ -361,7 +361,7 @@ def _file_digest(path: Path | None) -> str | None:
 _NOT_FINGERPRINTED: dict[str, set[str]] = {
     "adapt": {"checkpoint"},  # which kept artifact to generate with, not what is trained
     "evaluate": {"fidelity"},
-    "generate": {"executor", "workers", "lease_seconds", "max_attempts", "ray"},
+    "generate": {"executor", "workers", "lease_seconds", "max_attempts", "ray", "queue_dir"},
     "prompts": {"shortfall"},  # whether to stop on too few prompts, not which prompts
 }
 
