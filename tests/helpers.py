@@ -443,3 +443,30 @@ def manifest_ids(run: Path) -> list[str]:
     from synthset.store.atomic import read_jsonl
 
     return [e["item_id"] for f in sorted(run.glob("manifest*.jsonl")) for e in read_jsonl(f)]
+
+
+def trained_toy(root: Path, toy: dict[str, Any], run_ok: Callable[..., str]) -> tuple[Path, Path]:
+    """The recipe ``toy`` written in ``root`` and a run folder ``root/base`` with its model
+    adapted and its plan written (``run_ok`` runs one CLI command and checks it succeeded)."""
+    import yaml
+
+    recipe = root / "toy.yaml"
+    recipe.write_text(yaml.safe_dump(toy))
+    base = root / "base"
+    run_ok("adapt", str(recipe), "--out", str(base), "-q")
+    run_ok("plan", str(recipe), "--out", str(base))
+    return recipe, base
+
+
+def reference_images(
+    recipe: Path, base: Path, run_ok: Callable[..., str], planned: int
+) -> dict[str, bytes]:
+    """The images one uninterrupted ``synthset generate`` makes from a copy of ``base``."""
+    import shutil
+
+    ref = base.parent / "reference"
+    shutil.copytree(base, ref)
+    run_ok("generate", str(recipe), "--out", str(ref), "-q")
+    images = image_bytes(ref)
+    assert len(images) == planned
+    return images

@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from helpers import cli, image_bytes, manifest_ids
+from helpers import cli, image_bytes, manifest_ids, reference_images, trained_toy
 
 from synthset.errors import SynthsetError
 from synthset.store.atomic import read_jsonl
@@ -47,25 +46,13 @@ def run_ok(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A recipe and a run folder holding a toy-trained model, shared by the tests here."""
-    root = tmp_path_factory.mktemp("resume")
-    recipe = root / "toy.yaml"
-    recipe.write_text(yaml.safe_dump(TOY))
-    base = root / "base"
-    run_ok("adapt", str(recipe), "--out", str(base), "-q")
-    run_ok("plan", str(recipe), "--out", str(base))
-    return recipe, base
+    """A recipe and a run folder with the toy model adapted and the plan written."""
+    return trained_toy(tmp_path_factory.mktemp("resume"), TOY, run_ok)
 
 
 @pytest.fixture(scope="module")
 def reference(trained: tuple[Path, Path]) -> dict[str, bytes]:
-    recipe, base = trained
-    ref = base.parent / "reference"
-    shutil.copytree(base, ref)
-    run_ok("generate", str(recipe), "--out", str(ref), "-q")
-    images = image_bytes(ref)
-    assert len(images) == 600
-    return images
+    return reference_images(*trained, run_ok, 600)
 
 
 def test_sigkill_then_rerun_matches_uninterrupted_run(

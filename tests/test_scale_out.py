@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from helpers import cli, image_bytes, manifest_ids
+from helpers import cli, image_bytes, manifest_ids, reference_images, trained_toy
 
 from synthset.errors import SynthsetError
 from synthset.store.atomic import read_jsonl
@@ -77,24 +77,12 @@ def assert_matches(run: Path, reference: dict[str, bytes]) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A recipe and a run folder with the toy model adapted and the plan written."""
-    root = tmp_path_factory.mktemp("scale")
-    recipe = root / "toy.yaml"
-    recipe.write_text(yaml.safe_dump(TOY))
-    base = root / "base"
-    run_ok("adapt", str(recipe), "--out", str(base), "-q")
-    run_ok("plan", str(recipe), "--out", str(base))
-    return recipe, base
+    return trained_toy(tmp_path_factory.mktemp("scale"), TOY, run_ok)
 
 
 @pytest.fixture(scope="module")
 def reference(trained: tuple[Path, Path]) -> dict[str, bytes]:
-    recipe, base = trained
-    ref = base.parent / "reference"
-    shutil.copytree(base, ref)
-    run_ok("generate", str(recipe), "--out", str(ref), "-q")
-    images = image_bytes(ref)
-    assert len(images) == PLANNED
-    return images
+    return reference_images(*trained, run_ok, PLANNED)
 
 
 def fresh(base: Path, name: str) -> Path:
