@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from synthset.plan import WorkItem, chunks, shard_chunks
+from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
+from synthset.store.imagefolder import remove_stale_temp_files
 from synthset.store.manifest import Manifest
 from synthset.store.run_folder import RunFolder
 
@@ -76,12 +77,18 @@ def generate_halving(generator: Generator, chunk: list[WorkItem]) -> list[Any]:
     return list(images)
 
 
-def pending_chunks(
-    plan: list[WorkItem], done: set[str], batch_size: int, shard: tuple[int, int] = (0, 1)
-) -> list[list[WorkItem]]:
-    """This shard's fixed chunks that still hold an unfinished item."""
-    mine = shard_chunks(chunks(plan, batch_size), *shard)
-    return [c for c in mine if any(it.item_id not in done for it in c)]
+def open_shard(job: GenerationJob, manifest: Manifest) -> tuple[list[list[WorkItem]], set[str]]:
+    """Ready shard ``job.shard`` for the writer that holds its manifest file: drop a torn last
+    line, read which items are finished, delete temp files a killed writer left for the
+    unfinished ones. Returns the shard's fixed batches and the finished item ids."""
+    manifest.repair()
+    done = finished_ids(manifest, job.plan, job.config, job.images_dir)
+    batches = shard_chunks(chunks(job.plan, job.spec.batch_size), *job.shard)
+    unfinished = [it for c in batches for it in c if it.item_id not in done]
+    remove_stale_temp_files(
+        job.images_dir, [image_relpath(it, job.spec.image_format) for it in unfinished]
+    )
+    return batches, done
 
 
 def item_config(config: Config, item: WorkItem) -> str:

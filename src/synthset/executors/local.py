@@ -17,18 +17,16 @@ from synthset.executors.base import (
     Config,
     GenerationJob,
     GenerationResult,
-    finished_ids,
     generate_halving,
     item_config,
-    pending_chunks,
+    open_shard,
 )
 from synthset.generators.base import Generator, SideFile, resize_for_saving, side_files
-from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
+from synthset.plan import WorkItem, image_relpath
 from synthset.recipe import GenerateSpec
 from synthset.store.atomic import atomic_write_bytes
 from synthset.store.imagefolder import (
     encode_image,
-    remove_stale_temp_files,
     side_path,
     write_image,
 )
@@ -50,19 +48,15 @@ def run_generation(
     ``config`` fingerprints the generation settings and is recorded with every item. The run
     folder takes writers of one shard layout at a time (see ``store.locks.writer_lease``), and
     one process at a time may write a manifest file (see ``Manifest.exclusive``)."""
+    job = GenerationJob(plan, make_generator, spec, images_dir, manifest.base, config, shard)
     with writer_lease(manifest.base.parent, shard), manifest.exclusive():
         start = time.perf_counter()
-        manifest.repair()
-        done = finished_ids(manifest, plan, config, images_dir)
-        todo = pending_chunks(plan, done, spec.batch_size, shard)
-        n_shard = sum(len(c) for c in shard_chunks(chunks(plan, spec.batch_size), *shard))
+        batches, done = open_shard(job, manifest)
+        todo = [c for c in batches if any(it.item_id not in done for it in c)]
+        n_shard = sum(len(c) for c in batches)
         n_todo = sum(1 for c in todo for it in c if it.item_id not in done)
         if not todo:
             return GenerationResult(0, n_shard, n_shard, time.perf_counter() - start)
-        unfinished = [it for c in todo for it in c if it.item_id not in done]
-        remove_stale_temp_files(
-            images_dir, [image_relpath(it, spec.image_format) for it in unfinished]
-        )
 
         generator = make_generator()
         bar = tqdm(total=n_todo, desc="generate", unit="img", disable=not progress)

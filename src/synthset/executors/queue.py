@@ -84,9 +84,9 @@ def _digest(chunk: list[WorkItem], config: Config) -> str:
 
 
 class _Lease:
-    """Renews this worker's lease on batch ``idx`` every third of a lease from ``start`` to
-    ``stop`` (its own connection: a SQLite connection stays in its thread). The batch stays
-    leased until it is recorded, which may be after the model moved on to the next one."""
+    """Renews this worker's lease on batch ``idx`` every third of a lease from its creation
+    until ``stop`` (its own connection: a SQLite connection stays in its thread). The batch
+    stays leased until it is recorded, which may be after the model moved on to the next one."""
 
     def __init__(self, path: Path, idx: int, worker: str, lease_s: float) -> None:
         self.path, self.idx, self.worker, self.lease_s = path, idx, worker, lease_s
@@ -159,7 +159,7 @@ def run_queue_worker(job: GenerationJob, progress: bool = True) -> GenerationRes
                     total=n_shard - skipped, desc="generate", unit="img", disable=not progress
                 )
                 generator: Generator | None = None
-                committer = _Committer(job, path, name, manifest, recorded)
+                committer = _Committer(job, mine, path, name, manifest, recorded)
                 try:
                     while True:
                         idx = queue.claim(name)
@@ -249,11 +249,16 @@ class _Committer:
     manifest rows in the lease-checking transaction), one batch behind the model."""
 
     def __init__(
-        self, job: GenerationJob, path: Path, name: str, manifest: Manifest, recorded: _Recorded
+        self,
+        job: GenerationJob,
+        batches: list[list[WorkItem]],
+        path: Path,
+        name: str,
+        manifest: Manifest,
+        recorded: _Recorded,
     ) -> None:
-        self.job, self.path, self.name = job, path, name
+        self.job, self.batches, self.path, self.name = job, batches, path, name
         self.manifest, self.recorded = manifest, recorded
-        self.batches = shard_chunks(chunks(job.plan, job.spec.batch_size), *job.shard)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="commit")
         self.in_flight: Future[int] | None = None
         self.queue: LeaseQueue | None = None  # opened on the commit thread, used there only
@@ -282,25 +287,21 @@ class _Committer:
         spec = self.job.spec
         if self.queue is None:
             self.queue = LeaseQueue(self.path, spec.lease_seconds, spec.max_attempts)
-        idx, generator, images, sides, pending, lease = (
-            batch.idx,
-            batch.generator,
-            batch.images,
-            batch.sides,
-            batch.pending,
-            batch.lease,
-        )
+        idx = batch.idx
         chunk = self.batches[idx]
         try:
             rows = []
-            if pending:
+            if batch.pending:
                 try:
-                    rows = store_batch(self.job, generator, chunk, images, sides, pending)
+                    rows = store_batch(
+                        self.job, batch.generator, chunk, batch.images, batch.sides, batch.pending
+                    )
                 except Exception as exc:
                     if (error := storage_error(exc)) is not None:  # no retry frees the disk
                         self.queue.release(idx, self.name)
                         raise error from None
-                    state = self.queue.fail(idx, self.name, f"{type(exc).__name__}: {exc}")
+                    message = f"{type(exc).__name__}: {first_line(exc)}"
+                    state = self.queue.fail(idx, self.name, message)
                     log.warning("generate: batch %d failed (%s); %s", idx, first_line(exc), state)
                     return 0
 
@@ -315,7 +316,7 @@ class _Committer:
                 return 0  # the lease went to another worker, which records the batch
             return len(rows)
         finally:
-            lease.stop()
+            batch.lease.stop()
 
 
 def helper_envs(workers: int, environ: dict[str, str], gpus: int) -> list[dict[str, str]]:

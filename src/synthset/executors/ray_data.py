@@ -25,13 +25,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from synthset.errors import SynthsetError, first_line, storage_error
-from synthset.executors.base import GenerationJob, GenerationResult, finished_ids, generate_halving
+from synthset.executors.base import GenerationJob, GenerationResult, generate_halving, open_shard
 from synthset.executors.local import store_batch
 from synthset.generators.base import Generator, side_files
-from synthset.plan import WorkItem, chunks, image_relpath, shard_chunks
+from synthset.plan import WorkItem
 from synthset.recipe import GenerateSpec
 from synthset.recipe.scale import RaySpec
-from synthset.store.imagefolder import remove_stale_temp_files
 from synthset.store.locks import writer_lease
 from synthset.store.manifest import Manifest
 
@@ -132,9 +131,7 @@ class RayExecutor:
         manifest = Manifest(job.manifest, job.shard)
         with writer_lease(root, job.shard), manifest.exclusive():
             start = time.perf_counter()
-            manifest.repair()
-            done = finished_ids(manifest, job.plan, job.config, job.images_dir)
-            mine = shard_chunks(chunks(job.plan, spec.batch_size), *job.shard)
+            mine, done = open_shard(job, manifest)
             n_shard = sum(len(c) for c in mine)
             todo = [
                 (i, [it.item_id for it in c if it.item_id not in done]) for i, c in enumerate(mine)
@@ -143,11 +140,6 @@ class RayExecutor:
             n_todo = sum(len(ids) for _, ids in todo)
             if not todo:
                 return GenerationResult(0, n_shard, n_shard, time.perf_counter() - start)
-            by_id = {it.item_id: it for c in mine for it in c}
-            remove_stale_temp_files(
-                job.images_dir,
-                [image_relpath(by_id[i], spec.image_format) for _, ids in todo for i in ids],
-            )
             with ray_cluster(spec.ray, progress):
                 generated, failures = self._map(job, mine, todo, manifest, n_todo, progress)
         if failures:
