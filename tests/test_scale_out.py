@@ -202,6 +202,31 @@ def test_ray_failing_batch_is_tried_then_reported_and_the_rest_completes(
     assert len(manifest_ids(tmp_path)) == 35  # every batch but the failing one
 
 
+def test_evaluate_trainings_as_ray_tasks_match_one_process(
+    tmp_path: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluate stage's trainings (2 sets x 2 seeds) as Ray tasks on the loopback cluster
+    train the classifiers one process trains; each is saved as it returns."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    from helpers import NAMES, cas_spec, make_samples, real_splits
+
+    from synthset.evaluate.cas import run_cas
+    from synthset.executors.trainings import build_training_runner
+
+    real, synthetic = real_splits(tmp_path, 12, 6, 8), make_samples(tmp_path / "syn", 12, 3)
+    base = {"seeds": [0, 1], "epochs": 3, "train_sets": ["real", "synthetic"]}
+    one = run_cas(cas_spec(**base), real, synthetic, NAMES, tmp_path / "one", False)
+    spec = cas_spec(**base, executor="ray", ray={"address": ray_address})
+    runner = build_training_runner(spec, None, tmp_path / "slurm")
+    on_ray = run_cas(spec, real, synthetic, NAMES, tmp_path / "ray", False, runner=runner)
+    for name in ("real", "synthetic"):
+        assert on_ray["train_sets"][name]["runs"] == [
+            r | {"seconds": on_ray["train_sets"][name]["runs"][i]["seconds"]}
+            for i, r in enumerate(one["train_sets"][name]["runs"])
+        ]
+    assert len(list((tmp_path / "ray" / "runs").glob("*.json"))) == 4
+
+
 # ----------------------------------------------------------------------------- slurm
 
 

@@ -14,12 +14,14 @@ from PIL import Image
 from synthset.adapt.registry import ADAPTERS
 from synthset.errors import SynthsetError
 from synthset.executors.registry import EXECUTORS
+from synthset.executors.trainings import RUNNERS
 from synthset.generators.registry import GENERATORS
 from synthset.pipeline import StageLog, run_all
 from synthset.prompts.llm.factory import BACKENDS
 from synthset.prompts.registry import STRATEGIES
 from synthset.recipe import (
     AdaptSpec,
+    EvaluateSpec,
     GenerateSpec,
     GeneratorSpec,
     LLMSpec,
@@ -36,10 +38,13 @@ SEAMS = [
     (BACKENDS, LLMSpec, "backend"),
     (ADAPTERS, AdaptSpec, "method"),
     (EXECUTORS, GenerateSpec, "executor"),
+    (RUNNERS, EvaluateSpec, "executor"),
 ]
 
 
-@pytest.mark.parametrize(("registry", "spec", "field"), SEAMS, ids=[s[2] for s in SEAMS])
+@pytest.mark.parametrize(
+    ("registry", "spec", "field"), SEAMS, ids=[f"{s[1].__name__}.{s[2]}" for s in SEAMS]
+)
 def test_registry_and_recipe_literal_list_the_same_names(
     registry: Registry[Any], spec: type, field: str
 ) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +28,8 @@ from typing import Any
 
 import submitit
 
-from synthset.errors import SynthsetError, first_line
+from synthset.errors import SynthsetError
+from synthset.executors.slurm import LOCAL_ENV, Submitter, failures, require_sbatch
 from synthset.pipeline import (
     is_current,
     open_run,
@@ -43,6 +42,8 @@ from synthset.pipeline import (
 from synthset.recipe import Recipe
 from synthset.recipe.scale import SlurmSpec
 from synthset.store.atomic import atomic_write_text
+
+LOCAL_FIX = "or add --local to run the same jobs on this machine"
 
 
 @dataclass
@@ -92,8 +93,11 @@ class SweepTask(submitit.helpers.Checkpointable):
     """Job 3: every stage, the unfinished items of any shard first (``synthset run``)."""
 
     recipe: Recipe
+    local: bool = False
 
     def __call__(self) -> str:
+        if self.local:  # the evaluate stage's slurm trainings run here too
+            os.environ[LOCAL_ENV] = "1"
         return str(run_all(self.recipe, progress=False).root)
 
 
@@ -115,76 +119,6 @@ class Launch:
         }
 
 
-class _Submitter:
-    """submitit's executor with the recipe's SLURM settings (``local``: processes here); each
-    submission may wait on earlier ones through SLURM dependencies."""
-
-    def __init__(self, spec: SlurmSpec, folder: Path, local: bool) -> None:
-        self.spec = spec
-        self.local = local
-        cluster = "local" if local else "slurm"
-        kwargs = {} if local else {"slurm_max_num_timeout": spec.max_requeues}
-        self.executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster, **kwargs)
-        self.executor.update_parameters(
-            timeout_min=spec.time_minutes,
-            tasks_per_node=1,
-            nodes=1,
-            gpus_per_node=spec.gpus_per_task,
-            cpus_per_task=spec.cpus_per_task,
-            **({"mem_gb": spec.mem_gb} if spec.mem_gb else {}),
-        )
-        if not local:
-            self.executor.update_parameters(
-                slurm_partition=spec.partition,
-                slurm_array_parallelism=spec.array_parallelism,
-                slurm_setup=list(spec.setup),
-            )
-
-    def _before(self, name: str, after: tuple[str, list[submitit.Job]] | None) -> None:
-        extra: dict[str, Any] = dict(self.spec.sbatch)
-        if after is not None and after[1]:
-            ids = sorted({str(j.job_id).split("_")[0] for j in after[1]})
-            extra["dependency"] = f"{after[0]}:{':'.join(ids)}"
-        self.executor.update_parameters(name=name)
-        if not self.local:
-            self.executor.update_parameters(slurm_additional_parameters=extra)
-
-    def submit(self, name: str, task: Any, after: Any = None) -> submitit.Job:
-        self._before(name, after)
-        return _submitting(lambda: self.executor.submit(task))
-
-    def map_array(self, name: str, task: Any, args: list[int], after: Any = None) -> list:
-        self._before(name, after)
-        return _submitting(lambda: self.executor.map_array(task, args))
-
-
-def _submitting(submit: Any) -> Any:
-    """Run a submission; a machine without SLURM is a one-line error."""
-    try:
-        return submit()
-    except FileNotFoundError as exc:
-        raise SynthsetError(
-            f"launch slurm: cannot submit ({first_line(exc)}): run it on a SLURM login node "
-            "(sbatch on PATH), or add --local to run the same jobs on this machine"
-        ) from None
-    except subprocess.CalledProcessError as exc:
-        raise SynthsetError(
-            f"launch slurm: sbatch refused the job ({first_line(exc)}); check slurm.partition, "
-            "slurm.sbatch and the time limit in the recipe"
-        ) from None
-
-
-def _failures(jobs: list[submitit.Job]) -> list[str]:
-    """Wait for ``jobs``; one line per job that raised."""
-    problems = []
-    for job in jobs:
-        try:
-            job.result()
-        except Exception as exc:  # noqa: BLE001 - reported; the sweep redoes a shard's work
-            problems.append(f"job {job.job_id}: {first_line(exc)}")
-    return problems
-
-
 def launch_slurm(recipe: Recipe, local: bool = False, wait: bool = False) -> Launch:
     """Submit prepare (when needed), the shard array and the sweep. With ``local`` the jobs
     run here, one after another step (no SLURM dependencies): it waits for each. ``wait``
@@ -192,19 +126,16 @@ def launch_slurm(recipe: Recipe, local: bool = False, wait: bool = False) -> Lau
     spec = recipe.slurm or SlurmSpec()
     if recipe.generate is None:
         raise SynthsetError("launch slurm: the recipe has no 'generate' section; add one")
-    if not local and shutil.which("sbatch") is None:
-        raise SynthsetError(
-            "launch slurm: sbatch is not on PATH: run it on a SLURM login node, or add --local "
-            "to run the same jobs on this machine"
-        )
+    if not local:
+        require_sbatch("launch slurm", LOCAL_FIX)
     run = open_run(recipe)
     folder = run.root / "slurm"
-    submitter = _Submitter(spec, folder, local)
+    submitter = Submitter(spec, folder, local, "launch slurm", LOCAL_FIX)
     problems: list[str] = []
     prepare = None
     if not all(is_current(stage(n), recipe, run) for n in shard_prerequisites(recipe)):
         prepare = submitter.submit("synthset-prepare", PrepareTask(recipe))
-        if local and (failed := _failures([prepare])):
+        if local and (failed := failures([prepare])):
             raise SynthsetError(f"launch: the prepare job failed: {failed[0]}")
     workers = max(1, spec.gpus_per_task)
     after = None if local or prepare is None else ("afterok", [prepare])
@@ -214,9 +145,9 @@ def launch_slurm(recipe: Recipe, local: bool = False, wait: bool = False) -> Lau
     sweep = None
     if spec.sweep:
         if local:
-            problems += _failures(shards)
+            problems += failures(shards)
         sweep = submitter.submit(
-            "synthset-sweep", SweepTask(recipe), None if local else ("afterany", shards)
+            "synthset-sweep", SweepTask(recipe, local), None if local else ("afterany", shards)
         )
     launch = Launch(folder, prepare, shards, sweep, problems)
     atomic_write_text(
@@ -224,8 +155,8 @@ def launch_slurm(recipe: Recipe, local: bool = False, wait: bool = False) -> Lau
         json.dumps({"submitted": time.time(), "local": local, **launch.job_ids()}, indent=1),
     )
     if wait or local:
-        if sweep is not None and (failed := _failures([sweep])):
+        if sweep is not None and (failed := failures([sweep])):
             raise SynthsetError(f"launch: the sweep job failed: {failed[0]}")
         if sweep is None:
-            launch.problems += _failures(shards)
+            launch.problems += failures(shards)
     return launch

@@ -488,9 +488,11 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
     from synthset.data.splits import load_splits
     from synthset.evaluate.cas import run_cas
     from synthset.evaluate.trackers import build_trackers, epoch_logger
+    from synthset.executors.trainings import build_training_runner
 
     spec = recipe.evaluate
     assert spec is not None
+    runner = build_training_runner(spec, recipe.slurm, run.root / "slurm" / "evaluate")
     classes = read_classes(run.classes)
     real = load_splits(run.real / "splits.json")
     synthetic = synthetic_set(recipe, run) if uses_synthetic(recipe) else []
@@ -509,6 +511,7 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
             epoch_logger(tracker),
             run.cache / "tensors",
             uncurated,
+            runner,
         )
     finally:
         tracker.close()

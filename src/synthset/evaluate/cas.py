@@ -12,18 +12,17 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from synthset.data.splits import Samples
-from synthset.devices import cpu_threads, resolve_device
+from synthset.devices import resolve_device
 from synthset.errors import SynthsetError
-from synthset.evaluate.classifiers import build_classifier, load_weights
+from synthset.evaluate.classifiers import build_classifier
+from synthset.evaluate.jobs import RunStore, TrainingJob, TrainingRunner, run_training
 from synthset.evaluate.studies import (
     TrainSetSpec,
     check_every_class,
@@ -32,13 +31,7 @@ from synthset.evaluate.studies import (
     synthetic_subset,
 )
 from synthset.evaluate.tensors import TensorSet, check_labels, infer_format, load_tensors
-from synthset.evaluate.train import (
-    EpochCallback,
-    TrainData,
-    predict,
-    test_metrics,
-    train_classifier,
-)
+from synthset.evaluate.train import TrainData
 from synthset.recipe import EvaluateSpec
 from synthset.store.atomic import atomic_write_json, atomic_write_text
 
@@ -148,13 +141,16 @@ def run_cas(
     on_epoch: Callable[[str, int, int, float, float], None] | None = None,
     cache_dir: Path | None = None,
     uncurated: Samples | None = None,
+    runner: TrainingRunner | None = None,
 ) -> dict[str, Any]:
     """Train on every set of the study for each seed, test on ``real['test']``; write
     ``out_dir/cas.json`` and ``out_dir/cas.csv`` and return the result dict.
 
     ``on_epoch(train_set, seed, epoch, val_accuracy, val_loss)`` sees every epoch (trackers);
     ``cache_dir`` keeps decoded images as memory-mapped files for later runs; ``uncurated``:
-    every generated image, for the ``uncurated`` train set."""
+    every generated image, for the ``uncurated`` train set; ``runner``: where the trainings
+    run (default: here, one after another). Each finished training is saved under
+    ``out_dir/runs`` at once; a rerun reuses those whose settings and images are unchanged."""
     num_classes = len(class_names)
     if num_classes < 2:
         raise SynthsetError(f"CAS needs at least 2 classes (got {num_classes})")
@@ -174,33 +170,21 @@ def run_cas(
     study = study_sets(spec)
     train_data = {ts.label: sets.train_data(ts) for ts in study}  # fail fast on bad data
 
+    jobs = [
+        TrainingJob(
+            ts.label, seed, spec, train_data[ts.label], val, test, num_classes, channels, size
+        )
+        for ts in study
+        for seed in spec.seeds
+    ]
+    runs = _run_jobs(jobs, RunStore(Path(out_dir) / "runs"), runner, progress, on_epoch)
     results: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for train_set in study:
+        mine = [runs[i] for i, job in enumerate(jobs) if job.label == train_set.label]
+        rows += [{"train_set": train_set.label} | {k: r[k] for k in _CSV_FIELDS[1:]} for r in mine]
         train = train_data[train_set.label]
-        runs = []
-        for seed in spec.seeds:
-            hook = None
-            if on_epoch is not None:
-                hook = functools.partial(on_epoch, train_set.label, seed)
-            with cpu_threads(device, size):
-                run = _one_run(
-                    spec,
-                    train=train,
-                    val=val,
-                    test=test,
-                    num_classes=num_classes,
-                    channels=channels,
-                    size=size,
-                    seed=seed,
-                    device=device,
-                    progress=progress,
-                    desc=f"CAS {train_set.label} seed {seed}",
-                    on_epoch=hook,
-                )
-            runs.append(run)
-            rows.append({"train_set": train_set.label} | {k: run[k] for k in _CSV_FIELDS[1:]})
-        results[train_set.label] = {"runs": runs, "summary": _summary(runs, train_set, train)}
+        results[train_set.label] = {"runs": mine, "summary": _summary(mine, train_set, train)}
 
     result = {
         "config": {
@@ -230,52 +214,56 @@ def run_cas(
     return result
 
 
-def _one_run(
-    spec: EvaluateSpec,
-    *,
-    train: TrainData,
-    val: TensorSet,
-    test: TensorSet,
-    num_classes: int,
-    channels: int,
-    size: int,
-    seed: int,
-    device: torch.device,
+def _run_jobs(
+    jobs: list[TrainingJob],
+    store: RunStore,
+    runner: TrainingRunner | None,
     progress: bool,
-    desc: str,
-    on_epoch: EpochCallback | None = None,
-) -> dict[str, Any]:
-    """Train one seeded classifier, select it on val, then test it once."""
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    model = build_classifier(spec.classifier, num_classes, channels, size)
-    if spec.classifier_weights is not None:
-        load_weights(model, spec.classifier_weights)
-    best = train_classifier(
-        model,
-        train,
-        val,
-        spec=spec,
-        seed=seed,
-        device=device,
-        progress=progress,
-        desc=desc,
-        on_epoch=on_epoch,
-    )
-    model.load_state_dict(best.state)
-    metrics = test_metrics(predict(model, test, device), test.labels, num_classes)
-    return {
-        "seed": seed,
-        "test_accuracy": metrics["test_accuracy"],
-        "best_val_accuracy": best.best_val_accuracy,
-        "best_epoch": best.best_epoch,
-        "val_accuracy_history": best.val_history,
-        "val_loss_history": best.val_loss_history,
-        "per_class_accuracy": metrics["per_class_accuracy"],
-        "confusion_matrix": metrics["confusion_matrix"],
-        "n_train": len(train),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    on_epoch: Callable[[str, int, int, float, float], None] | None,
+) -> list[dict[str, Any]]:
+    """Every job's result, in job order: saved ones reused, the rest run by ``runner`` (or here,
+    one after another, with live epoch callbacks), each saved the moment it ends. Epochs of
+    trainings not run here are replayed to ``on_epoch`` from their histories."""
+    digests: dict[int, str] = {}
+    keys = [job.key(digests) for job in jobs]
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for job, key in zip(jobs, keys, strict=True):
+        saved = store.load(key)
+        if saved is None:
+            todo.append(job)
+        else:
+            results[key] = saved
+    key_of = {(job.label, job.seed): key for job, key in zip(jobs, keys, strict=True)}
+    live: set[str] = set()
+
+    def done(job: TrainingJob, result: dict[str, Any]) -> None:
+        store.save(key_of[job.label, job.seed], result)
+        results[key_of[job.label, job.seed]] = result
+
+    failures: list[str] = []
+    if runner is None:
+        for job in todo:
+            hook = functools.partial(on_epoch, job.label, job.seed) if on_epoch else None
+            done(job, run_training(job, progress, hook))
+            live.add(key_of[job.label, job.seed])
+    elif todo:
+        failures = runner(todo, done, progress)
+    if failures:
+        raise SynthsetError(
+            f"CAS: {len(failures)} of {len(jobs)} trainings failed ({failures[0]}); the "
+            f"{len(results)} finished ones are saved: rerun to retry the rest"
+        )
+    if on_epoch is not None:
+        for job, key in zip(jobs, keys, strict=True):
+            if key in live:
+                continue
+            run = results[key]
+            history = zip(run["val_accuracy_history"], run["val_loss_history"], strict=True)
+            for epoch, (acc, loss) in enumerate(history):
+                on_epoch(job.label, job.seed, epoch, acc, loss)
+    store.keep_only(set(keys))
+    return [results[key] for key in keys]
 
 
 _CSV_FIELDS = ["train_set", "seed", "test_accuracy", "best_val_accuracy", "n_train"]

@@ -323,10 +323,7 @@ def helper_envs(workers: int, environ: dict[str, str], gpus: int) -> list[dict[s
     """The environment of each of the ``workers - 1`` helpers: marked as helpers and, when
     there are at least ``workers`` GPUs (``CUDA_VISIBLE_DEVICES`` or ``gpus`` visible), one GPU
     each (this process keeps the first)."""
-    visible = environ.get("CUDA_VISIBLE_DEVICES")
-    devices = (
-        [d for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(gpus)]
-    )
+    devices = visible_devices(environ, gpus)
     envs = []
     for k in range(1, workers):
         env = {**environ, HELPER_ENV: "1"}
@@ -336,7 +333,16 @@ def helper_envs(workers: int, environ: dict[str, str], gpus: int) -> list[dict[s
     return envs
 
 
-def _gpu_count() -> int:
+def visible_devices(environ: dict[str, str], gpus: int) -> list[str]:
+    """The GPUs this process may hand out: ``CUDA_VISIBLE_DEVICES``, else ``0..gpus-1``."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [d.strip() for d in visible.split(",") if d.strip()]
+    return [str(i) for i in range(gpus)]
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees."""
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -358,7 +364,7 @@ class QueueExecutor:
         cmd += ["--shard", shard, "-q", "--executor", "queue", "--workers", "1"]
         if self.spec.queue_dir is not None:
             cmd += ["--set", f"generate.queue_dir={self.spec.queue_dir}"]
-        envs = helper_envs(self.spec.workers, dict(os.environ), _gpu_count())
+        envs = helper_envs(self.spec.workers, dict(os.environ), gpu_count())
         return [subprocess.Popen(cmd, env=env) for env in envs]
 
     def run(self, job: GenerationJob, progress: bool = True) -> GenerationResult:

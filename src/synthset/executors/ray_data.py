@@ -30,7 +30,7 @@ from synthset.executors.local import store_batch
 from synthset.generators.base import Generator, side_files
 from synthset.plan import WorkItem
 from synthset.recipe import GenerateSpec
-from synthset.recipe.scale import RaySpec
+from synthset.recipe.scale import RayClusterSpec
 from synthset.store.locks import writer_lease
 from synthset.store.manifest import Manifest
 
@@ -82,7 +82,7 @@ class BatchWorker:
         return store_batch(self.job, self.generator, chunk, images, sides, pending)
 
 
-def actor_resources(ray_spec: RaySpec, gpus_here: int) -> dict[str, Any]:
+def actor_resources(ray_spec: RayClusterSpec, gpus_here: int) -> dict[str, Any]:
     """``map_batches`` resources of one actor: ``num_gpus`` as given, else one GPU when the
     driver sees any (the usual one-actor-per-GPU layout), else none. Ray Data restarts a dead
     actor and reruns its task without limit by default; that stays."""
@@ -91,9 +91,11 @@ def actor_resources(ray_spec: RaySpec, gpus_here: int) -> dict[str, Any]:
 
 
 @contextmanager
-def ray_cluster(ray_spec: RaySpec, progress: bool) -> Iterator[None]:
-    """Join the cluster ``generate.ray.address`` names (or start a local one) for the block;
-    a cluster this process started stops with it."""
+def ray_cluster(
+    ray_spec: RayClusterSpec, progress: bool, field: str = "generate.ray.address"
+) -> Iterator[None]:
+    """Join the cluster ``ray_spec.address`` (the recipe's ``field``) names, or start a local
+    one, for the block; a cluster this process started stops with it."""
     import ray
 
     if ray.is_initialized():
@@ -110,7 +112,7 @@ def ray_cluster(ray_spec: RaySpec, progress: bool) -> Iterator[None]:
         )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise SynthsetError(
-            f"generate.ray.address {address!r}: cannot join that Ray cluster "
+            f"{field} {address!r}: cannot join that Ray cluster "
             f"({first_line(exc)}); start one with 'ray start --head' or set the address"
         ) from None
     try:
@@ -196,7 +198,7 @@ class RayExecutor:
                 recorded.update(r["item_id"] for r in new)
                 bar.update(len(new))
         except Exception as exc:
-            cause = _user_error(exc)
+            cause = user_error(exc)
             if isinstance(cause, SynthsetError):
                 raise cause from None
             raise
@@ -205,7 +207,7 @@ class RayExecutor:
         return len(recorded), failures
 
 
-def _user_error(exc: BaseException) -> BaseException:
+def user_error(exc: BaseException) -> BaseException:
     """The exception an actor raised, out of Ray's wrappers around it."""
     cause = getattr(exc, "cause", None) or exc.__cause__
     seen = 0

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from synthset.recipe.base import Strict
+from synthset.recipe.scale import RayClusterSpec
 
 
 class FidelitySpec(Strict):
@@ -134,6 +135,24 @@ class EvaluateSpec(Strict):
     )
     synthetic_dir: Path | None = Field(
         None, description="Evaluate another synthetic ImageFolder instead of this run's images."
+    )
+    executor: Literal["local", "ray", "slurm"] = Field(
+        "local",
+        description="Who runs the study's trainings (one per train set and seed): local (this "
+        "process, or 'workers' processes), ray (one Ray task each, evaluate.ray) or slurm (a "
+        "job array with the recipe's slurm settings, submitted with submitit). Each finished "
+        "training is saved at once, so a killed study resumes where it stopped.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="executor local: trainings run at once in worker processes (one GPU each "
+        "when there are several); 1: in this process.",
+    )
+    ray: RayClusterSpec = Field(
+        default_factory=RayClusterSpec,
+        description="executor ray: the cluster and each task's CPUs/GPUs.",
     )
     fidelity: FidelitySpec = Field(FidelitySpec(), description="Fidelity and diversity metrics.")
 

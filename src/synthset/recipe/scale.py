@@ -9,8 +9,8 @@ from pydantic import Field, field_validator
 from synthset.recipe.base import Strict
 
 
-class RaySpec(Strict):
-    """``generate.executor: ray``: Ray Data maps the plan's batches over generator actors."""
+class RayClusterSpec(Strict):
+    """A Ray cluster to run on and what each Ray worker (actor or task) asks of it."""
 
     address: str | None = Field(
         None,
@@ -18,15 +18,20 @@ class RaySpec(Strict):
         "'ray://host:10001' (Ray Client), or 'local' (start one here). Default: RAY_ADDRESS "
         "when set, else a local one.",
     )
-    concurrency: int = Field(
-        1, ge=1, le=4096, description="Generator actors (each loads the model once)."
-    )
     num_gpus: float | None = Field(
         None,
         ge=0,
-        description="GPUs per actor (default: 1 when the driver sees a GPU, else 0).",
+        description="GPUs per worker (default: 1 when the driver sees a GPU, else 0).",
     )
-    num_cpus: float = Field(1.0, gt=0, description="CPUs per actor.")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per worker.")
+
+
+class RaySpec(RayClusterSpec):
+    """``generate.executor: ray``: Ray Data maps the plan's batches over generator actors."""
+
+    concurrency: int = Field(
+        1, ge=1, le=4096, description="Generator actors (each loads the model once)."
+    )
     batches_per_task: int = Field(
         1,
         ge=1,
