@@ -125,11 +125,16 @@ def test_label_agreement_and_typicality_score_wrong_and_broken_images_low(
     assert _auroc(typical[:60], typical[60:120]) > 0.8  # and so is a digit under another label
 
 
-def test_clip_scorer_prefers_images_matching_their_class(tmp_path: Path) -> None:
+@pytest.mark.parametrize("library", ["transformers", "open_clip"])
+def test_clip_scorer_prefers_images_matching_their_class(tmp_path: Path, library: str) -> None:
+    """A tiny CLIP of each library, built offline, saved and loaded by the path users give."""
     from synthset.curate.clip import ClipScore
-    from synthset.testing import build_trained_tiny_clip
+    from synthset.testing import build_trained_tiny_clip, build_trained_tiny_open_clip
 
-    folder = build_trained_tiny_clip(tmp_path)
+    if library == "open_clip":
+        folder = build_trained_tiny_open_clip(tmp_path / "oc")
+    else:
+        folder = str(build_trained_tiny_clip(tmp_path))
     rows = []
     for i, (value, label) in enumerate([(250, 0), (10, 1), (240, 1), (20, 0)]):
         path = tmp_path / f"img{i}.png"
@@ -180,6 +185,55 @@ def test_copies_of_test_images_are_dropped_as_leaks_and_reported(
     assert result["leaks"] == 3
     assert {m["item_id"]: m["real_image"] for m in result["leak_matches"]} == planted
     assert all(m["similarity"] >= 0.99 for m in result["leak_matches"])
+
+
+def test_phash_codes_agree_with_imagehash_and_survive_reencoding() -> None:
+    """The pHash codes' dot product is imagehash's share of equal bits; on 64 px natural-like
+    images a JPEG re-encode stays close (>= 0.9) while other images do not (< 0.8)."""
+    import imagehash
+    from scipy.ndimage import gaussian_filter
+
+    from synthset.curate.compare import phash_codes
+
+    rng = np.random.default_rng(0)
+    smooth = [gaussian_filter(rng.random((64, 64)), 3) for _ in range(12)]
+    images = [np.uint8(255 * (a - a.min()) / (a.max() - a.min())) for a in smooth]
+    stack = torch.from_numpy(np.stack([*images, *(jpeg(a) for a in images)]))[:, None]
+    codes = phash_codes(stack)
+    hashes = [imagehash.phash(Image.fromarray(a.numpy()[0])) for a in stack]
+    for i, j in [(0, 1), (2, 14), (5, 9), (3, 3)]:
+        assert float(codes[i] @ codes[j]) == pytest.approx(1 - (hashes[i] - hashes[j]) / 64)
+    sim = (codes[:12] @ codes[12:].T).numpy()
+    assert sim.diagonal().min() >= 0.9  # each image and its JPEG copy
+    assert sim[~np.eye(12, dtype=bool)].max() < 0.8  # any two different images
+
+
+def test_phash_and_features_leak_check_and_dedup_drop_exact_copies(
+    generated: Path, tmp_path: Path
+) -> None:
+    """compare_by phash / features: a real test image planted as is is a leak (similarity 1),
+    and a synthetic image copied onto another of its class is dropped by dedup."""
+    out = copy_run(generated, tmp_path)
+    planted = _plant_copies(out)
+    exact = next(iter(planted))  # the unchanged copy
+    rows = read_jsonl(out / "images" / "metadata.jsonl")
+    source, twin = [r for r in rows if r["label"] == rows[1]["label"]][1:3]
+    shutil.copyfile(out / "images" / source["file_name"], out / "images" / twin["file_name"])
+    for method, leak_at in (("phash", 1.0), ("features", 0.99999)):
+        settings = {
+            "scorers": ["label_agreement"],
+            "compare_by": method,
+            "leak_check": {"similarity": leak_at},
+            "dedup_similarity": 0.99999,
+        }
+        result = stage_curate(toy(out, settings), RunFolder(out), False)
+        assert result is not None
+        reasons = {r["item_id"]: r["reason"] for r in view(out) if not r["kept"]}
+        assert reasons.get(exact) == "leak:test", (method, reasons)
+        assert reasons.get(twin["item_id"]) == "duplicate", (method, reasons)
+        assert source["item_id"] not in reasons
+        match = next(m for m in result["leak_matches"] if m["item_id"] == exact)
+        assert match["real_image"] == planted[exact] and match["similarity"] >= leak_at
 
 
 def test_evaluation_trains_on_the_view_and_a_new_rule_does_not_rescore(

@@ -109,19 +109,25 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ray_address() -> str:
-    """A Ray head node on 127.0.0.1 (two CPUs), stopped after the module."""
+def ray_head() -> tuple[str, str]:
+    """A Ray head node on 127.0.0.1 (two CPUs), stopped after the module: its GCS address and
+    its Ray Client address (``ray://``)."""
     ray_cli = str(Path(sys.executable).parent / "ray")
-    port = free_port()
+    port, client_port = free_port(), free_port()
     temp = Path(f"/tmp/ray-synthset-{os.getpid()}")  # Ray's socket paths must stay short
     start = [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}"]
     start += ["--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"]
-    start += [f"--temp-dir={temp}"]
+    start += [f"--temp-dir={temp}", f"--ray-client-server-port={client_port}"]
     done = subprocess.run(start, capture_output=True, text=True, env=env(), timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    yield f"127.0.0.1:{port}"
+    yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
     subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=env(), timeout=120)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_address(ray_head: tuple[str, str]) -> str:
+    return ray_head[0]
 
 
 def ray_actor_pids() -> list[int]:
@@ -169,8 +175,11 @@ def test_ray_actors_and_driver_killed_at_random_match_one_process(
 
 
 def test_ray_failing_batch_is_tried_then_reported_and_the_rest_completes(
-    tmp_path: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ray_head: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A batch that keeps raising is tried max_attempts times in its actor, then reported in
+    one line; every other batch is recorded. Ray Client (ray://) cannot run Ray Data: refused
+    in one line before any work."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     from seam_fakes import SolidColorGenerator
 
@@ -187,7 +196,8 @@ def test_ray_failing_batch_is_tried_then_reported_and_the_rest_completes(
                 raise ValueError("the model refused prompt 13")
             return super().generate(items)
 
-    spec = GenerateSpec(batch_size=5, executor="ray", max_attempts=2, ray={"address": ray_address})
+    ray = {"address": ray_head[1]}
+    spec = GenerateSpec(batch_size=5, executor="ray", max_attempts=2, ray=ray)
     job = GenerationJob(
         plan,
         lambda: Flaky(GeneratorSpec(kind="tiny", model=None)),
@@ -196,6 +206,10 @@ def test_ray_failing_batch_is_tried_then_reported_and_the_rest_completes(
         tmp_path / "manifest.jsonl",
         "cfg",
     )
+    with pytest.raises(SynthsetError, match=r"Ray Data does not run through Ray Client") as err:
+        RayExecutor(spec).run(job, progress=False)
+    assert "\n" not in str(err.value) and not manifest_ids(tmp_path)
+    spec.ray.address = ray_head[0]
     with pytest.raises(SynthsetError, match=r"1 batch\(es\) failed 2 times.*prompt 13") as err:
         RayExecutor(spec).run(job, progress=False)
     assert "\n" not in str(err.value)
@@ -203,10 +217,11 @@ def test_ray_failing_batch_is_tried_then_reported_and_the_rest_completes(
 
 
 def test_evaluate_trainings_as_ray_tasks_match_one_process(
-    tmp_path: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ray_head: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The evaluate stage's trainings (2 sets x 2 seeds) as Ray tasks on the loopback cluster
-    train the classifiers one process trains; each is saved as it returns."""
+    """The evaluate stage's trainings (2 sets x 2 seeds) as Ray tasks on the loopback cluster,
+    joined through Ray Client (ray://), train the classifiers one process trains; each is saved
+    as it returns."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     from helpers import NAMES, cas_spec, make_samples, real_splits
 
@@ -216,7 +231,7 @@ def test_evaluate_trainings_as_ray_tasks_match_one_process(
     real, synthetic = real_splits(tmp_path, 12, 6, 8), make_samples(tmp_path / "syn", 12, 3)
     base = {"seeds": [0, 1], "epochs": 3, "train_sets": ["real", "synthetic"]}
     one = run_cas(cas_spec(**base), real, synthetic, NAMES, tmp_path / "one", False)
-    spec = cas_spec(**base, executor="ray", ray={"address": ray_address})
+    spec = cas_spec(**base, executor="ray", ray={"address": ray_head[1]})
     runner = build_training_runner(spec, None, tmp_path / "slurm")
     on_ray = run_cas(spec, real, synthetic, NAMES, tmp_path / "ray", False, runner=runner)
     for name in ("real", "synthetic"):

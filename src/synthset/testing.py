@@ -351,6 +351,64 @@ def build_trained_tiny_clip(out: Path) -> Path:
     return folder
 
 
+def build_trained_tiny_open_clip(out: Path) -> str:
+    """A tiny open_clip CLIP (its own model config .json, open_clip's bundled tokenizer)
+    trained for a few steps to pair bright images with 'white' and dark ones with 'black',
+    saved as safetensors. Returns the ``open_clip:<config>@<checkpoint>`` model string."""
+    import json
+
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "tiny-open-clip.json"
+    config.write_text(
+        json.dumps(
+            {
+                "embed_dim": 16,
+                "vision_cfg": {
+                    "image_size": 16,
+                    "layers": 2,
+                    "width": 32,
+                    "patch_size": 8,
+                    "head_width": 8,
+                },
+                "text_cfg": {
+                    "context_length": 16,
+                    "vocab_size": 49408,
+                    "width": 32,
+                    "heads": 4,
+                    "layers": 2,
+                },
+            }
+        )
+    )
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms(config.stem)
+    tokenizer = open_clip.get_tokenizer(config.stem)
+    images = torch.stack(
+        [preprocess(Image.new("RGB", (16, 16), (v, v, v))) for v in (250, 5, 230, 25)]
+    )
+    texts = tokenizer(["white", "black", "white", "black"])
+    pairs = torch.tensor([0, 1, 0, 1])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(40):
+        img = F.normalize(model.encode_image(images), dim=-1)
+        txt = F.normalize(model.encode_text(texts[:2]), dim=-1)
+        loss = F.cross_entropy(model.logit_scale.exp() * img @ txt.T, pairs)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    checkpoint = out / "tiny-open-clip.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, checkpoint)
+    return f"open_clip:{config}@{checkpoint}"
+
+
 def _tokenizer() -> Any:
     """The tiny CLIP tokenizer, built in a throw-away folder."""
     with tempfile.TemporaryDirectory() as tmp:

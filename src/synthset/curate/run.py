@@ -19,6 +19,7 @@ import torch
 
 from synthset.classes import read_classes
 from synthset.curate.base import ScoringContext
+from synthset.curate.compare import best_code_match, code_similarity, codes_of
 from synthset.curate.registry import SCORERS
 from synthset.curate.rules import Scores, check_minimum, decide, rule_label
 from synthset.curate.similarity import best_match, grey, pairwise
@@ -245,6 +246,21 @@ def _grey(samples: Samples, ctx: ScoringContext, what: str) -> torch.Tensor:
     return grey(load_tensors(samples, size, 1, what, ctx.tensor_cache).images)
 
 
+def _comparable(samples: Samples, ctx: ScoringContext, what: str) -> torch.Tensor:
+    """Grey images (pixels) or codes (phash, features) to compare ``samples`` by."""
+    if ctx.spec.compare_by == "pixels":
+        return _grey(samples, ctx, what)
+    return codes_of(ctx, samples, what)
+
+
+def _best(
+    queries: torch.Tensor, refs: torch.Tensor, ctx: ScoringContext
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if ctx.spec.compare_by == "pixels":
+        return best_match(queries, refs, _shift_pixels(ctx))
+    return best_code_match(queries, refs)
+
+
 def find_leaks(
     ctx: ScoringContext, cache: ScoreCache, splits_file: Path, leak_splits: list[str]
 ) -> tuple[list[str | None], list[dict[str, Any]], float]:
@@ -258,20 +274,22 @@ def find_leaks(
     if not leak_splits:
         return [None] * n, [], 0.0
     settings = {"size": _compare_size(ctx), "shift": _shift_pixels(ctx), "splits": leak_splits}
+    if ctx.spec.compare_by != "pixels":  # (pixel caches keep their key)
+        settings = {"compare_by": ctx.spec.compare_by, "splits": leak_splits}
     cols = ["leak_similarity", "leak_split", "leak_index"]
     found = cache.get("leak_check", settings, cols)
     start = time.perf_counter()
     splits = load_splits(splits_file, names=tuple(leak_splits))
     if found is None:
-        queries = _grey(ctx.samples, ctx, "synthetic")
+        queries = _comparable(ctx.samples, ctx, "synthetic")
         best = torch.zeros(n)
         split_of: list[str | None] = [None] * n
         index = torch.full((n,), -1, dtype=torch.int64)
         for split in leak_splits:
             if not splits.get(split):
                 continue
-            refs = _grey(splits[split], ctx, f"real {split}")
-            sim, idx = best_match(queries, refs, _shift_pixels(ctx))
+            refs = _comparable(splits[split], ctx, f"real {split}")
+            sim, idx = _best(queries, refs, ctx)
             for j in np.flatnonzero((sim > best).numpy()):
                 best[j], index[j], split_of[j] = sim[j], idx[j], split
         found = [[round(float(v), 6) for v in best], split_of, index.tolist()]
@@ -299,6 +317,8 @@ def _similarity(ctx: ScoringContext) -> Callable[[np.ndarray], np.ndarray]:
     """Pairwise similarities of the given synthetic images (all of one class). Each class's
     whole matrix is computed once, on first use, and every later call (each 'auto' candidate,
     dedup, selection) takes its rows and columns from it."""
+    if ctx.spec.compare_by != "pixels":
+        return code_similarity(codes_of(ctx, ctx.samples, "synthetic"))
     labels = np.array([r["label"] for r in ctx.synthetic], dtype=np.int64)
     images: list[torch.Tensor] = []
     by_class: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -129,6 +129,13 @@ class RayExecutor:
 
     def run(self, job: GenerationJob, progress: bool = True) -> GenerationResult:
         spec = self.spec
+        address = spec.ray.address or os.environ.get("RAY_ADDRESS") or ""
+        if address.startswith("ray://"):
+            raise SynthsetError(
+                f"generate.ray.address {address!r}: Ray Data does not run through Ray Client "
+                "(ray://); run synthset on a node of the cluster (e.g. with 'ray job submit') "
+                "and set the address to auto or host:6379"
+            )
         root = job.images_dir.parent
         manifest = Manifest(job.manifest, job.shard)
         with writer_lease(root, job.shard), manifest.exclusive():

@@ -126,6 +126,13 @@ class CurateSpec(Strict):
         description="Drop a synthetic image at least this similar to an earlier kept one of "
         "its class (the leak check's similarity); None keeps near-duplicates.",
     )
+    compare_by: Literal["pixels", "phash", "features"] = Field(
+        "pixels",
+        description="How the leak check and dedup measure closeness: pixels (best correlation "
+        "over small shifts), phash (share of equal perceptual-hash bits; cheap at any scale, "
+        "robust to re-encoding) or features (cosine of the reference classifier's features). "
+        "Their thresholds (leak_check.similarity, dedup_similarity) are in its units.",
+    )
     leak_check: LeakSpec = LeakSpec()
     classifier: str = Field(
         "small_cnn", description="The reference classifier's architecture (as evaluate's)."

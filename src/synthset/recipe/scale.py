@@ -15,7 +15,8 @@ class RayClusterSpec(Strict):
     address: str | None = Field(
         None,
         description="The cluster to join: 'auto' (the one this node belongs to), 'host:port', "
-        "'ray://host:10001' (Ray Client), or 'local' (start one here). Default: RAY_ADDRESS "
+        "'ray://host:10001' (Ray Client: evaluate only; Ray Data needs its driver on the "
+        "cluster), or 'local' (start one here). Default: RAY_ADDRESS "
         "when set, else a local one.",
     )
     num_gpus: float | None = Field(

@@ -1,6 +1,7 @@
 """CLIP score of each image against its prompt: ``100 * max(cos(image, text), 0)`` (Hessel et
 al. 2021, as in torchmetrics' ``CLIPScore``), with a local CLIP: a transformers folder (or a
-cached hub id), or ``open_clip:<architecture>@<checkpoint file>`` when open_clip is installed."""
+cached hub id), or ``open_clip:<architecture>@<checkpoint file>`` when open_clip is installed
+(the architecture may be an open_clip model config ``.json`` file, for custom models)."""
 
 from __future__ import annotations
 
@@ -64,13 +65,18 @@ class ClipScorer:
         what = f"{self.field} {model!r}"
         if not arch or not checkpoint or not Path(checkpoint).is_file():
             raise SynthsetError(
-                f"{what}: write open_clip:<architecture>@<local checkpoint file>, e.g. "
-                "open_clip:ViT-B-32@/models/clip.safetensors (the file must exist)"
+                f"{what}: write open_clip:<architecture or config .json>@<local checkpoint "
+                "file>, e.g. open_clip:ViT-B-32@/models/clip.safetensors (the file must exist)"
             )
         try:
             import open_clip
         except ImportError:
             raise SynthsetError(f"{what} needs open_clip: pip install open_clip_torch") from None
+        if arch.endswith(".json"):  # a custom architecture: open_clip's model config file
+            if not Path(arch).is_file():
+                raise SynthsetError(f"{what}: the model config {arch} does not exist")
+            open_clip.add_model_config(arch)
+            arch = Path(arch).stem
         try:
             clip, _, preprocess = open_clip.create_model_and_transforms(
                 arch, pretrained=checkpoint, device=self.device
