@@ -59,7 +59,16 @@ def test_separable_data_scores_high_and_writes_json_and_csv(
     assert [(r["train_set"], r["seed"]) for r in rows] == [
         (s, str(seed)) for s in ("real", "synthetic", "real+synthetic") for seed in (0, 1)
     ]
-    assert set(rows[0]) == {"train_set", "seed", "test_accuracy", "best_val_accuracy", "n_train"}
+    assert set(rows[0]) == {
+        "train_set",
+        "seed",
+        "test_accuracy",
+        "test_balanced_accuracy",
+        "test_top5_accuracy",
+        "best_val_accuracy",
+        "n_train",
+    }
+    assert rows[0]["test_top5_accuracy"] == ""  # 3 classes: no top-5
 
 
 def test_random_labels_score_near_chance(tmp_path: Path, real: dict[str, Samples]) -> None:

@@ -92,6 +92,7 @@ def test_scaling_study_writes_every_set_with_its_sizes(
     s = cas_spec(
         train_sets=["real", "real+synthetic"],
         synthetic_multipliers=[0.5, 2],
+        synthetic_counts=[4, 20],
         real_subsets=[0.5],
         real_batch_fraction=0.5,
         epochs=2,
@@ -103,6 +104,8 @@ def test_scaling_study_writes_every_set_with_its_sizes(
         "real+synthetic",
         "synthetic x0.5",
         "synthetic x2",
+        "synthetic 4/class",
+        "synthetic 20/class",
         "real 50%",
         "real 50%+synthetic",
     ]
@@ -112,10 +115,16 @@ def test_scaling_study_writes_every_set_with_its_sizes(
         "real+synthetic": (30, 75),
         "synthetic x0.5": (0, 15),
         "synthetic x2": (0, 60),
+        "synthetic 4/class": (0, 12),
+        "synthetic 20/class": (0, 60),
         "real 50%": (15, 0),
         "real 50%+synthetic": (15, 75),
     }
     assert sets["synthetic x2"]["summary"]["synthetic_multiplier"] == 2
+    assert sets["synthetic 20/class"]["summary"]["synthetic_per_class"] == 20
+    too_many = s.model_copy(update={"synthetic_counts": [26]})
+    with pytest.raises(SynthsetError, match=r"synthetic_counts: 26 per class .* has 25"):
+        run_cas(too_many, real, synthetic, NAMES, tmp_path / "e2", progress=False)
     assert sets["real 50%"]["summary"]["real_subset"] == 0.5
     assert sets["real+synthetic"]["summary"]["real_batch_fraction"] == 0.5
     cm = sets["real"]["summary"]["confusion_matrix"]
@@ -215,6 +224,22 @@ def test_named_architectures_build_for_small_images(name: str, size: int) -> Non
     assert model(torch.zeros(2, 3, size, size)).shape[-1] == 10
 
 
+def test_balanced_and_top5_accuracy() -> None:
+    """Balanced accuracy weighs every class alike; top-5 counts a label among the 5 best."""
+    from synthset.evaluate.train import test_metrics
+
+    labels = torch.tensor([0] * 8 + [1] * 2)
+    preds = torch.zeros(10, dtype=torch.int64)  # always class 0: 80% accurate, 50% balanced
+    m = test_metrics(preds, labels, 2)
+    assert m["test_accuracy"] == pytest.approx(0.8)
+    assert m["test_balanced_accuracy"] == pytest.approx(0.5)
+    assert "test_top5_accuracy" not in m  # 2 classes
+    scores = torch.arange(7.0).repeat(4, 1)  # class 6 best, then 5, 4, 3, 2
+    m = test_metrics(scores.argmax(1), torch.tensor([6, 2, 1, 0]), 7, scores)
+    assert m["test_accuracy"] == pytest.approx(0.25)
+    assert m["test_top5_accuracy"] == pytest.approx(0.5)
+
+
 def test_bad_study_values_are_rejected_by_the_recipe() -> None:
     from pydantic import ValidationError
 
@@ -222,6 +247,8 @@ def test_bad_study_values_are_rejected_by_the_recipe() -> None:
         EvaluateSpec(synthetic_multipliers=[0])
     with pytest.raises(ValidationError, match="fraction between 0 and 1"):
         EvaluateSpec(real_subsets=[1.5])
+    with pytest.raises(ValidationError, match="images per class >= 1"):
+        EvaluateSpec(synthetic_counts=[0])
     with pytest.raises(ValidationError):
         EvaluateSpec(real_batch_fraction=1.0)
 

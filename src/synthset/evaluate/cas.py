@@ -28,6 +28,7 @@ from synthset.evaluate.studies import (
     check_every_class,
     real_subset,
     study_sets,
+    synthetic_count_subset,
     synthetic_subset,
 )
 from synthset.evaluate.tensors import TensorSet, check_labels, infer_format, load_tensors
@@ -47,9 +48,16 @@ def _summary(
     with np.errstate(all="ignore"):
         class_mean = np.nanmean(per_class, axis=0) if len(runs) else per_class
     n_real = len(data.first) if train_set.uses_real else 0
+    extra = {}
+    for metric in ("test_balanced_accuracy", "test_top5_accuracy"):
+        values = np.array([r[metric] for r in runs if metric in r])
+        if len(values):
+            extra[f"{metric}_mean"] = float(values.mean())
+            extra[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return {
         "test_accuracy_mean": float(test.mean()),
         "test_accuracy_std": float(test.std(ddof=1)) if len(test) > 1 else 0.0,
+        **extra,
         "best_val_accuracy_mean": float(val.mean()),
         "n_train": runs[0]["n_train"],
         "n_seeds": len(runs),
@@ -58,6 +66,7 @@ def _summary(
         "n_synthetic": len(data) - n_real,
         "real_subset": train_set.real_subset,
         "synthetic_multiplier": train_set.synthetic_multiplier,
+        "synthetic_per_class": train_set.synthetic_count,
         "real_batch_fraction": train_set.real_batch_fraction,
         "per_class_accuracy_mean": [None if np.isnan(a) else float(a) for a in class_mean],
         "confusion_matrix": np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist(),
@@ -121,6 +130,8 @@ class StudySets:
         if syn is not None and train_set.synthetic_multiplier is not None:
             assert real is not None
             syn = synthetic_subset(syn, real, train_set.synthetic_multiplier, k)
+        if syn is not None and train_set.synthetic_count is not None:
+            syn = synthetic_count_subset(syn, train_set.synthetic_count, self.class_names)
         if not train_set.uses_synthetic:
             assert real is not None
             return TrainData(real)
@@ -182,7 +193,10 @@ def run_cas(
     rows: list[dict[str, Any]] = []
     for train_set in study:
         mine = [runs[i] for i, job in enumerate(jobs) if job.label == train_set.label]
-        rows += [{"train_set": train_set.label} | {k: r[k] for k in _CSV_FIELDS[1:]} for r in mine]
+        rows += [
+            {"train_set": train_set.label} | {k: r.get(k, "") for k in _CSV_FIELDS[1:]}
+            for r in mine
+        ]
         train = train_data[train_set.label]
         results[train_set.label] = {"runs": mine, "summary": _summary(mine, train_set, train)}
 
@@ -266,7 +280,15 @@ def _run_jobs(
     return [results[key] for key in keys]
 
 
-_CSV_FIELDS = ["train_set", "seed", "test_accuracy", "best_val_accuracy", "n_train"]
+_CSV_FIELDS = [
+    "train_set",
+    "seed",
+    "test_accuracy",
+    "test_balanced_accuracy",
+    "test_top5_accuracy",
+    "best_val_accuracy",
+    "n_train",
+]
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

@@ -25,12 +25,15 @@ from synthset.evaluate.tensors import TensorSet
 from synthset.evaluate.train import (
     EpochCallback,
     TrainData,
-    predict,
+    predict_logits,
     test_metrics,
     train_classifier,
 )
 from synthset.recipe import EvaluateSpec
 from synthset.store.atomic import atomic_write_json
+
+#: Bumped when a result gains or changes a field, so older saved results are not reused.
+RESULT_VERSION = 2
 
 # EvaluateSpec fields that say how or where the study runs, or which sets it has (each job's
 # own images are hashed instead), not what one training computes
@@ -43,6 +46,7 @@ _NOT_IN_KEY = {
     "seeds",
     "train_sets",
     "synthetic_multipliers",
+    "synthetic_counts",
     "real_subsets",
     "synthetic_dir",
 }
@@ -77,6 +81,7 @@ class TrainingJob:
             "format": [self.num_classes, self.channels, self.size],
             "data": [None if s is None else _digest(s, digests) for s in sets],
         }
+        blob["result_version"] = RESULT_VERSION
         raw = json.dumps(blob, sort_keys=True, default=str).encode()
         return hashlib.sha256(raw).hexdigest()[:20]
 
@@ -115,10 +120,11 @@ def run_training(
             on_epoch=on_epoch,
         )
         model.load_state_dict(best.state)
-        metrics = test_metrics(predict(model, job.test, device), job.test.labels, job.num_classes)
+        scores = predict_logits(model, job.test, device)
+        metrics = test_metrics(scores.argmax(1), job.test.labels, job.num_classes, scores)
     return {
         "seed": job.seed,
-        "test_accuracy": metrics["test_accuracy"],
+        **{k: v for k, v in metrics.items() if k.startswith("test_")},
         "best_val_accuracy": best.best_val_accuracy,
         "best_epoch": best.best_epoch,
         "val_accuracy_history": best.val_history,

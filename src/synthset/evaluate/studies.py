@@ -27,6 +27,7 @@ class TrainSetSpec:
     real_subset: float | None = None
     synthetic_multiplier: float | None = None
     real_batch_fraction: float | None = None
+    synthetic_count: int | None = None  # absolute images per class
 
     @property
     def uses_real(self) -> bool:
@@ -56,6 +57,10 @@ def study_sets(spec: EvaluateSpec) -> list[TrainSetSpec]:
     sets += [
         TrainSetSpec(f"synthetic x{_fmt(k)}", "synthetic", synthetic_multiplier=k)
         for k in spec.synthetic_multipliers
+    ]
+    sets += [
+        TrainSetSpec(f"synthetic {n}/class", "synthetic", synthetic_count=n)
+        for n in spec.synthetic_counts
     ]
     for f in spec.real_subsets:
         pct = f"real {_fmt(100 * f)}%"
@@ -88,6 +93,19 @@ def synthetic_subset(
     """Synthetic images per class = ``multiplier`` × that class's real train count."""
     counts = {c: max(1, round(n * multiplier)) for c, n in class_counts(real, num_classes).items()}
     return stratified_take(synthetic, counts, f"synthetic x{multiplier:g}")
+
+
+def synthetic_count_subset(synthetic: TensorSet, count: int, class_names: list[str]) -> TensorSet:
+    """``count`` synthetic images of every class; a class with fewer is a one-line error."""
+    have = class_counts(synthetic, len(class_names))
+    short = [(class_names[c], n) for c, n in have.items() if n < count]
+    if short:
+        name, n = short[0]
+        raise SynthsetError(
+            f"evaluate.synthetic_counts: {count} per class asked, but class {name!r} has {n} "
+            "synthetic images; raise generate.images_per_class or lower the count"
+        )
+    return stratified_take(synthetic, dict.fromkeys(have, count), f"synthetic {count}/class")
 
 
 def check_every_class(data: TensorSet, class_names: list[str], what: str, fix: str) -> None:

@@ -76,14 +76,19 @@ def augment(batch: torch.Tensor, mode: bool | str, pad: int, gen: torch.Generato
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorSet, device: torch.device) -> torch.Tensor:
-    """Predicted labels for every image of ``data`` (model in eval mode)."""
+def predict_logits(model: nn.Module, data: TensorSet, device: torch.device) -> torch.Tensor:
+    """Class scores (``N×K`` logits) for every image of ``data`` (model in eval mode)."""
     model.eval()
-    preds = [
-        logits(model(to_input(data.images[i : i + EVAL_BATCH].to(device)))).argmax(1).cpu()
+    out = [
+        logits(model(to_input(data.images[i : i + EVAL_BATCH].to(device)))).float().cpu()
         for i in range(0, len(data), EVAL_BATCH)
     ]
-    return torch.cat(preds)
+    return torch.cat(out)
+
+
+def predict(model: nn.Module, data: TensorSet, device: torch.device) -> torch.Tensor:
+    """Predicted labels for every image of ``data`` (model in eval mode)."""
+    return predict_logits(model, data, device).argmax(1)
 
 
 @torch.no_grad()
@@ -286,17 +291,34 @@ def train_classifier(
     return best
 
 
-def test_metrics(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
-    """Accuracy, per-class accuracy (None for a class without test images), confusion matrix
-    (rows: true class, columns: predicted class)."""
+#: Top-k accuracy is reported for k = 5 when there are more than 5 classes.
+TOP_K = 5
+
+
+def test_metrics(
+    preds: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    scores: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Accuracy, balanced accuracy (the mean of the per-class accuracies), per-class accuracy
+    (None for a class without test images), the confusion matrix (rows: true class, columns:
+    predicted class) and, with ``scores`` (``N×K`` logits) and more than 5 classes, top-5
+    accuracy."""
     cm = torch.bincount(labels * num_classes + preds, minlength=num_classes**2)
     cm = cm.reshape(num_classes, num_classes)
     support = cm.sum(1)
     per_class = [
         float(cm[k, k] / support[k]) if support[k] > 0 else None for k in range(num_classes)
     ]
-    return {
+    present = [a for a in per_class if a is not None]
+    out: dict[str, Any] = {
         "test_accuracy": float((preds == labels).float().mean()),
+        "test_balanced_accuracy": sum(present) / len(present) if present else 0.0,
         "per_class_accuracy": per_class,
         "confusion_matrix": cm.tolist(),
     }
+    if scores is not None and num_classes > TOP_K:
+        top = scores.topk(TOP_K, dim=1).indices
+        out["test_top5_accuracy"] = float((top == labels[:, None]).any(1).float().mean())
+    return out

@@ -122,6 +122,11 @@ class EvaluateSpec(Strict):
         description="Scaling study: also train on synthetic sets of k x the real train size "
         "(per class), e.g. [0.5, 1, 2, 4].",
     )
+    synthetic_counts: list[int] = Field(
+        [],
+        description="Absolute-count study: also train on exactly this many synthetic images per "
+        "class, e.g. [100, 1000] (a class with fewer is an error).",
+    )
     real_subsets: list[float] = Field(
         [],
         description="Sample-complexity study: also train on these fractions of the real train "
@@ -161,6 +166,13 @@ class EvaluateSpec(Strict):
     def _positive_multipliers(cls, v: list[float]) -> list[float]:
         if any(k <= 0 for k in v):
             raise ValueError("every multiplier must be > 0, e.g. [0.5, 1, 2, 4]")
+        return sorted(set(v))
+
+    @field_validator("synthetic_counts")
+    @classmethod
+    def _positive_counts(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError("every count is a number of images per class >= 1, e.g. [100, 1000]")
         return sorted(set(v))
 
     @field_validator("real_subsets")

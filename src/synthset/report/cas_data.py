@@ -30,6 +30,8 @@ class TrainSet:
     per_class: list[float | None]
     confusion: list[list[int]] | None
     seconds: float | None
+    balanced: float | None = None  # balanced accuracy (mean over seeds)
+    top5: float | None = None  # top-5 accuracy (more than 5 classes)
 
     @property
     def canonical(self) -> bool:
@@ -103,6 +105,8 @@ def _one(label: str, entry: dict[str, Any]) -> TrainSet | None:
         per_class=list(per_class),
         confusion=s.get("confusion_matrix") or _sum_matrices(runs),
         seconds=sum(seconds) if seconds else None,
+        balanced=s.get("test_balanced_accuracy_mean"),
+        top5=s.get("test_top5_accuracy_mean"),
     )
 
 
