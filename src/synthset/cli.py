@@ -478,6 +478,26 @@ def fidelity(
 
 @app.command()
 @friendly_errors
+def continual(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Online class-incremental learning on streams of the classes (real / synthetic), with
+    experience replay: A_auc and A_last on real test (evaluate/continual.json)."""
+    from synthset.pipeline import stage_continual
+
+    r = _load(recipe, set_, out_dir)
+    if r.evaluate is None or r.evaluate.continual is None:
+        raise SynthsetError(
+            "continual: the recipe has no 'evaluate.continual' section; add one, e.g. "
+            "evaluate: {continual: {classes_per_task: 2, buffer_size: 100}}"
+        )
+    result = stage_continual(r, _open(r), progress=not quiet)
+    assert result is not None
+    out.print(continual_table(result))
+
+
+@app.command()
+@friendly_errors
 def tune(
     recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
 ) -> None:
@@ -711,6 +731,29 @@ def curate_table(result: dict[str, Any]) -> Table:
     for name, c in result["per_class"].items():
         cells = [str(c["dropped"].get(k, 0)) for k in reasons]
         table.add_row(name, f"{c['kept']}/{c['images']}", *cells)
+    return table
+
+
+def continual_table(result: dict[str, Any]) -> Table:
+    """A rich table of the continual-learning results: A_auc and A_last per stream and method."""
+    tasks = " | ".join(", ".join(t) for t in result["config"]["tasks"])
+    table = Table(title="Continual learning (online, class-incremental)", caption=f"tasks: {tasks}")
+    ood = any("ood_a_last" in m["summary"] for s in result["streams"].values() for m in s.values())
+    for col in [
+        "stream",
+        "method",
+        "A_auc",
+        "A_last",
+        *(["OOD A_auc", "OOD A_last"] if ood else []),
+    ]:
+        table.add_column(col)
+    for stream, methods in result["streams"].items():
+        for method, entry in methods.items():
+            cells = [
+                f"{entry['summary'][m]['mean']:.4f} ± {entry['summary'][m]['std']:.4f}"
+                for m in ("a_auc", "a_last", *(("ood_a_auc", "ood_a_last") if ood else ()))
+            ]
+            table.add_row(stream, method, *cells)
     return table
 
 

@@ -185,6 +185,24 @@ def _images_for_cas(recipe: Recipe) -> tuple[str, ...]:
     return _generator_needs(recipe) if stages.uses_synthetic(recipe) else ()
 
 
+def _continual_synthetic(recipe: Recipe) -> bool:
+    """Does the continual stage stream synthetic images?"""
+    ev = recipe.evaluate
+    return ev is not None and ev.continual is not None and "synthetic" in ev.continual.train_sets
+
+
+def _continual_inputs(recipe: Recipe, run: RunFolder) -> list[Path]:
+    """The synthetic index (when a stream is synthetic) and the out-of-domain test folder."""
+    assert recipe.evaluate is not None and recipe.evaluate.continual is not None
+    ood = recipe.evaluate.continual.ood_test
+    synthetic = _synthetic_input(recipe, run) if _continual_synthetic(recipe) else []
+    return [*synthetic, *([Path(ood)] if ood is not None else [])]
+
+
+def _continual_needs(recipe: Recipe) -> tuple[str, ...]:
+    return _generator_needs(recipe) if _continual_synthetic(recipe) else ()
+
+
 def _synthetic_input(recipe: Recipe, run: RunFolder) -> list[Path]:
     ev = recipe.evaluate
     return [Path(ev.synthetic_dir)] if ev is not None and ev.synthetic_dir is not None else []
@@ -302,6 +320,16 @@ STAGES: tuple[Stage, ...] = (
             and r.evaluate.fidelity.enabled
             and (r.generate is not None or r.evaluate.synthetic_dir is not None)
         ),
+    ),
+    Stage(
+        "continual",
+        stages.learn_continually,
+        sections=("classes", "real", "evaluate", "evaluate.continual"),
+        output=lambda run: run.evaluate / "continual.json",
+        needs=lambda r: ("classes", "data", *_continual_needs(r)),
+        inputs=_continual_inputs,
+        scratch=lambda run: [run.evaluate, run.cache / "tensors"],
+        applies=lambda r: r.evaluate is not None and r.evaluate.continual is not None,
     ),
     Stage(
         "tune",
@@ -540,7 +568,16 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
     fidelity = stage("fidelity")
     if fidelity.applies(recipe) and all(p.exists() for p in _fidelity_reads(recipe, run)):
         run_stage("fidelity", recipe, run, progress)
+    run_stage("continual", recipe, run, progress)
     return json.loads((run.evaluate / "cas.json").read_text())
+
+
+def stage_continual(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """Online continual learning on streams of the classes (``evaluate/continual.json``);
+    None without ``evaluate.continual``."""
+    if run_stage("continual", recipe, run, progress) is None:
+        return None
+    return json.loads((run.evaluate / "continual.json").read_text())
 
 
 def _fidelity_reads(recipe: Recipe, run: RunFolder) -> list[Path]:

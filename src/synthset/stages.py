@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from synthset.data.splits import Samples
+    from synthset.evaluate.tensors import TensorSet
     from synthset.executors.base import GenerationResult
     from synthset.generators.base import Generator
 
@@ -515,6 +516,44 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
         )
     finally:
         tracker.close()
+    return {}
+
+
+def learn_continually(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Online continual learning on streams of the classes (``evaluate/continual.json``)."""
+    from synthset.classes import ClassResolver
+    from synthset.data.splits import load_splits, scan_imagefolder
+    from synthset.evaluate.continual import run_continual
+    from synthset.evaluate.tensors import infer_format, load_tensors
+
+    spec = recipe.evaluate
+    assert spec is not None and spec.continual is not None
+    cl = spec.continual
+    classes = read_classes(run.classes)
+    names = [c.name for c in classes]
+    real = load_splits(run.real / "splits.json")
+    size, channels = infer_format(real["train"], "real train")
+    size, channels = spec.image_size or size, spec.channels or channels
+    cache = run.cache / "tensors"
+
+    def tensors(samples: Samples, what: str) -> TensorSet:
+        if not samples:
+            raise SynthsetError(f"evaluate.continual: the {what} set has no images")
+        return load_tensors(samples, size, channels, what, cache)
+
+    sources = {
+        "real": lambda: real.get("train") or [],
+        "synthetic": lambda: synthetic_set(recipe, run),
+    }
+    streams = {name: tensors(sources[name](), name) for name in cl.train_sets}
+    ood = None
+    if cl.ood_test is not None:
+        lookup = ClassResolver(classes)
+        ood = tensors(scan_imagefolder(cl.ood_test, lookup, "evaluate.continual.ood_test"), "ood")
+    result = run_continual(
+        cl, streams, tensors(real.get("test") or [], "real test"), names, ood, spec.device, progress
+    )
+    atomic_write_json(run.evaluate / "continual.json", result)
     return {}
 
 

@@ -42,6 +42,7 @@ _NOT_IN_KEY = {
     "workers",
     "ray",
     "fidelity",
+    "continual",
     "trackers",
     "seeds",
     "train_sets",

@@ -4,7 +4,7 @@ from synthset.recipe.adapt import AdaptSpec
 from synthset.recipe.base import Strict
 from synthset.recipe.curate import CurateSpec, LeakSpec, RuleSpec
 from synthset.recipe.data import ClassesSpec, RealDataSpec
-from synthset.recipe.evaluate import EvaluateSpec, FidelitySpec, ReportSpec
+from synthset.recipe.evaluate import ContinualSpec, EvaluateSpec, FidelitySpec, ReportSpec
 from synthset.recipe.export import ExportSpec
 from synthset.recipe.generate import (
     EnsembleMember,
@@ -40,6 +40,7 @@ __all__ = [
     "DetectorSpec",
     "CurateSpec",
     "EnsembleMember",
+    "ContinualSpec",
     "EvaluateSpec",
     "ExportSpec",
     "FidelitySpec",

@@ -61,6 +61,47 @@ class FidelitySpec(Strict):
     device: str = "auto"
 
 
+class ContinualSpec(Strict):
+    """Online class-incremental learning on a stream (G-NoCL's protocol): classes arrive
+    ``classes_per_task`` at a time, each image is seen once, a replay buffer may keep a few;
+    A_auc (accuracy over time) and A_last on the real test split (``evaluate/continual.json``)."""
+
+    train_sets: list[Literal["real", "synthetic"]] = Field(
+        ["real", "synthetic"],
+        min_length=1,
+        description="Streams to learn from: the real train split and/or the synthetic set (the "
+        "curated view when the recipe curates).",
+    )
+    methods: list[Literal["er", "finetune"]] = Field(
+        ["er"],
+        min_length=1,
+        description="er: experience replay from a reservoir buffer; finetune: no buffer (the "
+        "lower bound).",
+    )
+    classes_per_task: int = Field(2, ge=1, description="New classes per task.")
+    class_order_seed: int = Field(0, description="Seed of the classes' arrival order.")
+    buffer_size: int = Field(100, ge=1, description="er: images kept for replay.")
+    batch_size: int = Field(16, ge=1, description="Stream images per step.")
+    replay_batch_size: int = Field(16, ge=0, description="er: buffer images added per step.")
+    online_iterations: int = Field(
+        3, ge=1, le=64, description="Gradient steps per stream batch (G-NoCL's online_iter)."
+    )
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    augment: bool | Literal["shift", "shift+flip"] = Field(
+        True, description="As evaluate.augment, on stream and replay images."
+    )
+    eval_every: int = Field(
+        100, ge=1, description="Stream images between two anytime evaluations (the A_auc curve)."
+    )
+    classifier: str = Field("small_cnn", description="The learner (as evaluate.classifier).")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="Stream order and init seeds.")
+    ood_test: Path | None = Field(
+        None,
+        description="Another real ImageFolder with the same classes (another domain): A_auc "
+        "and A_last on it too.",
+    )
+
+
 class EvaluateSpec(Strict):
     """Classification Accuracy Score: train on each set, test on held-out real images."""
 
@@ -160,6 +201,9 @@ class EvaluateSpec(Strict):
         description="executor ray: the cluster and each task's CPUs/GPUs.",
     )
     fidelity: FidelitySpec = Field(FidelitySpec(), description="Fidelity and diversity metrics.")
+    continual: ContinualSpec | None = Field(
+        None, description="Continual learning on a stream of the classes (off when absent)."
+    )
 
     @field_validator("synthetic_multipliers")
     @classmethod

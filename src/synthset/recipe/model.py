@@ -360,7 +360,7 @@ def _file_digest(path: Path | None) -> str | None:
 #: own, so changing them redoes only that stage, and settings that change speed, never results.
 _NOT_FINGERPRINTED: dict[str, set[str]] = {
     "adapt": {"checkpoint"},  # which kept artifact to generate with, not what is trained
-    "evaluate": {"fidelity", "executor", "workers", "ray"},
+    "evaluate": {"fidelity", "continual", "executor", "workers", "ray"},
     "generate": {"executor", "workers", "lease_seconds", "max_attempts", "ray", "queue_dir"},
     "prompts": {"shortfall"},  # whether to stop on too few prompts, not which prompts
 }

@@ -15,6 +15,7 @@ from synthset.report.plots import (
     cas_bar_chart,
     chart_sets,
     confusion_chart,
+    continual_chart,
     curves_chart,
     per_class_chart,
     scaling_chart,
@@ -290,4 +291,42 @@ def curves_section(metrics_jsonl: Path, cas: dict[str, Any] | None) -> str:
         heading("curves", "Training curves")
         + f"<p class=muted>{escape(note)}.</p>"
         + img(curves_chart(curves), "training curves")
+    )
+
+
+def continual_section(result: dict[str, Any] | None) -> str:
+    """A_auc and A_last per stream and method (mean ± std over seeds) and the accuracy-over-time
+    curves of the first seed."""
+    if not isinstance(result, dict) or not result.get("streams"):
+        return ""
+    cfg = result.get("config") or {}
+    ood = any(
+        "ood_a_last" in m.get("summary", {}) for s in result["streams"].values() for m in s.values()
+    )
+    metrics = ["a_auc", "a_last", *(["ood_a_auc", "ood_a_last"] if ood else [])]
+    rows, curves = [], {}
+    boundaries: list[int] = []
+    for stream, methods in result["streams"].items():
+        for method, entry in methods.items():
+            summary = entry["summary"]
+            cells = [f"{summary[m]['mean']:.4f} ± {summary[m]['std']:.4f}" for m in metrics]
+            rows.append([escape(stream), escape(method), *cells])
+            first = entry["runs"][0]
+            curves[f"{stream} {method}"] = [(int(x), float(y)) for x, y in first["curve"]]
+            boundaries = boundaries or [int(x) for x in first.get("task_ends", [])[:-1]]
+    header = ["stream", "method", "A_auc", "A_last", *(["OOD A_auc", "OOD A_last"] if ood else [])]
+    tasks = " → ".join("{" + ", ".join(map(str, t)) + "}" for t in cfg.get("tasks", []))
+    facts = (
+        f"Online class-incremental: tasks {tasks}; each image seen once, "
+        f"{cfg.get('online_iterations', 1)} step(s) per batch of {cfg.get('batch_size', '?')}; "
+        f"er replays from a {cfg.get('buffer_size', '?')}-image reservoir. A_auc: the area under "
+        "accuracy over time (tested every "
+        f"{cfg.get('eval_every', '?')} stream images on the real test images of the classes seen "
+        "so far); A_last: accuracy on every class at the end."
+    )
+    return (
+        heading("continual", "Continual learning")
+        + f"<p class=muted>{escape(facts)}</p>"
+        + table(header, rows)
+        + img(continual_chart(curves, boundaries), "accuracy over the stream")
     )

@@ -20,6 +20,7 @@ from synthset.report.curate_section import curate_section
 from synthset.report.eval_sections import (
     cas_section,
     confusion_section,
+    continual_section,
     curves_section,
     fidelity_section,
     per_class_section,
@@ -161,6 +162,7 @@ SECTIONS = (
     ("confusion", "Confusion matrices"),
     ("curves", "Training curves"),
     ("fidelity", "Fidelity"),
+    ("continual", "Continual learning"),
     ("curation", "Curation"),
     ("labels", "Labels"),
     ("samples", "Samples"),
@@ -223,6 +225,10 @@ def write_report(
         ("Confusion matrices", lambda: confusion_section(cas, names)),
         ("Training curves", lambda: curves_section(run.evaluate / "metrics.jsonl", cas)),
         ("Fidelity", lambda: fidelity_section(fidelity)),
+        (
+            "Continual learning",
+            lambda: continual_section(read_json(run.evaluate / "continual.json")),
+        ),
         ("Curation", lambda: curate_section(run, classes, samples_per_class)),
         ("Labels", lambda: labels_section(run, classes, samples_per_class)),
         ("Samples", lambda: _samples_section(run, classes, samples_per_class, synthetic)),

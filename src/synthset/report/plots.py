@@ -222,6 +222,24 @@ def curves_chart(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> bytes
     return _figure_png(fig)
 
 
+def continual_chart(curves: dict[str, list[tuple[int, float]]], boundaries: list[int]) -> bytes:
+    """Accuracy on the real test images of the classes seen so far, over the stream: a line per
+    (stream, method); dotted lines where a new task begins."""
+    fig = Figure(figsize=(6.4, 3.4))
+    ax = fig.subplots()
+    for label, points in curves.items():
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker=".", label=label)
+    for x in boundaries:
+        ax.axvline(x, color="#bbb", linestyle=":", linewidth=1)
+    ax.set_xlabel("stream images seen")
+    ax.set_ylabel("test accuracy, classes seen")
+    ax.set_ylim(0, 1.02)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=7, frameon=False)
+    return _figure_png(fig)
+
+
 def confusion_chart(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
     """Heatmap of a confusion matrix (rows true, columns predicted), colored by row share,
     counts written in the cells when there are at most 20 classes."""
