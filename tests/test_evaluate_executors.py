@@ -202,8 +202,12 @@ def test_killed_training_worker_and_driver_resume_to_one_process_result(tmp_path
             workers[0].send_signal(signal.SIGKILL)
             killed_worker = True
         if killed_worker and len(list(saved.glob("*.json"))) >= 1:
+            orphans = training_workers(proc.pid)
             proc.send_signal(signal.SIGKILL)
             killed_driver = True
+            # the driver's training processes end with it instead of waiting forever
+            _, alive = psutil.wait_procs(orphans, timeout=15)
+            assert not alive, f"training workers outlived their driver: {alive}"
             break
         time.sleep(0.05)
     proc.wait(timeout=120)

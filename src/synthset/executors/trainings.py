@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -46,8 +48,18 @@ def _progress(jobs: list[TrainingJob], progress: bool) -> Any:
 # ----------------------------------------------------------------------------- processes
 
 
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once the process that started it is gone (a SIGKILLed driver cannot
+    stop its pool, and a worker waiting on the pool's queue would wait forever)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _start_worker(counter: Any, devices: list[str], threads: int) -> None:
-    """A new training process: its own GPU (round robin), its share of the CPU threads."""
+    """A new training process: its own GPU (round robin), its share of the CPU threads; it
+    exits when the driver dies."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     with counter.get_lock():
         index = counter.value
         counter.value += 1
