@@ -20,7 +20,7 @@ from synthset.data.real import digits_arrays
 from synthset.errors import SynthsetError
 from synthset.evaluate.continual import Reservoir, StreamResult, run_stream, task_classes
 from synthset.evaluate.tensors import TensorSet
-from synthset.pipeline import StageLog, run_stage, stage_continual
+from synthset.pipeline import StageLog, run_stage, stage_continual, stage_report
 from synthset.recipe import ContinualSpec
 from synthset.store.run_folder import RunFolder
 
@@ -86,6 +86,13 @@ def test_stage_streams_real_and_synthetic_then_skips(generated: Path, tmp_path: 
     log = StageLog()
     run_stage("continual", recipe, RunFolder(out), progress=False, log=log)
     assert log.status("continual") == "skipped"
+    # the report's section: the table and one chart of the curves
+    with_report = toy(out, None, f"evaluate.continual={json.dumps(setting)}", "report.enabled=true")
+    report = stage_report(with_report, RunFolder(out))
+    assert report is not None
+    section = report.read_text().split('<h2 id="continual">', 1)[1].split("<h2", 1)[0]
+    assert "A_auc" in section and "synthetic" in section and "real" in section
+    assert section.count("data:image/png;base64,") == 1
 
 
 def test_ood_test_set_and_bad_settings_are_one_line(generated: Path, tmp_path: Path) -> None:
@@ -132,23 +139,3 @@ def test_the_verb_without_a_continual_section_is_one_line(tmp_path: Path) -> Non
     )
     assert done.returncode != 0
     assert "no 'evaluate.continual' section" in done.stderr and "Traceback" not in done.stderr
-
-
-def test_report_shows_the_continual_table_and_curves(generated: Path, tmp_path: Path) -> None:
-    from synthset.pipeline import stage_report
-
-    out = copy_run(generated, tmp_path)
-    setting = {
-        "train_sets": ["real"],
-        "classes_per_task": 5,
-        "seeds": [0],
-        "methods": ["er", "finetune"],
-    }
-    recipe = toy(out, None, f"evaluate.continual={json.dumps(setting)}", "report.enabled=true")
-    stage_continual(recipe, RunFolder(out), progress=False)
-    report = stage_report(recipe, RunFolder(out))
-    assert report is not None
-    html = report.read_text()
-    section = html.split('<h2 id="continual">', 1)[1].split("<h2", 1)[0]
-    assert "A_auc" in section and "real" in section and "finetune" in section
-    assert section.count("data:image/png;base64,") == 1
