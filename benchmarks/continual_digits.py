@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
+
+from common import machine, write_result
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -28,8 +29,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/continual-digits"))
     parser.add_argument("--json", type=Path, default=RESULTS / "continual_digits.json")
     args = parser.parse_args()
-
-    import torch
 
     from synthset.cli import bundled_recipe
     from synthset.pipeline import open_run, stage_continual
@@ -73,14 +72,9 @@ def main() -> None:
         "summary": summary,
         "seconds": round(time.perf_counter() - start, 1),
         "streams": result["streams"],
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine(),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(args.json, out)
     print(json.dumps(summary, indent=2))
 
 

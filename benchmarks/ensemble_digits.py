@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from common import machine, write_result
 from curate_digits import RESULTS, mean_std
 
 MEMBERS = [
@@ -132,8 +132,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: checks the plumbing.")
     args = parser.parse_args()
 
-    import torch
-
     per_seed = {str(s): run_seed(s, args.out, args.per_class, args.quick) for s in args.seeds}
     summary = summarize(per_seed)
     result = {
@@ -145,14 +143,9 @@ def main() -> None:
         "quick": args.quick,
         "summary": summary,
         "per_seed": per_seed,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        "machine": machine(),
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.json, result)
     print(json.dumps(summary, indent=2))
 
 

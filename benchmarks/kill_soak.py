@@ -23,8 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
-import yaml
-from scaling import RESULTS, cli, env, image_digest, rows, toy
+from scaling import RESULTS, cli, env, image_digest, prepared_toy, rows
 
 
 def item_ids(run: Path) -> list[str]:
@@ -130,16 +129,7 @@ def main() -> None:
     a = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak", dir="/tmp") as tmp:
         root = Path(tmp)
-        recipe = root / "toy.yaml"
-        recipe.write_text(yaml.safe_dump(toy(a.images_per_class)))
-        base = root / "base"
-        for args in (["adapt", "-q"], ["plan"]):
-            subprocess.run(
-                cli(args[0], str(recipe), "--out", str(base), *args[1:]),
-                env=env(),
-                check=True,
-                capture_output=True,
-            )
+        recipe, base = prepared_toy(root, a.images_per_class)
         reference = root / "reference"
         shutil.copytree(base, reference)
         subprocess.run(

@@ -73,6 +73,22 @@ def toy(images_per_class: int) -> dict:
     }
 
 
+def prepared_toy(root: Path, images_per_class: int) -> tuple[Path, Path]:
+    """The toy recipe in ``root`` and a run folder ``root/base`` with the model adapted and the
+    plan written: what every executor run starts from (a copy of it)."""
+    recipe = root / "toy.yaml"
+    recipe.write_text(yaml.safe_dump(toy(images_per_class)))
+    base = root / "base"
+    for args in (["adapt", "-q"], ["plan"]):
+        subprocess.run(
+            cli(args[0], str(recipe), "--out", str(base), *args[1:]),
+            env=env(),
+            check=True,
+            capture_output=True,
+        )
+    return recipe, base
+
+
 def env() -> dict[str, str]:
     return {
         **os.environ,
@@ -173,16 +189,7 @@ def main() -> None:
     a = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        recipe = root / "toy.yaml"
-        recipe.write_text(yaml.safe_dump(toy(a.images_per_class)))
-        base = root / "base"
-        for args in (["adapt", "-q"], ["plan"]):
-            subprocess.run(
-                cli(args[0], str(recipe), "--out", str(base), *args[1:]),
-                env=env(),
-                check=True,
-                capture_output=True,
-            )
+        recipe, base = prepared_toy(root, a.images_per_class)
         planned = 10 * a.images_per_class
         ray_head = root / "ray"
         ray_cli = str(Path(sys.executable).parent / "ray")

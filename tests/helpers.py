@@ -470,3 +470,21 @@ def reference_images(
     images = image_bytes(ref)
     assert len(images) == planned
     return images
+
+
+def descendants(root: int, marker: str) -> list[Any]:
+    """The live processes below ``root`` whose command line contains ``marker``."""
+    import psutil
+
+    try:
+        children = psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if marker in " ".join(child.cmdline()):
+                found.append(child)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from helpers import NAMES, cas_spec, cli, make_samples, real_splits
+from helpers import NAMES, cas_spec, cli, descendants, make_samples, real_splits
 
 from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
@@ -155,18 +155,7 @@ def env() -> dict[str, str]:
 
 def training_workers(root: int) -> list[psutil.Process]:
     """The spawned training processes under ``root``."""
-    try:
-        children = psutil.Process(root).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    found = []
-    for child in children:
-        try:
-            if "multiprocessing.spawn" in " ".join(child.cmdline()):
-                found.append(child)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+    return descendants(root, "multiprocessing.spawn")
 
 
 def cas_runs(out: Path) -> dict[int, tuple[Any, ...]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from helpers import cli, image_bytes, manifest_ids, reference_images, trained_toy
+from helpers import cli, descendants, image_bytes, manifest_ids, reference_images, trained_toy
 
 from synthset.errors import SynthsetError
 from synthset.store.atomic import read_jsonl
@@ -247,18 +247,7 @@ def test_evaluate_trainings_as_ray_tasks_match_one_process(
 
 def job_processes(root: int) -> list[psutil.Process]:
     """submitit's job processes below ``root``."""
-    try:
-        children = psutil.Process(root).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    jobs = []
-    for child in children:
-        try:
-            if "submitit.core._submit" in " ".join(child.cmdline()):
-                jobs.append(child)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return jobs
+    return descendants(root, "submitit.core._submit")
 
 
 def test_launch_slurm_local_from_scratch_matches_one_process(
