@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
+from common import write_result
 from scaling import RESULTS, cli, env, image_digest, prepared_toy, rows
 
 
@@ -79,9 +80,8 @@ def soak(kind: str, recipe: Path, base: Path, args: list[str], kills: int, seed:
     starts = 0
     start = time.perf_counter()
     while True:
-        proc = subprocess.Popen(
-            command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        with (run.parent / f"{kind}-{starts}.log").open("w") as log:  # never an unread pipe
+            proc = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=log)
         starts += 1
         while proc.poll() is None:
             if sum(done.values()) >= kills:
@@ -178,7 +178,11 @@ def main() -> None:
         finally:
             if "ray" in a.executors:
                 subprocess.run([ray_cli, "stop", "--force"], env=env(), capture_output=True)
+    if a.json.exists():  # executors soaked in an earlier call stay (rerun one with --executors)
+        earlier = json.loads(a.json.read_text()).get("executors", {})
+        results = {k: v for k, v in earlier.items() if k not in results} | results
     out = {
+        "command": "python benchmarks/kill_soak.py --kills N [--executors ...]",
         "machine": {"python": platform.python_version(), "cpus": psutil.cpu_count()},
         "images_per_class": a.images_per_class,
         "kills_per_executor": a.kills,
@@ -188,8 +192,7 @@ def main() -> None:
             for r in results.values()
         ),
     }
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(out, indent=2) + "\n")
+    write_result(a.json, out)
     print(json.dumps(out, indent=2))
 
 
