@@ -88,9 +88,11 @@ def soak(kind: str, recipe: Path, base: Path, args: list[str], kills: int, seed:
                 proc.wait()
                 break
             before = rows(run)
-            deadline = time.time() + 60
+            deadline = time.time() + 900  # a Ray start on a busy machine takes minutes
             while rows(run) <= before and proc.poll() is None and time.time() < deadline:
                 time.sleep(0.02)  # progress first, so the run always moves on
+            if rows(run) <= before and proc.poll() is None:
+                raise SystemExit(f"{kind}: no progress in 15 minutes; see {run.parent}/*.log")
             time.sleep(rng.uniform(0.0, 1.5))
             if proc.poll() is not None:
                 break
