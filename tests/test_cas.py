@@ -65,6 +65,7 @@ def test_separable_data_scores_high_and_writes_json_and_csv(
         "test_accuracy",
         "test_balanced_accuracy",
         "test_top5_accuracy",
+        "ood_test_accuracy",
         "best_val_accuracy",
         "n_train",
     }

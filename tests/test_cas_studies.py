@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import NAMES, cas_spec, make_samples, real_splits
@@ -222,6 +223,35 @@ def test_named_architectures_build_for_small_images(name: str, size: int) -> Non
     pytest.importorskip("timm") if name.startswith("timm:") else None
     model = build_classifier(name, 10, 3, size)
     assert model(torch.zeros(2, 3, size, size)).shape[-1] == 10
+
+
+def test_out_of_domain_test_set_is_scored_beside_test(
+    tmp_path: Path, real: dict[str, Samples]
+) -> None:
+    """evaluate.ood_test is scored once per run beside test: on noise images (a domain where
+    the classes' patterns are gone) a classifier that aces test falls to about chance."""
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    ood = []
+    for c, name in enumerate(NAMES):
+        (tmp_path / "ood" / name).mkdir(parents=True)
+        for k in range(8):
+            path = tmp_path / "ood" / name / f"{k}.png"
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(path)
+            ood.append((path, c))
+    spec = cas_spec(train_sets=["real"], epochs=6, seeds=[0, 1])
+    result = run_cas(spec, real, [], NAMES, tmp_path / "e", progress=False, ood=ood)
+    entry = result["train_sets"]["real"]
+    runs = entry["runs"]
+    assert all(0 <= r["ood_test_accuracy"] <= 1 for r in runs)
+    mean = sum(r["ood_test_accuracy"] for r in runs) / 2
+    assert entry["summary"]["ood_test_accuracy_mean"] == pytest.approx(mean)
+    assert entry["summary"]["test_accuracy_mean"] > 0.9
+    assert entry["summary"]["ood_test_accuracy_mean"] < 0.7
+    assert result["config"]["n_ood_test"] == 24
+    plain = run_cas(spec, real, [], NAMES, tmp_path / "e", progress=False)  # no ood: retrains
+    assert "ood_test_accuracy" not in plain["train_sets"]["real"]["runs"][0]
 
 
 def test_balanced_and_top5_accuracy() -> None:

@@ -103,8 +103,8 @@ def test_ood_test_set_and_bad_settings_are_one_line(generated: Path, tmp_path: P
         path = ood / str(int(labels[i])) / f"{i}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(255 - images[i]).save(path)
-    setting = {"train_sets": ["real"], "classes_per_task": 5, "seeds": [0], "ood_test": str(ood)}
-    recipe = toy(out, None, f"evaluate.continual={json.dumps(setting)}")
+    setting = {"train_sets": ["real"], "classes_per_task": 5, "seeds": [0]}
+    recipe = toy(out, None, f"evaluate.continual={json.dumps(setting)}", f"evaluate.ood_test={ood}")
     result = stage_continual(recipe, RunFolder(out), progress=False)
     assert result is not None
     run = result["streams"]["real"]["er"]["runs"][0]
@@ -113,12 +113,10 @@ def test_ood_test_set_and_bad_settings_are_one_line(generated: Path, tmp_path: P
     (ood / "not-a-digit").mkdir()
     Image.fromarray(images[0]).save(ood / "not-a-digit" / "x.png")
     with pytest.raises(SynthsetError, match="ood_test") as err:
-        stage_continual(
-            toy(out, None, f"evaluate.continual={json.dumps(setting)}"), RunFolder(out), False
-        )
+        stage_continual(recipe, RunFolder(out), False)
     assert "\n" not in str(err.value)
     shutil.rmtree(ood / "not-a-digit")
-    bad = setting | {"classes_per_task": 10, "ood_test": None}
+    bad = setting | {"classes_per_task": 10}
     with pytest.raises(SynthsetError, match="classes_per_task 10: the stream needs at least 2"):
         stage_continual(
             toy(out, None, f"evaluate.continual={json.dumps(bad)}"), RunFolder(out), False

@@ -191,12 +191,21 @@ def _continual_synthetic(recipe: Recipe) -> bool:
     return ev is not None and ev.continual is not None and "synthetic" in ev.continual.train_sets
 
 
+def _ood_input(recipe: Recipe) -> list[Path]:
+    ood = recipe.evaluate.ood_test if recipe.evaluate is not None else None
+    return [Path(ood)] if ood is not None else []
+
+
+def _evaluate_inputs(recipe: Recipe, run: RunFolder) -> list[Path]:
+    """The synthetic index (when CAS trains on synthetic images) and the out-of-domain folder."""
+    synthetic = _synthetic_input(recipe, run) if stages.uses_synthetic(recipe) else []
+    return [*synthetic, *_ood_input(recipe)]
+
+
 def _continual_inputs(recipe: Recipe, run: RunFolder) -> list[Path]:
     """The synthetic index (when a stream is synthetic) and the out-of-domain test folder."""
-    assert recipe.evaluate is not None and recipe.evaluate.continual is not None
-    ood = recipe.evaluate.continual.ood_test
     synthetic = _synthetic_input(recipe, run) if _continual_synthetic(recipe) else []
-    return [*synthetic, *([Path(ood)] if ood is not None else [])]
+    return [*synthetic, *_ood_input(recipe)]
 
 
 def _continual_needs(recipe: Recipe) -> tuple[str, ...]:
@@ -303,7 +312,7 @@ STAGES: tuple[Stage, ...] = (
         sections=("classes", "real", "evaluate"),
         output=lambda run: run.evaluate / "cas.json",
         needs=lambda r: ("classes", "data", *_images_for_cas(r)),
-        inputs=lambda r, run: _synthetic_input(r, run) if stages.uses_synthetic(r) else [],
+        inputs=_evaluate_inputs,
         applies=lambda r: r.evaluate is not None,
         scratch=lambda run: [run.evaluate, run.cache / "tensors"],
     ),

@@ -513,16 +513,24 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
             run.cache / "tensors",
             uncurated,
             runner,
+            ood_samples(spec.ood_test, classes) if spec.ood_test is not None else None,
         )
     finally:
         tracker.close()
     return {}
 
 
+def ood_samples(folder: Path, classes: list[ClassInfo]) -> Samples:
+    """The images of ``evaluate.ood_test`` (an ImageFolder whose folders are the run's classes)."""
+    from synthset.classes import ClassResolver
+    from synthset.data.splits import scan_imagefolder
+
+    return scan_imagefolder(folder, ClassResolver(classes), "evaluate.ood_test")
+
+
 def learn_continually(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
     """Online continual learning on streams of the classes (``evaluate/continual.json``)."""
-    from synthset.classes import ClassResolver
-    from synthset.data.splits import load_splits, scan_imagefolder
+    from synthset.data.splits import load_splits
     from synthset.evaluate.continual import run_continual
     from synthset.evaluate.tensors import infer_format, load_tensors
 
@@ -547,9 +555,8 @@ def learn_continually(recipe: Recipe, run: RunFolder, progress: bool = True) -> 
     }
     streams = {name: tensors(sources[name](), name) for name in cl.train_sets}
     ood = None
-    if cl.ood_test is not None:
-        lookup = ClassResolver(classes)
-        ood = tensors(scan_imagefolder(cl.ood_test, lookup, "evaluate.continual.ood_test"), "ood")
+    if spec.ood_test is not None:
+        ood = tensors(ood_samples(spec.ood_test, classes), "out-of-domain test")
     result = run_continual(
         cl, streams, tensors(real.get("test") or [], "real test"), names, ood, spec.device, progress
     )

@@ -49,7 +49,12 @@ def _summary(
         class_mean = np.nanmean(per_class, axis=0) if len(runs) else per_class
     n_real = len(data.first) if train_set.uses_real else 0
     extra = {}
-    for metric in ("test_balanced_accuracy", "test_top5_accuracy"):
+    for metric in (
+        "test_balanced_accuracy",
+        "test_top5_accuracy",
+        "ood_test_accuracy",
+        "ood_test_balanced_accuracy",
+    ):
         values = np.array([r[metric] for r in runs if metric in r])
         if len(values):
             extra[f"{metric}_mean"] = float(values.mean())
@@ -153,6 +158,7 @@ def run_cas(
     cache_dir: Path | None = None,
     uncurated: Samples | None = None,
     runner: TrainingRunner | None = None,
+    ood: Samples | None = None,
 ) -> dict[str, Any]:
     """Train on every set of the study for each seed, test on ``real['test']``; write
     ``out_dir/cas.json`` and ``out_dir/cas.csv`` and return the result dict.
@@ -161,7 +167,8 @@ def run_cas(
     ``cache_dir`` keeps decoded images as memory-mapped files for later runs; ``uncurated``:
     every generated image, for the ``uncurated`` train set; ``runner``: where the trainings
     run (default: here, one after another). Each finished training is saved under
-    ``out_dir/runs`` at once; a rerun reuses those whose settings and images are unchanged."""
+    ``out_dir/runs`` at once; a rerun reuses those whose settings and images are unchanged.
+    ``ood``: an out-of-domain test set (same classes), measured once per run beside test."""
     num_classes = len(class_names)
     if num_classes < 2:
         raise SynthsetError(f"CAS needs at least 2 classes (got {num_classes})")
@@ -177,14 +184,17 @@ def run_cas(
     device = resolve_device(spec.device)
     sets = StudySets(real, synthetic, size, channels, list(class_names), cache_dir, uncurated)
     val, test = sets("real val"), sets("real test")
+    ood_set = None
+    if ood:
+        ood_set = load_tensors(ood, size, channels, "out-of-domain test", cache_dir)
+        check_labels(ood_set, num_classes, "out-of-domain test")
     build_classifier(spec.classifier, num_classes, channels, size)  # fail fast on a bad name
     study = study_sets(spec)
     train_data = {ts.label: sets.train_data(ts) for ts in study}  # fail fast on bad data
 
+    shape = (num_classes, channels, size)
     jobs = [
-        TrainingJob(
-            ts.label, seed, spec, train_data[ts.label], val, test, num_classes, channels, size
-        )
+        TrainingJob(ts.label, seed, spec, train_data[ts.label], val, test, *shape, ood=ood_set)
         for ts in study
         for seed in spec.seeds
     ]
@@ -219,6 +229,7 @@ def run_cas(
             "class_names": list(class_names),
             "n_val": len(val),
             "n_test": len(test),
+            "n_ood_test": len(ood_set) if ood_set is not None else None,
         },
         "train_sets": results,
     }
@@ -286,6 +297,7 @@ _CSV_FIELDS = [
     "test_accuracy",
     "test_balanced_accuracy",
     "test_top5_accuracy",
+    "ood_test_accuracy",
     "best_val_accuracy",
     "n_train",
 ]

@@ -66,6 +66,7 @@ class TrainingJob:
     num_classes: int
     channels: int
     size: int
+    ood: TensorSet | None = None  # an out-of-domain test set (evaluate.ood_test)
 
     @property
     def name(self) -> str:
@@ -74,7 +75,7 @@ class TrainingJob:
     def key(self, digests: dict[int, str]) -> str:
         """A hash of the settings and the images (``digests``: tensor id → content digest, so a
         set shared by many jobs is hashed once)."""
-        sets = [self.train.first, self.train.second, self.val, self.test]
+        sets = [self.train.first, self.train.second, self.val, self.test, self.ood]
         blob = {
             "spec": self.spec.model_dump(mode="json", exclude=_NOT_IN_KEY),
             "seed": self.seed,
@@ -123,9 +124,14 @@ def run_training(
         model.load_state_dict(best.state)
         scores = predict_logits(model, job.test, device)
         metrics = test_metrics(scores.argmax(1), job.test.labels, job.num_classes, scores)
+        if job.ood is not None:
+            ood = predict_logits(model, job.ood, device).argmax(1)
+            ood_metrics = test_metrics(ood, job.ood.labels, job.num_classes)
+            metrics["ood_test_accuracy"] = ood_metrics["test_accuracy"]
+            metrics["ood_test_balanced_accuracy"] = ood_metrics["test_balanced_accuracy"]
     return {
         "seed": job.seed,
-        **{k: v for k, v in metrics.items() if k.startswith("test_")},
+        **{k: v for k, v in metrics.items() if "test_" in k},
         "best_val_accuracy": best.best_val_accuracy,
         "best_epoch": best.best_epoch,
         "val_accuracy_history": best.val_history,

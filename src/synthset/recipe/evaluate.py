@@ -95,11 +95,6 @@ class ContinualSpec(Strict):
     )
     classifier: str = Field("small_cnn", description="The learner (as evaluate.classifier).")
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="Stream order and init seeds.")
-    ood_test: Path | None = Field(
-        None,
-        description="Another real ImageFolder with the same classes (another domain): A_auc "
-        "and A_last on it too.",
-    )
 
 
 class EvaluateSpec(Strict):
@@ -181,6 +176,12 @@ class EvaluateSpec(Strict):
     )
     synthetic_dir: Path | None = Field(
         None, description="Evaluate another synthetic ImageFolder instead of this run's images."
+    )
+    ood_test: Path | None = Field(
+        None,
+        description="An out-of-domain test set: another real ImageFolder with the same classes "
+        "(e.g. sketches of the photographed classes). CAS and continual learning report "
+        "their accuracy on it too; it never selects anything.",
     )
     executor: Literal["local", "ray", "slurm"] = Field(
         "local",

@@ -32,6 +32,7 @@ class TrainSet:
     seconds: float | None
     balanced: float | None = None  # balanced accuracy (mean over seeds)
     top5: float | None = None  # top-5 accuracy (more than 5 classes)
+    ood: float | None = None  # accuracy on evaluate.ood_test
 
     @property
     def canonical(self) -> bool:
@@ -107,6 +108,7 @@ def _one(label: str, entry: dict[str, Any]) -> TrainSet | None:
         seconds=sum(seconds) if seconds else None,
         balanced=s.get("test_balanced_accuracy_mean"),
         top5=s.get("test_top5_accuracy_mean"),
+        ood=s.get("ood_test_accuracy_mean"),
     )
 
 

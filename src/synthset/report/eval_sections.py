@@ -47,6 +47,7 @@ def cas_section(cas: dict[str, Any] | None) -> str:
             "and run <code>synthset evaluate</code>.</p>"
         )
     cfg = (cas or {}).get("config") or {}
+    with_ood = any(t.ood is not None for t in sets)
     rows = [
         [
             escape(t.label),
@@ -55,6 +56,7 @@ def cas_section(cas: dict[str, Any] | None) -> str:
             f"{t.mean:.4f} ± {t.std:.4f}",
             num(t.balanced),
             num(t.top5),
+            *([num(t.ood)] if with_ood else []),
             num(t.best_val),
             num(t.n_train),
             num(t.n_real),
@@ -71,6 +73,7 @@ def cas_section(cas: dict[str, Any] | None) -> str:
         "real test accuracy (mean ± std)",
         "balanced accuracy",
         "top-5 accuracy",
+        *(["out-of-domain accuracy"] if with_ood else []),
         "best val accuracy",
         "train images",
         "real",
