@@ -487,7 +487,9 @@ def test_clip_score_with_a_local_open_clip_checkpoint(tmp_path: Path) -> None:
     a = scorer([img, img], ["a red square", "a photo of a dog on the beach"])
     assert torch.isfinite(a).all() and a[0] != a[1]
     assert torch.equal(a, scorer([img, img], ["a red square", "a photo of a dog on the beach"]))
-    with pytest.raises(SynthsetError, match="open_clip:<architecture>@<local checkpoint file>"):
+    with pytest.raises(
+        SynthsetError, match="open_clip:<architecture or config .json>@<local checkpoint"
+    ):
         ClipScorer("open_clip:synthset-tiny-clip@/no/such/file.pt", torch.device("cpu"))
 
 
