@@ -113,7 +113,12 @@ def penultimate(model: nn.Module, what: str) -> Callable[[torch.Tensor], torch.T
     if not linears:
         raise SynthsetError(f"{what}: the model has no linear layer to take features before")
     captured: list[torch.Tensor] = []
-    linears[-1].register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+
+    def keep_latest(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        # only the latest input: a hook left by an earlier call must not grow with every forward
+        captured[:] = [args[0]]
+
+    linears[-1].register_forward_pre_hook(keep_latest)
 
     def features(x: torch.Tensor) -> torch.Tensor:
         captured.clear()
