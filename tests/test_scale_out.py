@@ -5,6 +5,7 @@ every item recorded once and images byte-identical to one uninterrupted process.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -250,48 +251,43 @@ def job_processes(root: int) -> list[psutil.Process]:
     return descendants(root, "submitit.core._submit")
 
 
-def test_launch_slurm_local_from_scratch_matches_one_process(
+def test_launch_slurm_local_from_scratch_with_a_killed_shard_task_matches_one_process(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:
-    """From an empty run folder: the prepare job adapts and plans, an array task with two
-    "GPUs" shares its shard between two processes through a node-local queue, the sweep runs
-    every stage; the images are those of one process. (Several tasks: the next test.)"""
+    """From an empty run folder: the prepare job adapts and plans, two array tasks with two
+    "GPUs" each share their shard between two processes through a node-local queue, one task
+    is SIGKILLed mid-shard, and the sweep finishes its items and runs every stage; the images
+    are those of one process."""
     recipe, base = trained
     run = base.parent / "slurm-fresh"
-    args = ("launch", "slurm", str(recipe), "--out", str(run), "--local", "--tasks", "1")
-    out = run_ok(*args, "--set", "slurm.gpus_per_task=2")
-    assert "launch slurm: done" in out and "Traceback" not in out
-    assert list(run.glob("manifest.shard0of1.q*.jsonl")), "the task ran no queue workers"
-    assert not (run / "queue").exists(), "the queue belongs on node-local disk, not the run"
-    launched = yaml.safe_load((run / "slurm" / "launch.json").read_text())
-    assert launched["prepare"] and len(launched["shards"]) == 1 and launched["sweep"]
-    assert_matches(run, reference)
-
-
-def test_launch_slurm_a_killed_shard_task_is_finished_by_the_sweep(
-    trained: tuple[Path, Path], reference: dict[str, bytes]
-) -> None:
-    recipe, base = trained
-    run = fresh(base, "slurm-killed")
+    args = ("launch", "slurm", str(recipe), "--out", str(run), "--local", "--tasks", "2")
     proc = subprocess.Popen(
-        cli("launch", "slurm", str(recipe), "--out", str(run), "--local", "--tasks", "3"),
+        cli(*args, "--set", "slurm.gpus_per_task=2"),
         env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     killed = 0
-    deadline = time.time() + 240
+    deadline = time.time() + 400
     while not killed and time.time() < deadline and proc.poll() is None:
         jobs = job_processes(proc.pid)
-        if len(jobs) >= 3 and len(manifest_ids(run)) > 20:
-            random.choice(jobs).send_signal(signal.SIGKILL)
+        if len(jobs) >= 2 and len(manifest_ids(run)) > 20:
+            task = random.choice(jobs)  # SLURM kills a task's every process (its cgroup)
+            for victim in [task, *task.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    victim.send_signal(signal.SIGKILL)
             killed += 1
         time.sleep(0.05)
-    _, stderr = proc.communicate(timeout=600)
+    out, stderr = proc.communicate(timeout=600)
     assert killed == 1, "the shard tasks ended before one could be killed"
     assert proc.returncode == 0, stderr[-3000:]
+    assert "launch slurm: done" in out + stderr and "Traceback" not in stderr
     assert "the sweep finished its items" in stderr
+    assert list(run.glob("manifest.shard*of2.q*.jsonl")), "the tasks ran no queue workers"
+    assert not (run / "queue").exists(), "the queue belongs on node-local disk, not the run"
+    launched = yaml.safe_load((run / "slurm" / "launch.json").read_text())
+    assert launched["prepare"] and len(launched["shards"]) == 2 and launched["sweep"]
     assert_matches(run, reference)
 
 

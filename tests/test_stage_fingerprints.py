@@ -63,7 +63,7 @@ def test_an_unchanged_rerun_skips_every_stage(finished: Path) -> None:
         p: p.read_bytes() for p in (finished / "evaluate" / "cas.json", finished / "report.html")
     }
     statuses = run_logged(toy(finished))
-    absent = {"tune", "curate", "labels", "export", "continual"}  # none in this recipe
+    absent = {"tune", "curate", "labels", "export", "retrieve", "continual"}  # none here
     assert {statuses[name] for name in absent} == {"off"}
     assert {s for name, s in statuses.items() if name not in absent} == {"skipped"}, statuses
     assert {p: p.read_bytes() for p in before} == before

@@ -386,6 +386,26 @@ def curate(
 
 @app.command()
 @friendly_errors
+def retrieve(
+    recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
+) -> None:
+    """Retrieve real images per class from an unlabeled pool (CLIP, prototypes or captions),
+    skipping copies of the real val/test images: the baseline synthetic data must beat;
+    writes retrieve/retrieved.jsonl (train on it with evaluate.train_sets: [retrieved])."""
+    from synthset.pipeline import stage_retrieve
+
+    r = _load(recipe, set_, out_dir)
+    result = stage_retrieve(r, _open(r), progress=not quiet)
+    if result is None:
+        raise SynthsetError(
+            "retrieve: the recipe has no 'retrieve' section; add one, e.g. "
+            "retrieve: {pool: data/pool, by: clip, clip_model: /models/clip}"
+        )
+    out.print(retrieve_table(result))
+
+
+@app.command()
+@friendly_errors
 def label(
     recipe: RecipeArg, set_: SetOpt = None, out_dir: OutOpt = None, quiet: QuietOpt = False
 ) -> None:
@@ -731,6 +751,25 @@ def curate_table(result: dict[str, Any]) -> Table:
     for name, c in result["per_class"].items():
         cells = [str(c["dropped"].get(k, 0)) for k in reasons]
         table.add_row(name, f"{c['kept']}/{c['images']}", *cells)
+    return table
+
+
+def retrieve_table(result: dict[str, Any]) -> Table:
+    """Retrieved images per class, how many pool images matched each class best, similarity."""
+    table = Table(
+        title=f"retrieve ({result['by']}): {result['retrieved']} of {result['pool_images']} pool "
+        f"images ({result['leaks_skipped']} copies of real val/test skipped)"
+    )
+    for col in ("class", "retrieved", "matched best", "mean similarity"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, n in result["per_class"].items():
+        sim = result["mean_similarity"][name]
+        table.add_row(
+            name,
+            str(n),
+            str(result["matched_per_class"][name]),
+            "" if sim is None else f"{sim:.3f}",
+        )
     return table
 
 

@@ -36,6 +36,8 @@ from synthset.store.labels import LABELS_FILE
 from synthset.store.labels import SUMMARY_FILE as LABELS_SUMMARY
 from synthset.store.locks import run_lock
 from synthset.store.manifest import Manifest
+from synthset.store.retrieved import RETRIEVED_FILE
+from synthset.store.retrieved import SUMMARY_FILE as RETRIEVED_SUMMARY
 from synthset.store.run_folder import RunFolder
 
 __all__ = [
@@ -182,7 +184,24 @@ def _generator_needs(recipe: Recipe) -> tuple[str, ...]:
 
 
 def _images_for_cas(recipe: Recipe) -> tuple[str, ...]:
-    return _generator_needs(recipe) if stages.uses_synthetic(recipe) else ()
+    retrieved = ("retrieve",) if stages.uses_retrieved(recipe) else ()
+    return (*(_generator_needs(recipe) if stages.uses_synthetic(recipe) else ()), *retrieved)
+
+
+def _retrieve_needs(recipe: Recipe) -> tuple[str, ...]:
+    """The pool is checked against real splits; its default counts are the synthetic set's."""
+    spec = recipe.retrieve
+    counts_from_synthetic = spec is not None and spec.per_class is None
+    return ("classes", "data", *(_generator_needs(recipe) if counts_from_synthetic else ()))
+
+
+def _retrieve_inputs(recipe: Recipe, run: RunFolder) -> list[Path]:
+    """The pool (by listing), the synthetic index it counts from, and a user's extractor."""
+    spec = recipe.retrieve
+    if spec is None:
+        return []
+    counted = _synthetic_input(recipe, run) if spec.per_class is None else []
+    return [Path(spec.pool), *counted, *([Path(spec.weights)] if spec.weights else [])]
 
 
 def _continual_synthetic(recipe: Recipe) -> bool:
@@ -305,6 +324,16 @@ STAGES: tuple[Stage, ...] = (
         ),
         applies=lambda r: r.export is not None and bool(r.export.formats),
         scratch=lambda run: [run.export],
+    ),
+    Stage(
+        "retrieve",
+        stages.retrieve_pool,
+        sections=("classes", "real", "retrieve"),
+        output=lambda run: run.retrieve / RETRIEVED_FILE,
+        needs=_retrieve_needs,
+        inputs=_retrieve_inputs,
+        applies=lambda r: r.retrieve is not None,
+        scratch=lambda run: [run.retrieve],
     ),
     Stage(
         "evaluate",
@@ -579,6 +608,14 @@ def stage_evaluate(recipe: Recipe, run: RunFolder, progress: bool = True) -> dic
         run_stage("fidelity", recipe, run, progress)
     run_stage("continual", recipe, run, progress)
     return json.loads((run.evaluate / "cas.json").read_text())
+
+
+def stage_retrieve(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:
+    """Real images retrieved per class from the pool (``retrieve/summary.json``); None without
+    a ``retrieve`` section."""
+    if run_stage("retrieve", recipe, run, progress) is None:
+        return None
+    return json.loads((run.retrieve / RETRIEVED_SUMMARY).read_text())
 
 
 def stage_continual(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any] | None:

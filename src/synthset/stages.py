@@ -478,6 +478,44 @@ def synthetic_index(recipe: Recipe, run: RunFolder) -> Path:
     return run.images / "metadata.jsonl"
 
 
+def uses_retrieved(recipe: Recipe) -> bool:
+    """Does CAS train on retrieved images?"""
+    sets = recipe.evaluate.train_sets if recipe.evaluate is not None else []
+    return any(s.startswith("retrieved") for s in sets)
+
+
+def retrieve_pool(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[str, Any]:
+    """Real images per class from the unlabeled pool (``retrieve/retrieved.jsonl``), as many
+    per class as ``retrieve.per_class`` or, by default, as the synthetic set has."""
+    import torch
+
+    from synthset.curate.retrieval import retrieve
+    from synthset.data.splits import load_splits
+    from synthset.recipe import EvaluateSpec
+
+    spec = recipe.retrieve
+    assert spec is not None
+    classes = read_classes(run.classes)
+    if spec.per_class is not None:
+        counts = {c.id: spec.per_class for c in classes}
+    else:
+        labels = torch.tensor([lbl for _, lbl in synthetic_set(recipe, run)], dtype=torch.int64)
+        have = torch.bincount(labels, minlength=len(classes)).tolist()
+        counts = {c.id: int(have[c.id]) for c in classes}
+    summary = retrieve(
+        spec,
+        classes,
+        load_splits(run.real / "splits.json"),
+        counts,
+        run.retrieve,
+        run.cache / "retrieve",
+        recipe.evaluate or EvaluateSpec(),
+        class_synonyms(recipe),
+        progress,
+    )
+    return {"retrieved": summary["retrieved"], "leaks_skipped": summary["leaks_skipped"]}
+
+
 def uses_synthetic(recipe: Recipe) -> bool:
     """Does CAS train on synthetic images (and so need them)?"""
     sets = recipe.evaluate.train_sets if recipe.evaluate is not None else []
@@ -498,6 +536,11 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
     real = load_splits(run.real / "splits.json")
     synthetic = synthetic_set(recipe, run) if uses_synthetic(recipe) else []
     uncurated = read_samples(run.images) if "uncurated" in spec.train_sets else None
+    retrieved = None
+    if uses_retrieved(recipe):
+        from synthset.store.retrieved import retrieved_samples
+
+        retrieved = retrieved_samples(run.retrieve)
     names = [c.name for c in classes]
     (run.evaluate / "metrics.jsonl").unlink(missing_ok=True)  # a rerun logs afresh
     tracker = build_trackers(spec.trackers, run.root, recipe.model_dump(mode="json"))
@@ -514,6 +557,7 @@ def evaluate_cas(recipe: Recipe, run: RunFolder, progress: bool = True) -> dict[
             uncurated,
             runner,
             ood_samples(spec.ood_test, classes) if spec.ood_test is not None else None,
+            retrieved,
         )
     finally:
         tracker.close()

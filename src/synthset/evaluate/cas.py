@@ -47,7 +47,9 @@ def _summary(
     )
     with np.errstate(all="ignore"):
         class_mean = np.nanmean(per_class, axis=0) if len(runs) else per_class
-    n_real = len(data.first) if train_set.uses_real else 0
+    n_first = len(data.first) if data.second is not None or not train_set.uses_synthetic else 0
+    n_real = n_first if train_set.uses_real else 0
+    n_retrieved = n_first if train_set.uses_retrieved else 0
     extra = {}
     for metric in (
         "test_balanced_accuracy",
@@ -68,7 +70,8 @@ def _summary(
         "n_seeds": len(runs),
         "kind": train_set.kind,
         "n_real": n_real,
-        "n_synthetic": len(data) - n_real,
+        "n_retrieved": n_retrieved,
+        "n_synthetic": len(data) - n_first,
         "real_subset": train_set.real_subset,
         "synthetic_multiplier": train_set.synthetic_multiplier,
         "synthetic_per_class": train_set.synthetic_count,
@@ -76,6 +79,17 @@ def _summary(
         "per_class_accuracy_mean": [None if np.isnan(a) else float(a) for a in class_mean],
         "confusion_matrix": np.sum([r["confusion_matrix"] for r in runs], axis=0).tolist(),
     }
+
+
+# what a study set's part is missing, and how to fix a class without images in it
+_PART_HINTS = {
+    "real train": ("real train images", "add real images of it or drop the class"),
+    "retrieved": (
+        "retrieved images (retrieve/retrieved.jsonl is empty)",
+        "add images of it to retrieve.pool or raise retrieve.per_class",
+    ),
+    "synthetic": ("", "generate images for it (check generate.images_per_class)"),
+}
 
 
 class StudySets:
@@ -90,9 +104,11 @@ class StudySets:
         class_names: list[str],
         cache_dir: Path | None = None,
         uncurated: Samples | None = None,
+        retrieved: Samples | None = None,
     ) -> None:
         self.sources = {f"real {k}": v for k, v in real.items()} | {"synthetic": synthetic}
         self.sources["uncurated"] = uncurated or []
+        self.sources["retrieved"] = retrieved or []
         self.size, self.channels, self.class_names = size, channels, class_names
         self.cache: dict[str, TensorSet] = {}
         self.cache_dir = cache_dir
@@ -108,15 +124,11 @@ class StudySets:
         return self.cache[name]
 
     def _part(self, name: str, label: str) -> TensorSet:
+        what, fix = _PART_HINTS.get(name, _PART_HINTS["synthetic"])
         if not self.sources.get(name):
-            what = "real train images" if name.startswith("real") else f"{name} synthetic images"
+            what = what or f"{name} synthetic images"
             raise SynthsetError(f"CAS train set {label!r} has no data: there are no {what}")
         data = self(name)
-        fix = (
-            "generate images for it (check generate.images_per_class)"
-            if not name.startswith("real")
-            else "add real images of it or drop the class"
-        )
         check_every_class(data, self.class_names, f"CAS {name} set", fix)
         return data
 
@@ -127,6 +139,8 @@ class StudySets:
         real = self._part("real train", train_set.label) if needs_real else None
         if real is not None and train_set.real_subset is not None:
             real = real_subset(real, train_set.real_subset, k)
+        if train_set.uses_retrieved:  # retrieved stands where real would: first, or alone
+            real = self._part("retrieved", train_set.label)
         syn = (
             self._part(train_set.synthetic_source, train_set.label)
             if train_set.uses_synthetic
@@ -140,7 +154,7 @@ class StudySets:
         if not train_set.uses_synthetic:
             assert real is not None
             return TrainData(real)
-        if not train_set.uses_real:
+        if not (train_set.uses_real or train_set.uses_retrieved):
             assert syn is not None
             return TrainData(syn)
         assert real is not None and syn is not None
@@ -159,6 +173,7 @@ def run_cas(
     uncurated: Samples | None = None,
     runner: TrainingRunner | None = None,
     ood: Samples | None = None,
+    retrieved: Samples | None = None,
 ) -> dict[str, Any]:
     """Train on every set of the study for each seed, test on ``real['test']``; write
     ``out_dir/cas.json`` and ``out_dir/cas.csv`` and return the result dict.
@@ -168,7 +183,8 @@ def run_cas(
     every generated image, for the ``uncurated`` train set; ``runner``: where the trainings
     run (default: here, one after another). Each finished training is saved under
     ``out_dir/runs`` at once; a rerun reuses those whose settings and images are unchanged.
-    ``ood``: an out-of-domain test set (same classes), measured once per run beside test."""
+    ``ood``: an out-of-domain test set (same classes), measured once per run beside test;
+    ``retrieved``: real images retrieved from a pool, for the ``retrieved`` train sets."""
     num_classes = len(class_names)
     if num_classes < 2:
         raise SynthsetError(f"CAS needs at least 2 classes (got {num_classes})")
@@ -182,7 +198,9 @@ def run_cas(
     size, channels = infer_format(reference, "real train")
     size, channels = spec.image_size or size, spec.channels or channels
     device = resolve_device(spec.device)
-    sets = StudySets(real, synthetic, size, channels, list(class_names), cache_dir, uncurated)
+    sets = StudySets(
+        real, synthetic, size, channels, list(class_names), cache_dir, uncurated, retrieved
+    )
     val, test = sets("real val"), sets("real test")
     ood_set = None
     if ood:

@@ -64,9 +64,13 @@ def real_classifier(
     device: torch.device,
     cache_dir: Path,
     progress: bool = True,
+    field: str = "evaluate.fidelity.extractor 'classifier'",
+    stem: str = "fidelity_classifier",
 ) -> Extractor:
-    """The CAS classifier trained on the real train split (selected on val), as an extractor;
-    its weights are cached in ``cache_dir`` (see ``evaluate/reference.py``)."""
+    """The CAS classifier trained on the real train split (selected on val) for
+    ``fidelity.classifier_epochs``, as an extractor; its weights are cached in
+    ``cache_dir/<stem>.safetensors`` (see ``evaluate/reference.py``); ``field`` names the
+    recipe field in errors."""
     spec = spec.model_copy(update={"epochs": spec.fidelity.classifier_epochs or spec.epochs})
     model = reference_classifier(
         spec,
@@ -77,8 +81,8 @@ def real_classifier(
         device,
         cache_dir,
         progress,
-        field="evaluate.fidelity.extractor 'classifier'",
-        stem="fidelity_classifier",
+        field=field,
+        stem=stem,
     )
     return classifier_extractor(model, f"classifier:{spec.classifier}-real", size, channels, device)
 

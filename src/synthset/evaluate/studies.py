@@ -23,7 +23,9 @@ class TrainSetSpec:
     """One training set of a study: what it is made of (before the images are picked)."""
 
     label: str
-    kind: str  # real | synthetic | real+synthetic | uncurated (every generated image)
+    # real | synthetic | real+synthetic | uncurated (every generated image) | retrieved (from a
+    # pool) | retrieved+synthetic
+    kind: str
     real_subset: float | None = None
     synthetic_multiplier: float | None = None
     real_batch_fraction: float | None = None
@@ -31,11 +33,15 @@ class TrainSetSpec:
 
     @property
     def uses_real(self) -> bool:
-        return self.kind not in ("synthetic", "uncurated")
+        return self.kind.split("+")[0] == "real"
+
+    @property
+    def uses_retrieved(self) -> bool:
+        return self.kind.split("+")[0] == "retrieved"
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.kind != "real"
+        return self.kind.split("+")[-1] in ("synthetic", "uncurated")
 
     @property
     def synthetic_source(self) -> str:

@@ -30,6 +30,7 @@ from synthset.recipe.model import (
     tune_field,
 )
 from synthset.recipe.prompts import LLMSpec, PromptsSpec
+from synthset.recipe.retrieve import RetrieveSpec
 from synthset.recipe.scale import RaySpec, SlurmSpec
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "RealDataSpec",
     "RuleSpec",
     "ReportSpec",
+    "RetrieveSpec",
     "Strict",
     "TextualInversionSpec",
     "TuneParam",

@@ -100,11 +100,16 @@ class ContinualSpec(Strict):
 class EvaluateSpec(Strict):
     """Classification Accuracy Score: train on each set, test on held-out real images."""
 
-    train_sets: list[Literal["real", "synthetic", "real+synthetic", "uncurated"]] = Field(
+    train_sets: list[
+        Literal[
+            "real", "synthetic", "real+synthetic", "uncurated", "retrieved", "retrieved+synthetic"
+        ]
+    ] = Field(
         ["real", "synthetic", "real+synthetic"],
         min_length=1,
         description="'synthetic' is the curated view when the recipe curates; 'uncurated' "
-        "(with a curate section) trains on every generated image, for the before/after.",
+        "(with a curate section) trains on every generated image, for the before/after; "
+        "'retrieved' (with a retrieve section) trains on real images retrieved from a pool.",
     )
     classifier: str = Field(
         "small_cnn",

@@ -18,6 +18,7 @@ from synthset.recipe.export import ExportSpec
 from synthset.recipe.generate import GenerateSpec
 from synthset.recipe.labels import LabelsSpec
 from synthset.recipe.prompts import PromptsSpec
+from synthset.recipe.retrieve import RetrieveSpec
 from synthset.recipe.scale import SlurmSpec
 
 TUNABLE_SECTIONS = ("generate", "prompts", "adapt")
@@ -187,6 +188,11 @@ class Recipe(Strict):
     export: ExportSpec | None = Field(
         None, description="'synthset export': the synthetic set in other tools' formats."
     )
+    retrieve: RetrieveSpec | None = Field(
+        None,
+        description="'synthset retrieve': real images retrieved per class from an unlabeled "
+        "pool, the baseline to compare synthetic data with (evaluate.train_sets: retrieved).",
+    )
     evaluate: EvaluateSpec | None = None
     report: ReportSpec = ReportSpec()
     tune: TuneSpec | None = Field(
@@ -243,6 +249,8 @@ class Recipe(Strict):
             )
         if self.labels is not None:
             self._check_labels()
+        if self.retrieve is not None:
+            self._check_retrieve()
         if self.export is not None and self.generate is None:
             raise ValueError("'export' writes the run's generated images: add a 'generate' section")
         if self.curate is not None:
@@ -269,6 +277,12 @@ class Recipe(Strict):
                     "evaluate.train_sets 'uncurated' is the set before curation: add a 'curate' "
                     "section or drop it"
                 )
+            wants_retrieved = any(s.startswith("retrieved") for s in self.evaluate.train_sets)
+            if wants_retrieved and self.retrieve is None:
+                raise ValueError(
+                    "evaluate.train_sets 'retrieved' trains on images retrieved from a pool: "
+                    "add a 'retrieve' section (retrieve: {pool: <folder>, by: clip, ...})"
+                )
             wants_synthetic = any("synthetic" in s for s in self.evaluate.train_sets)
             if wants_synthetic and self.generate is None and self.evaluate.synthetic_dir is None:
                 raise ValueError(
@@ -276,6 +290,25 @@ class Recipe(Strict):
                     "evaluate.synthetic_dir to an ImageFolder"
                 )
         return self
+
+    def _check_retrieve(self) -> None:
+        """Retrieval checks pool images against the real splits and, by default, matches the
+        synthetic set's counts."""
+        spec = self.retrieve
+        assert spec is not None
+        if self.real is None:
+            raise ValueError(
+                "'retrieve' keeps pool images that do not copy the real val/test images (and "
+                "prototypes come from real train): add a 'real' section"
+            )
+        has_synthetic = self.generate is not None or (
+            self.evaluate is not None and self.evaluate.synthetic_dir is not None
+        )
+        if spec.per_class is None and not has_synthetic:
+            raise ValueError(
+                "retrieve.per_class: null matches the synthetic set's counts, but the recipe "
+                "makes no synthetic images; set retrieve.per_class (images per class)"
+            )
 
     def _check_labels(self) -> None:
         """Labels come from generation: the generator must be one that can record them."""

@@ -28,6 +28,7 @@ from synthset.report.eval_sections import (
 )
 from synthset.report.labels_section import labels_section
 from synthset.report.plots import image_strip
+from synthset.report.retrieve_section import retrieve_section
 from synthset.report.run_sections import (
     adapt_section,
     prompts_section,
@@ -164,6 +165,7 @@ SECTIONS = (
     ("fidelity", "Fidelity"),
     ("continual", "Continual learning"),
     ("curation", "Curation"),
+    ("retrieval", "Retrieved vs synthetic"),
     ("labels", "Labels"),
     ("samples", "Samples"),
     ("prompts", "Prompts"),
@@ -230,6 +232,10 @@ def write_report(
             lambda: continual_section(read_json(run.evaluate / "continual.json")),
         ),
         ("Curation", lambda: curate_section(run, classes, samples_per_class)),
+        (
+            "Retrieved vs synthetic",
+            lambda: retrieve_section(run, classes, samples_per_class, synthetic, cas),
+        ),
         ("Labels", lambda: labels_section(run, classes, samples_per_class)),
         ("Samples", lambda: _samples_section(run, classes, samples_per_class, synthetic)),
         ("Prompts", lambda: prompts_section(run.prompts, classes)),

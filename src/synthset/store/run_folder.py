@@ -93,6 +93,11 @@ class RunFolder:
         return self.root / "export"
 
     @property
+    def retrieve(self) -> Path:
+        """Real images retrieved from a pool: ``images/<class>/``, ``retrieved.jsonl``."""
+        return self.root / "retrieve"
+
+    @property
     def evaluate(self) -> Path:
         return self.root / "evaluate"
 
