@@ -39,6 +39,14 @@ def tiny_sd3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny transformers CLIP that pairs bright images with 'white', dark ones with 'black'."""
+    from synthset.testing import build_trained_tiny_clip
+
+    return build_trained_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture(scope="session")
 def real_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ImageFolder of 2 classes x 4 images: a coloured square on a grey background, plus a
     parallel mask folder (white = the square)."""

@@ -99,7 +99,7 @@ def _coloured(value: int) -> Image.Image:
     return Image.new("RGB", (16, 16), (value, value, value))
 
 
-def _real_splits(root: Path) -> dict[str, list[tuple[Path, int]]]:
+def real_splits(root: Path) -> dict[str, list[tuple[Path, int]]]:
     """A few real images per split (classes white 0 and black 1)."""
     splits: dict[str, list[tuple[Path, int]]] = {}
     for split, values in {"train": (240, 10), "val": (235, 15), "test": (245, 20)}.items():
@@ -112,10 +112,10 @@ def _real_splits(root: Path) -> dict[str, list[tuple[Path, int]]]:
     return splits
 
 
-def test_clip_retrieval_takes_the_images_closest_to_each_class_prompt(tmp_path: Path) -> None:
-    from synthset.testing import build_trained_tiny_clip
-
-    clip = build_trained_tiny_clip(tmp_path / "clip")
+def test_clip_retrieval_takes_the_images_closest_to_each_class_prompt(
+    tmp_path: Path, tiny_clip: Path
+) -> None:
+    clip = tiny_clip
     pool = tmp_path / "pool"
     pool.mkdir()
     values = [250, 200, 160, 5, 40, 90]
@@ -128,7 +128,7 @@ def test_clip_retrieval_takes_the_images_closest_to_each_class_prompt(tmp_path: 
     summary = retrieve(
         spec,
         classes,
-        _real_splits(tmp_path / "real"),
+        real_splits(tmp_path / "real"),
         {0: 3, 1: 3},
         tmp_path / "out",
         tmp_path / "cache",
@@ -185,7 +185,7 @@ def test_caption_retrieval_reads_every_pool_format_alike(tmp_path: Path, kind: s
     pool = _write_pool(kind, tmp_path / "pool", items)
     spec = RetrieveSpec(pool=pool, by="caption", leak_check={"splits": []})
     classes = class_infos(["white", "black"])
-    splits = _real_splits(tmp_path / "real")
+    splits = real_splits(tmp_path / "real")
     retrieve(spec, classes, splits, {0: 2, 1: 2}, tmp_path / "out", tmp_path / "c", EvaluateSpec())
     rows = [json.loads(line) for line in (tmp_path / "out" / "retrieved.jsonl").open()]
     # captions naming one class, in pool order; 'white and black' names both and matches none

@@ -78,20 +78,13 @@ def clip_matcher(spec: RetrieveSpec, class_names: list[str], device: torch.devic
     assert spec.clip_model is not None
     clip = ClipScorer(spec.clip_model, device, field="retrieve.clip_model")
 
-    @torch.no_grad()
-    def embed(images: list[Image.Image]) -> torch.Tensor:
-        return _unit(clip.encode_images([im.convert("RGB") for im in images]).float().cpu())
-
-    @torch.no_grad()
     def class_scores(index: PoolIndex) -> np.ndarray:
-        vectors = []
-        for name in class_names:
-            text = _unit(clip.encode_texts([t.format(name) for t in spec.templates]).float())
-            vectors.append(_unit(text.mean(0, keepdim=True).cpu()))
         assert index.features is not None
-        return (torch.from_numpy(index.features) @ torch.cat(vectors).T).numpy()
+        text = clip.class_embeddings(class_names, spec.templates)
+        return (torch.from_numpy(index.features) @ text.T).numpy()
 
-    return Matcher(f"clip:{spec.clip_model}:{'|'.join(spec.templates)}", embed, class_scores)
+    name = f"clip:{spec.clip_model}:{'|'.join(spec.templates)}"
+    return Matcher(name, clip.image_embeddings, class_scores)
 
 
 def prototype_matcher(

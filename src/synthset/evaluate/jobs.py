@@ -21,10 +21,12 @@ import torch
 
 from synthset.devices import cpu_threads, resolve_device
 from synthset.evaluate.classifiers import build_classifier, load_weights
+from synthset.evaluate.probe import Fitted, fit_linear_probe, wise_ft
 from synthset.evaluate.tensors import TensorSet
 from synthset.evaluate.train import (
     EpochCallback,
     TrainData,
+    head,
     predict_logits,
     test_metrics,
     train_classifier,
@@ -33,7 +35,7 @@ from synthset.recipe import EvaluateSpec
 from synthset.store.atomic import atomic_write_json
 
 #: Bumped when a result gains or changes a field, so older saved results are not reused.
-RESULT_VERSION = 2
+RESULT_VERSION = 3
 
 # EvaluateSpec fields that say how or where the study runs, or which sets it has (each job's
 # own images are hashed instead), not what one training computes
@@ -50,6 +52,8 @@ _NOT_IN_KEY = {
     "synthetic_counts",
     "real_subsets",
     "synthetic_dir",
+    "zero_shot_clip",
+    "zero_shot_templates",
 }
 
 
@@ -101,8 +105,8 @@ def _digest(data: TensorSet, cache: dict[int, str]) -> str:
 def run_training(
     job: TrainingJob, progress: bool = False, on_epoch: EpochCallback | None = None
 ) -> dict[str, Any]:
-    """Train one seeded classifier, select it on val, then test it once. Runs wherever the job
-    lands: the device is resolved there (a worker sees its own GPU)."""
+    """Train (or fit a probe) with one seed, select on val, then test once. Runs wherever the
+    job lands: the device is resolved there (a worker sees its own GPU)."""
     device = resolve_device(job.spec.device)
     start = time.perf_counter()
     with cpu_threads(device, job.size):
@@ -110,37 +114,74 @@ def run_training(
         model = build_classifier(job.spec.classifier, job.num_classes, job.channels, job.size)
         if job.spec.classifier_weights is not None:
             load_weights(model, job.spec.classifier_weights)
-        best = train_classifier(
-            model,
-            job.train,
-            job.val,
-            spec=job.spec,
-            seed=job.seed,
-            device=device,
-            progress=progress,
-            desc=f"CAS {job.name}",
-            on_epoch=on_epoch,
-        )
-        model.load_state_dict(best.state)
-        scores = predict_logits(model, job.test, device)
+        if job.spec.protocol == "linear_probe":
+            parts = (job.train.first, job.train.second)
+            train = TensorSet.concat([s for s in parts if s is not None])
+            fitted = fit_linear_probe(model, train, job.val, job.spec.probe_c, job.seed, device)
+        else:
+            fitted = _train_network(job, model, device, progress, on_epoch)
+        scores = fitted.scores(job.test)
         metrics = test_metrics(scores.argmax(1), job.test.labels, job.num_classes, scores)
         if job.ood is not None:
-            ood = predict_logits(model, job.ood, device).argmax(1)
+            ood = fitted.scores(job.ood).argmax(1)
             ood_metrics = test_metrics(ood, job.ood.labels, job.num_classes)
             metrics["ood_test_accuracy"] = ood_metrics["test_accuracy"]
             metrics["ood_test_balanced_accuracy"] = ood_metrics["test_balanced_accuracy"]
     return {
         "seed": job.seed,
         **{k: v for k, v in metrics.items() if "test_" in k},
-        "best_val_accuracy": best.best_val_accuracy,
-        "best_epoch": best.best_epoch,
-        "val_accuracy_history": best.val_history,
-        "val_loss_history": best.val_loss_history,
+        "best_val_accuracy": fitted.best_val_accuracy,
+        "best_epoch": fitted.best_epoch,
+        "val_accuracy_history": fitted.val_history,
+        "val_loss_history": fitted.val_loss_history,
+        **fitted.extra,
         "per_class_accuracy": metrics["per_class_accuracy"],
         "confusion_matrix": metrics["confusion_matrix"],
         "n_train": len(job.train),
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def _train_network(
+    job: TrainingJob,
+    model: torch.nn.Module,
+    device: torch.device,
+    progress: bool,
+    on_epoch: EpochCallback | None,
+) -> Fitted:
+    """Train every layer (scratch, or finetune: a new head, then optionally WiSE-FT)."""
+    pretrained = None
+    if job.spec.protocol == "finetune":
+        last = head(model)
+        if last is not None:
+            last.reset_parameters()  # the new classes' head, seeded
+        pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best = train_classifier(
+        model,
+        job.train,
+        job.val,
+        spec=job.spec,
+        seed=job.seed,
+        device=device,
+        progress=progress,
+        desc=f"CAS {job.name}",
+        on_epoch=on_epoch,
+    )
+    model.load_state_dict(best.state)
+    val_accuracy, extra = best.best_val_accuracy, {}
+    if pretrained is not None and job.spec.wise_ft_alphas:
+        alpha, by_alpha, val_accuracy = wise_ft(
+            model, pretrained, best.state, job.spec.wise_ft_alphas, job.val, device
+        )
+        extra = {"wise_ft_alpha": alpha, "wise_ft_val_accuracy": by_alpha}
+    return Fitted(
+        lambda data: predict_logits(model, data, device),
+        val_accuracy,
+        best.best_epoch,
+        best.val_history,
+        best.val_loss_history,
+        extra,
+    )
 
 
 Done = Callable[[TrainingJob, dict[str, Any]], None]

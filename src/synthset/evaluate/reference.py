@@ -36,6 +36,12 @@ _NOT_REFERENCE_TRAINING = {
     "trackers",
     "synthetic_dir",
     "fidelity",
+    "protocol",  # the reference always trains from scratch, every layer at lr
+    "probe_c",
+    "backbone_lr_scale",
+    "wise_ft_alphas",
+    "zero_shot_clip",
+    "zero_shot_templates",
 }
 
 
@@ -78,6 +84,7 @@ def reference_classifier(
             f"{field} trains a classifier on the real train split and selects it on val: both "
             "must hold images (raise real.val_fraction)"
         )
+    spec = spec.model_copy(update={"protocol": "scratch", "backbone_lr_scale": 1.0})
     seed = spec.seeds[0]
     fp = _fingerprint(spec, size, channels, num_classes, train, val)
     weights, meta = cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"

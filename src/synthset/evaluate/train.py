@@ -192,16 +192,33 @@ def _stream(n: int, gen: torch.Generator) -> Iterator[int]:
         yield from torch.randperm(n, generator=gen).tolist()
 
 
+def head(model: nn.Module) -> nn.Linear | None:
+    """The classifier's last linear layer (its head), None when it has none."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _param_groups(model: nn.Module, spec: EvaluateSpec) -> list[dict[str, Any]]:
+    """One group at ``lr``, or with ``backbone_lr_scale`` < 1 the head at ``lr`` and every
+    other parameter at ``lr × backbone_lr_scale`` (layer-wise learning rates)."""
+    last = head(model)
+    if spec.backbone_lr_scale == 1.0 or last is None:
+        return [{"params": list(model.parameters()), "lr": spec.lr}]
+    top = {id(p) for p in last.parameters()}
+    backbone = [p for p in model.parameters() if id(p) not in top]
+    return [
+        {"params": backbone, "lr": spec.lr * spec.backbone_lr_scale},
+        {"params": list(last.parameters()), "lr": spec.lr},
+    ]
+
+
 def _optimizer(model: nn.Module, spec: EvaluateSpec) -> torch.optim.Optimizer:
+    groups = _param_groups(model, spec)
     if spec.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
-            lr=spec.lr,
-            momentum=0.9,
-            nesterov=True,
-            weight_decay=spec.weight_decay,
+            groups, lr=spec.lr, momentum=0.9, nesterov=True, weight_decay=spec.weight_decay
         )
-    return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay)
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from synthset.recipe.base import Strict
 from synthset.recipe.scale import RayClusterSpec
@@ -138,6 +138,44 @@ class EvaluateSpec(Strict):
         description="Start from these local weights (.safetensors, or a .pt/.pth state dict) "
         "instead of from scratch; the head is re-initialised when its shape differs.",
     )
+    protocol: Literal["scratch", "linear_probe", "finetune"] = Field(
+        "scratch",
+        description="scratch: train the classifier from scratch (or from classifier_weights); "
+        "linear_probe: a logistic regression on the frozen penultimate features of "
+        "classifier with classifier_weights (its L2 strength chosen on val from probe_c); "
+        "finetune: start from classifier_weights with a new head, backbone at "
+        "backbone_lr_scale x lr, optionally WiSE-FT (wise_ft_alphas, chosen on val).",
+    )
+    probe_c: list[float] = Field(
+        [0.01, 0.1, 1.0, 10.0, 100.0],
+        min_length=1,
+        description="linear_probe: inverse L2 strengths tried (scikit-learn's C); the best on "
+        "val is tested.",
+    )
+    backbone_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Every layer but the last linear one (the head) learns at lr x this "
+        "(layer-wise lr for fine-tuning a pretrained backbone, e.g. 0.1).",
+    )
+    wise_ft_alphas: list[float] = Field(
+        [],
+        description="finetune: WiSE-FT — weights (1 - a) x pretrained + a x fine-tuned "
+        "(backbone; the head stays fine-tuned) for each a, e.g. [0.25, 0.5, 0.75]; the best "
+        "on val (with a = 1, plain fine-tuning) is tested. []: off.",
+    )
+    zero_shot_clip: str | None = Field(
+        None,
+        description="A local CLIP (transformers folder or open_clip:<arch>@<file>) whose "
+        "zero-shot classifier (class prompts, no training) is scored on the real test split "
+        "as the study's reference row.",
+    )
+    zero_shot_templates: list[str] = Field(
+        ["a photo of a {}."],
+        min_length=1,
+        description="zero_shot_clip: prompts per class ('{}' is the class name), averaged.",
+    )
     real_batch_fraction: float | None = Field(
         None,
         gt=0,
@@ -217,6 +255,29 @@ class EvaluateSpec(Strict):
         if any(k <= 0 for k in v):
             raise ValueError("every multiplier must be > 0, e.g. [0.5, 1, 2, 4]")
         return sorted(set(v))
+
+    @field_validator("wise_ft_alphas")
+    @classmethod
+    def _alphas(cls, v: list[float]) -> list[float]:
+        if any(not 0 <= a <= 1 for a in v):
+            raise ValueError("every WiSE-FT alpha is between 0 and 1, e.g. [0.25, 0.5, 0.75]")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _pretrained(self) -> EvaluateSpec:
+        if self.protocol != "scratch" and self.classifier_weights is None:
+            raise ValueError(
+                f"evaluate.protocol {self.protocol} starts from a pretrained backbone: set "
+                "evaluate.classifier_weights to its local weights (.safetensors or a state "
+                "dict; nothing is downloaded)"
+            )
+        if any("{}" not in t for t in self.zero_shot_templates):
+            raise ValueError("every evaluate.zero_shot_templates entry needs '{}' for the class")
+        if self.wise_ft_alphas and self.protocol != "finetune":
+            raise ValueError(
+                "evaluate.wise_ft_alphas interpolate a fine-tuning: set protocol: finetune"
+            )
+        return self
 
     @field_validator("synthetic_counts")
     @classmethod

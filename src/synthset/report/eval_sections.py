@@ -66,6 +66,20 @@ def cas_section(cas: dict[str, Any] | None) -> str:
         ]
         for t in sets
     ]
+    zs = (cas or {}).get("zero_shot")
+    if isinstance(zs, dict):  # the reference row: CLIP's zero-shot classifier, no training
+        rows.append(
+            [
+                "zero-shot CLIP",
+                "zero_shot",
+                escape(str(zs.get("clip_model", ""))),
+                f"{zs['test_accuracy']:.4f}",
+                num(zs.get("test_balanced_accuracy")),
+                num(zs.get("test_top5_accuracy")),
+                *([num(zs.get("ood_test_accuracy"))] if with_ood else []),
+                *["–"] * 6,
+            ]
+        )
     header = [
         "trained on",
         "kind",

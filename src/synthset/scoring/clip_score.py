@@ -104,6 +104,22 @@ class ClipScorer:
         cos = torch.nn.functional.cosine_similarity(img.float(), txt.float(), dim=-1)
         return (100.0 * cos.clamp(min=0)).cpu()
 
+    @torch.no_grad()
+    def image_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
+        """Unit-length embeddings (float, on the CPU) of ``images``."""
+        out = self.encode_images([im.convert("RGB") for im in images]).float().cpu()
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    @torch.no_grad()
+    def class_embeddings(self, names: list[str], templates: list[str]) -> torch.Tensor:
+        """One unit-length text embedding per class: the mean over ``templates`` (each with
+        ``{}`` for the class name) of their unit embeddings, as CLIP's zero-shot classifier."""
+        rows = []
+        for name in names:
+            text = self.encode_texts([t.format(name) for t in templates]).float().cpu()
+            rows.append(torch.nn.functional.normalize(text, dim=-1).mean(0))
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
     def score_files(
         self, paths: list[Path], prompts: list[str], batch_size: int = 32
     ) -> torch.Tensor:
