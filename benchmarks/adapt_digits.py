@@ -59,8 +59,10 @@ def method_recipe(method: str, base: Path, quick: bool, real_subset: float | Non
     elif method == "ceiling":
         adapt = {"method": "tiny_diffusion", "steps": 100 if quick else 1000}
         gen = {"kind": "tiny", "steps": 30, "scheduler": "ddim", "guidance_scale": 1.0}
-    elif method == "lora":
+    elif method in ("lora", "lora_text_encoder"):
         adapt = {"method": "lora", "rank": 8, "lr": 2e-3, "batch_size": 64, "steps": steps}
+        if method == "lora_text_encoder":  # + LoRA on the text encoder's attention
+            adapt["lora_text_encoder"] = True
     elif method == "textual_inversion":
         adapt = {
             "method": "textual_inversion",
@@ -327,7 +329,8 @@ def main() -> None:
 
 
 def merge(files: list[Path], out: Path) -> None:
-    """One result file from several runs' files: every (setting, seed) row, summaries redone."""
+    """One result file from several runs' files: every (setting, seed, method) row (a later
+    file's row wins), summaries redone."""
     merged: dict[str, Any] | None = None
     for path in files:
         data = json.loads(path.read_text())
@@ -335,7 +338,8 @@ def merge(files: list[Path], out: Path) -> None:
             merged = data | {"settings": {}}
         for setting, block in data["settings"].items():
             rows = merged["settings"].setdefault(setting, {"per_seed": {}})["per_seed"]
-            rows.update(block["per_seed"])
+            for seed, row in block["per_seed"].items():  # methods of one seed run apart
+                rows.setdefault(seed, {}).update(row)
     assert merged is not None
     for block in merged["settings"].values():
         block["per_seed"] = dict(sorted(block["per_seed"].items()))

@@ -3,7 +3,8 @@
 The digits demo's diffusion model (trained on the real train split) makes as many synthetic
 digits per class as the real train split has on average; an online learner then meets the ten
 classes as five tasks of two, each image once, with experience replay from a 100-image buffer
-(er) or without one (finetune, the lower bound). A_auc (accuracy over time on the real test
+(er), dark experience replay from the same buffer (der++: stored logits too) or without one
+(finetune, the lower bound). A_auc (accuracy over time on the real test
 images of the classes seen so far) and A_last (all classes, at the end), over learner seeds.
 
     python benchmarks/continual_digits.py [--seeds 0 1 2] [--out runs/continual-digits]
@@ -36,7 +37,7 @@ def main() -> None:
 
     continual = {
         "train_sets": ["real", "synthetic"],
-        "methods": ["er", "finetune"],
+        "methods": ["er", "der++", "finetune"],
         "classes_per_task": 2,
         "buffer_size": 100,
         "seeds": args.seeds,

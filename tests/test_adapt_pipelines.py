@@ -100,6 +100,50 @@ def test_lora_lowers_the_loss_and_loads_with_load_lora_weights(
     assert inputs["model"] == str(tiny_sd_path) and inputs["lora"][0].path == str(out)
 
 
+@pytest.mark.parametrize("text_encoder", [False, True])
+def test_what_lora_trains_is_what_load_lora_weights_restores(
+    tiny_sd_path: Path, tmp_path: Path, text_encoder: bool
+) -> None:
+    """UNet (and text-encoder) LoRA layers with alpha != rank, set to random values, saved and
+    loaded with diffusers' loader into a fresh pipeline: the same text conditioning and the same
+    UNet output as the trained modules, scale included."""
+    from diffusers import StableDiffusionPipeline
+
+    from synthset.adapt.lora import add_text_encoder_lora, add_unet_lora, save_unet_lora
+    from synthset.adapt.sd_parts import PipelineParts
+
+    spec = _spec("lora", tiny_sd_path, rank=2, alpha=8.0, lora_text_encoder=text_encoder)
+    parts = PipelineParts(str(tiny_sd_path), torch.device("cpu"))
+    params = add_unet_lora(parts.unet, spec)
+    if text_encoder:
+        params += add_text_encoder_lora(parts.text_encoders[0], spec)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in params:  # LoRA's B starts at zero: give every layer an effect
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    parts.unet.eval()
+    ids = parts.token_ids(["a photo of a red square"])
+    latents = torch.randn(1, 4, 8, 8, generator=gen)
+    t = torch.tensor([500])
+    with torch.no_grad():
+        trained_text = parts.encode(ids)[0]
+        trained_out = parts.predict(latents, t, trained_text, None)
+    save_unet_lora(parts, tmp_path, text_encoders=text_encoder, spec=spec)
+    weights = load_file(tmp_path / WEIGHT_NAME)
+    text_keys = [k for k in weights if k.startswith("text_encoder.")]
+    assert bool(text_keys) == text_encoder and any(k.startswith("unet.") for k in weights)
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_path, safety_checker=None)
+    with torch.no_grad():
+        base_text = pipe.text_encoder(ids[0])[0]
+        pipe.load_lora_weights(tmp_path, weight_name=WEIGHT_NAME)  # diffusers' own loader
+        text = pipe.text_encoder(ids[0])[0]
+        out = pipe.unet(latents, t, encoder_hidden_states=trained_text).sample
+    torch.testing.assert_close(text, trained_text, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out, trained_out, atol=1e-5, rtol=1e-4)
+    assert ((text - base_text).abs().max() > 1e-3) == text_encoder
+
+
 def test_textual_inversion_file_loads_with_load_textual_inversion(
     tiny_sd_path: Path, real_folder: Path, tmp_path: Path
 ) -> None:

@@ -18,7 +18,13 @@ from PIL import Image
 
 from synthset.data.real import digits_arrays
 from synthset.errors import SynthsetError
-from synthset.evaluate.continual import Reservoir, StreamResult, run_stream, task_classes
+from synthset.evaluate.continual import (
+    DarkReplay,
+    Reservoir,
+    StreamResult,
+    run_stream,
+    task_classes,
+)
 from synthset.evaluate.tensors import TensorSet
 from synthset.pipeline import StageLog, run_stage, stage_continual, stage_report
 from synthset.recipe import ContinualSpec
@@ -44,6 +50,28 @@ def test_reservoir_keeps_a_uniform_sample_of_its_capacity() -> None:
     assert Reservoir(0, 0).sample(5) == []
 
 
+def test_der_keeps_the_logits_of_exactly_the_buffered_images() -> None:
+    train = digits(np.arange(200))
+    spec = ContinualSpec(buffer_size=20, replay_batch_size=8, der_alpha=1.0, der_beta=0.0)
+    buffer = Reservoir(20, seed=0)
+    dark = DarkReplay(spec, train, buffer, torch.Generator().manual_seed(0), 1, torch.device("cpu"))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    assert dark.loss(model) == 0.0  # nothing buffered yet
+    for start in range(0, 200, 10):
+        batch = list(range(start, start + 10))
+        buffer.offer(batch)
+        dark.remember(batch, torch.tensor(batch, dtype=torch.float)[:, None].repeat(1, 10))
+    assert set(dark.logits) == set(buffer.items) and len(dark.logits) == 20
+    assert all(float(z[0]) == i for i, z in dark.logits.items())  # each image's own logits
+    with torch.no_grad():  # a model that outputs exactly the stored logits has zero MSE
+        model[1].weight.zero_()
+        model[1].bias.fill_(3.0)
+    kept = [i for i in buffer.items if i != 3]
+    dark.logits = {i: torch.full((10,), 3.0) for i in kept}
+    buffer.items = kept
+    assert float(dark.loss(model)) == pytest.approx(0.0)
+
+
 def test_area_under_the_accuracy_curve_and_task_order() -> None:
     assert StreamResult.area([(100, 1.0), (200, 0.5)]) == pytest.approx(0.75)
     assert StreamResult.area([(50, 0.2), (200, 0.6)]) == pytest.approx((10 + 90) / 200)
@@ -67,6 +95,9 @@ def test_replay_buffer_beats_no_buffer_on_the_digits_stream() -> None:
     assert len(er.task_accuracy) == 5 and er.curve[-1][0] == 1000
     again = run_stream(spec, "er", train, test, 10, seed=0, device="cpu")
     assert again.curve == er.curve  # seeded: the same stream and learner
+    # DER++ replays the stored logits and labels of its buffer: it too keeps the old tasks
+    der = run_stream(spec, "der++", train, test, 10, seed=0, device="cpu")
+    assert der.a_last > none.a_last + 0.3, (der.a_last, none.a_last)
 
 
 def test_stage_streams_real_and_synthetic_then_skips(generated: Path, tmp_path: Path) -> None:

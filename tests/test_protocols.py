@@ -104,6 +104,7 @@ def test_finetune_takes_a_new_head_and_wise_ft_picks_alpha_on_val(
         wise_ft_alphas=[0.0, 0.5],
         epochs=10,
         batch_size=32,
+        input_normalization="imagenet",  # the backbone behind the Normalized wrapper
     )
     by_alpha = run["wise_ft_val_accuracy"]
     assert set(by_alpha) == {"0", "0.5", "1"}
@@ -175,3 +176,30 @@ def test_zero_shot_clip_is_the_reference_row_of_the_study(tmp_path: Path, tiny_c
     saved = json.loads((tmp_path / "out" / "cas.json").read_text())
     assert saved["zero_shot"]["test_accuracy"] == 1.0
     assert "zero-shot CLIP" in cas_section(cas)
+
+
+def test_pretrained_timm_backbones_see_the_pixel_statistics_of_their_weights() -> None:
+    """auto: a timm model with weights gets its pretrained_cfg mean/std; from scratch, or a
+    synthset small_cnn, sees [-1, 1] as is; the wrapper feeds exactly (x01 - mean) / std."""
+    from synthset.evaluate.classifiers import INPUT_STATISTICS, Normalized, input_statistics
+
+    model = build_classifier("timm:resnet18", 3, 3, 32)
+    cfg = model.pretrained_cfg
+    assert input_statistics(model, "timm:resnet18", "auto", True) == (
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+    )
+    assert input_statistics(model, "timm:resnet18", "auto", False) is None
+    small = build_classifier("small_cnn", 3, 1, 8)
+    assert input_statistics(small, "small_cnn", "auto", True) is None
+    assert input_statistics(small, "small_cnn", "clip", False) == INPUT_STATISTICS["clip"]
+
+    wrapped = Normalized(model, INPUT_STATISTICS["clip"], 3).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    mean, std = (torch.tensor(s).view(1, 3, 1, 1) for s in INPUT_STATISTICS["clip"])
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(x), model.eval()((x + 1) / 2 / std - mean / std))
+    assert set(wrapped.state_dict()) == {f"model.{k}" for k in model.state_dict()}
+    gray = Normalized(small, INPUT_STATISTICS["imagenet"], 1)
+    assert gray.mean.shape == (1, 1, 1, 1)
+    assert gray.mean.item() == pytest.approx(sum(INPUT_STATISTICS["imagenet"][0]) / 3)

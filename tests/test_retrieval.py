@@ -145,6 +145,42 @@ def test_clip_retrieval_takes_the_images_closest_to_each_class_prompt(
     assert list((tmp_path / "cache").glob("pool-*.npz"))  # embeddings cached
 
 
+def test_clip_plus_caption_ranks_by_clip_only_the_images_captioned_with_the_class(
+    tmp_path: Path, tiny_clip: Path
+) -> None:
+    """A bright image captioned 'black' can only be retrieved as black, and a dark one
+    captioned 'white' only as white; within a class, CLIP similarity orders them."""
+    values = [250, 200, 160, 5, 40, 90]
+    captions = ["white", "black", "white", "white", "black", "black"]
+    items = [
+        (f"{i}", _coloured(v), c) for i, (v, c) in enumerate(zip(values, captions, strict=True))
+    ]
+    (tmp_path / "pool").mkdir()
+    pool = _write_pool("folder", tmp_path / "pool", items)
+    spec = RetrieveSpec(
+        pool=pool,
+        by="clip+caption",
+        clip_model=str(tiny_clip),
+        templates=["{}"],
+        leak_check={"splits": []},
+    )
+    splits = real_splits(tmp_path / "real")
+    classes = class_infos(["white", "black"])
+    retrieve(spec, classes, splits, {0: 2, 1: 2}, tmp_path / "out", tmp_path / "c", EvaluateSpec())
+    rows = [json.loads(line) for line in (tmp_path / "out" / "retrieved.jsonl").open()]
+    picked = {
+        c: [values[int(r["pool_key"].split(".")[0])] for r in rows if r["label"] == c]
+        for c in (0, 1)
+    }
+    # plain CLIP would take white {250, 200} and black {5, 40}
+    assert {c: sorted(v) for c, v in picked.items()} == {0: [160, 250], 1: [40, 90]}, picked
+    for c in (0, 1):  # ranked by CLIP within the captioned images
+        sims = [r["similarity"] for r in rows if r["label"] == c]
+        assert sims == sorted(sims, reverse=True)
+    with pytest.raises(ValueError, match="retrieve.by clip\\+caption needs retrieve.clip_model"):
+        RetrieveSpec(pool=pool, by="clip+caption")
+
+
 def _write_pool(kind: str, root: Path, items: list[tuple[str, Image.Image, str]]) -> Path:
     """The same captioned images as an image folder, WebDataset shards or a HF dataset."""
     if kind == "folder":

@@ -162,7 +162,7 @@ class ClassEncoderTask:
             tensors |= {name + POOLED: pooled[k].cpu().contiguous() for k, name in enumerate(names)}
         save_file(tensors, str(out_dir / EMBEDS_FILE))
         if self.stage.finetune == "lora":
-            save_unet_lora(self.parts, out_dir)
+            save_unet_lora(self.parts, out_dir, self.spec)
         elif self.stage.finetune == "full":
             self.parts.pipe.save_pretrained(out_dir / PIPELINE_DIR, safe_serialization=True)
         write_meta(

@@ -181,6 +181,16 @@ def caption_matcher(classes: list[ClassInfo], synonyms: dict[str, list[str]]) ->
     return Matcher("caption", None, class_scores)
 
 
+def captioned(ranker: Matcher, captions: Matcher) -> Matcher:
+    """``ranker``'s similarity, kept only for the class an image's caption names."""
+
+    def class_scores(index: PoolIndex) -> np.ndarray:
+        named = np.isfinite(captions.class_scores(index))
+        return np.where(named, ranker.class_scores(index), -np.inf).astype(np.float32)
+
+    return Matcher(ranker.name, ranker.embed, class_scores)
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=-1)
 
@@ -301,12 +311,14 @@ def retrieve(
     size, _ = infer_format(real.get("train") or real.get("val") or [], "real train")
     thumb_size = spec.leak_check.size or min(evaluate.image_size or size, 32)
     start = time.perf_counter()
-    if spec.by == "clip":
+    if spec.by in ("clip", "clip+caption"):
         matcher = clip_matcher(spec, names, device)
     elif spec.by == "prototypes":
         matcher = prototype_matcher(spec, names, real, evaluate, device, cache_dir, progress)
     else:
         matcher = caption_matcher(classes, synonyms or {})
+    if spec.by == "clip+caption":
+        matcher = captioned(matcher, caption_matcher(classes, synonyms or {}))
     index = index_pool(spec, matcher, thumb_size, cache_dir, progress)
     embed_seconds = time.perf_counter() - start
     total = sum(counts.values())
@@ -315,9 +327,9 @@ def retrieve(
             f"retrieve: {total} images asked but the pool holds {len(index.keys)}; add images "
             "to retrieve.pool or lower retrieve.per_class"
         )
-    if spec.by == "caption" and not any(index.captions):
+    if "caption" in spec.by and not any(index.captions):
         raise SynthsetError(
-            f"retrieve.by caption: no image in {spec.pool} has a caption (a .txt beside it, a "
+            f"retrieve.by {spec.by}: no image in {spec.pool} has a caption (a .txt beside it, a "
             "txt entry in its shard or retrieve.caption_column); use by: clip or prototypes"
         )
     scores = matcher.class_scores(index)

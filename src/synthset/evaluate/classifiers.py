@@ -245,3 +245,45 @@ def logits(output: object) -> torch.Tensor:
     if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise SynthsetError(f"classifier output of type {type(output).__name__} has no logits tensor")
+
+
+# Per-channel (mean, std) of the pixels in [0, 1] that pretrained weights expect.
+INPUT_STATISTICS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
+Statistics = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+class Normalized(nn.Module):
+    """``model`` fed the images (in [-1, 1]) as ``(x01 - mean) / std`` per channel, the input
+    its pretrained weights were trained on. Its state dict is ``model``'s under ``model.``."""
+
+    def __init__(self, model: nn.Module, statistics: Statistics, in_channels: int) -> None:
+        super().__init__()
+        mean, std = (torch.tensor(s, dtype=torch.float32) for s in statistics)
+        if in_channels != len(mean):  # gray images (or another channel count): the average
+            mean, std = mean.mean().repeat(in_channels), std.mean().repeat(in_channels)
+        self.model = model
+        self.register_buffer("mean", mean.view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(((x + 1) / 2 - self.mean) / self.std)
+
+
+def input_statistics(
+    model: nn.Module, name: str, choice: str, pretrained: bool
+) -> Statistics | None:
+    """The (mean, std) that ``evaluate.input_normalization`` asks for; None: [-1, 1] as is.
+    ``auto`` is the pretrained weights' own: timm's ``pretrained_cfg`` for ``timm:`` models,
+    ImageNet's for torchvision models, none from scratch or for small_cnn / cifar_resnet."""
+    if choice in INPUT_STATISTICS:
+        return INPUT_STATISTICS[choice]
+    if choice != "auto" or not pretrained or name == SMALL_CNN or name in CIFAR_RESNETS:
+        return None
+    if name.startswith("timm:"):
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        if cfg.get("mean") and cfg.get("std"):
+            return tuple(cfg["mean"]), tuple(cfg["std"])
+    return INPUT_STATISTICS["imagenet"]

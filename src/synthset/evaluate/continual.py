@@ -5,9 +5,12 @@ The classes arrive in a seeded order, ``classes_per_task`` at a time; each task'
 images (real, or the synthetic set, or the curated view) stream past **once**, in batches. The
 learner takes ``online_iterations`` gradient steps per stream batch, each on the batch plus a
 batch drawn from its replay buffer (**experience replay**, ER: a reservoir sample of everything
-seen, ``buffer_size`` images); ``finetune`` is the same learner without a buffer (the lower
-bound). Every ``eval_every`` stream images the model is tested on the real test images of the
-classes seen so far (anytime inference):
+seen, ``buffer_size`` images); ``der++`` (dark experience replay, Buzzega et al., NeurIPS
+2020) also keeps the logits each buffered image had when it streamed past and adds
+``der_alpha`` × the MSE to them on one buffer batch plus ``der_beta`` × the cross-entropy on
+another; ``finetune`` is the same learner without a buffer (the lower bound). Every
+``eval_every`` stream images the model is tested on the real test images of the classes seen
+so far (anytime inference):
 
 - **A_auc** — the area under that accuracy-over-time curve, normalised by the stream length
   (the mean of the curve for evenly spaced evaluations);
@@ -78,6 +81,52 @@ class Reservoir:
         return self.rng.sample(self.items, min(n, len(self.items)))
 
 
+class DarkReplay:
+    """DER++'s two replay terms: the buffer keeps each image's logits from when it streamed
+    past; the learner matches them (MSE, ``der_alpha``) on one buffer batch and the labels
+    (cross-entropy, ``der_beta``) on another."""
+
+    def __init__(
+        self,
+        spec: ContinualSpec,
+        train: TensorSet,
+        buffer: Reservoir,
+        gen: torch.Generator,
+        pad: int,
+        device: torch.device,
+    ) -> None:
+        self.spec, self.train, self.buffer, self.gen = spec, train, buffer, gen
+        self.pad, self.device = pad, device
+        self.logits: dict[int, torch.Tensor] = {}  # stream index -> its logits when it arrived
+
+    def _forward(self, model: torch.nn.Module, indices: list[int]) -> torch.Tensor:
+        x = augment(
+            self.train.images[indices].to(self.device), self.spec.augment, self.pad, self.gen
+        )
+        return logits(model(to_input(x)))
+
+    def loss(self, model: torch.nn.Module) -> torch.Tensor | float:
+        """``der_alpha`` MSE to the stored logits + ``der_beta`` CE on the labels (0 while the
+        buffer is empty)."""
+        if not self.buffer.items:
+            return 0.0
+        n = self.spec.replay_batch_size
+        first, second = self.buffer.sample(n), self.buffer.sample(n)
+        stored = torch.stack([self.logits[i] for i in first]).to(self.device)
+        mse = F.mse_loss(self._forward(model, first), stored)
+        labels = self.train.labels[second].to(self.device)
+        ce = F.cross_entropy(self._forward(model, second), labels)
+        return self.spec.der_alpha * mse + self.spec.der_beta * ce
+
+    def remember(self, batch: list[int], batch_logits: torch.Tensor) -> None:
+        """Store the logits of the batch's images the buffer took; forget the ones it dropped."""
+        kept = set(self.buffer.items)
+        for i, z in zip(batch, batch_logits.detach().cpu(), strict=True):
+            if i in kept:
+                self.logits[i] = z
+        self.logits = {i: z for i, z in self.logits.items() if i in kept}
+
+
 @dataclass
 class StreamResult:
     """One learner on one stream: the curve and the two numbers."""
@@ -138,7 +187,7 @@ def run_stream(
     progress: bool = False,
     desc: str = "stream",
 ) -> StreamResult:
-    """One online learner (``er`` or ``finetune``) over the class-incremental stream of
+    """One online learner (``er``, ``der++`` or ``finetune``) over the class-incremental stream of
     ``train``; tested along the way on ``test`` (and ``ood``)."""
     dev = resolve_device(device)
     channels, size = int(train.images.shape[1]), int(train.images.shape[-1])
@@ -150,7 +199,8 @@ def run_stream(
     with cpu_threads(dev, size):
         model = build_classifier(spec.classifier, num_classes, channels, size).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
-        buffer = Reservoir(spec.buffer_size if method == "er" else 0, seed)
+        buffer = Reservoir(spec.buffer_size if method in ("er", "der++") else 0, seed)
+        dark = DarkReplay(spec, train, buffer, gen, pad=max(1, round(size / 8)), device=dev)
         seen_classes: set[int] = set()
         seen, next_eval = 0, spec.eval_every
         pad = max(1, round(size / 8))
@@ -161,14 +211,20 @@ def run_stream(
             for start in range(0, len(indices), spec.batch_size):
                 batch = indices[start : start + spec.batch_size].tolist()
                 for _ in range(spec.online_iterations):
-                    idx = torch.tensor(batch + buffer.sample(spec.replay_batch_size))
+                    replay = buffer.sample(spec.replay_batch_size) if method == "er" else []
+                    idx = torch.tensor(batch + replay)
                     x = augment(train.images[idx].to(dev), spec.augment, pad, gen)
                     model.train()
-                    loss = F.cross_entropy(logits(model(to_input(x))), train.labels[idx].to(dev))
+                    out = logits(model(to_input(x)))
+                    loss = F.cross_entropy(out, train.labels[idx].to(dev))
+                    if method == "der++":
+                        loss = loss + dark.loss(model)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                 buffer.offer(batch)
+                if method == "der++":
+                    dark.remember(batch, out[: len(batch)])
                 seen += len(batch)
                 bar.update(len(batch))
                 while seen >= next_eval:

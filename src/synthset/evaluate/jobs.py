@@ -20,7 +20,12 @@ from typing import Any, Protocol
 import torch
 
 from synthset.devices import cpu_threads, resolve_device
-from synthset.evaluate.classifiers import build_classifier, load_weights
+from synthset.evaluate.classifiers import (
+    Normalized,
+    build_classifier,
+    input_statistics,
+    load_weights,
+)
 from synthset.evaluate.probe import Fitted, fit_linear_probe, wise_ft
 from synthset.evaluate.tensors import TensorSet
 from synthset.evaluate.train import (
@@ -114,6 +119,14 @@ def run_training(
         model = build_classifier(job.spec.classifier, job.num_classes, job.channels, job.size)
         if job.spec.classifier_weights is not None:
             load_weights(model, job.spec.classifier_weights)
+        statistics = input_statistics(
+            model,
+            job.spec.classifier,
+            job.spec.input_normalization,
+            job.spec.classifier_weights is not None,
+        )
+        if statistics is not None:
+            model = Normalized(model, statistics, job.channels)
         if job.spec.protocol == "linear_probe":
             parts = (job.train.first, job.train.second)
             train = TensorSet.concat([s for s in parts if s is not None])

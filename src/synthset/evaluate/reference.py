@@ -42,6 +42,7 @@ _NOT_REFERENCE_TRAINING = {
     "wise_ft_alphas",
     "zero_shot_clip",
     "zero_shot_templates",
+    "input_normalization",  # [-1, 1]: the reference has no pretrained weights
 }
 
 

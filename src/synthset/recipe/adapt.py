@@ -45,6 +45,7 @@ class AdaptSpec(Strict):
         "resolution": (_DIFFUSERS, _DIFFUSERS_HINT),
         "rank": (("lora", "class_encoder"), "LoRA's rank; use method lora or class_encoder"),
         "alpha": (("lora", "class_encoder"), "LoRA's scale; use method lora or class_encoder"),
+        "lora_text_encoder": (("lora",), "LoRA on the text encoder; use method: lora"),
         "num_tokens": (
             _TOKENS,
             "learned tokens; use textual_inversion, diffusion_inversion or class_encoder",
@@ -141,6 +142,12 @@ class AdaptSpec(Strict):
     )
     rank: int = Field(4, ge=1, le=256, description="lora: rank of the update matrices.")
     alpha: float | None = Field(None, gt=0, description="lora: scale numerator (default: rank).")
+    lora_text_encoder: bool = Field(
+        False,
+        description="lora: also LoRA on the text encoder(s)' attention (q/k/v/out), like "
+        "diffusers' --train_text_encoder: lets class words the base never learned (rare "
+        "names, new classes) become distinct conditionings. Saved in the same LoRA file.",
+    )
     num_tokens: int = Field(
         1,
         ge=1,

@@ -72,11 +72,12 @@ class ContinualSpec(Strict):
         description="Streams to learn from: the real train split and/or the synthetic set (the "
         "curated view when the recipe curates).",
     )
-    methods: list[Literal["er", "finetune"]] = Field(
+    methods: list[Literal["er", "der++", "finetune"]] = Field(
         ["er"],
         min_length=1,
-        description="er: experience replay from a reservoir buffer; finetune: no buffer (the "
-        "lower bound).",
+        description="er: experience replay from a reservoir buffer; der++: dark experience "
+        "replay (the buffer also keeps logits, matched with der_alpha x MSE, plus der_beta x "
+        "cross-entropy on buffer labels); finetune: no buffer (the lower bound).",
     )
     classes_per_task: int = Field(2, ge=1, description="New classes per task.")
     class_order_seed: int = Field(0, description="Seed of the classes' arrival order.")
@@ -86,6 +87,8 @@ class ContinualSpec(Strict):
     online_iterations: int = Field(
         3, ge=1, le=64, description="Gradient steps per stream batch (G-NoCL's online_iter)."
     )
+    der_alpha: float = Field(0.1, ge=0, description="der++: weight of the logit-matching MSE.")
+    der_beta: float = Field(0.5, ge=0, description="der++: weight of the buffer-label loss.")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
     augment: bool | Literal["shift", "shift+flip"] = Field(
         True, description="As evaluate.augment, on stream and replay images."
@@ -137,6 +140,14 @@ class EvaluateSpec(Strict):
         None,
         description="Start from these local weights (.safetensors, or a .pt/.pth state dict) "
         "instead of from scratch; the head is re-initialised when its shape differs.",
+    )
+    input_normalization: Literal["auto", "minus_one_one", "imagenet", "clip"] = Field(
+        "auto",
+        description="The pixel statistics the classifier sees: minus_one_one: images in "
+        "[-1, 1]; imagenet / clip: (x - mean) / std with those datasets' per-channel "
+        "statistics; auto: with classifier_weights, the weights' own (timm's pretrained_cfg "
+        "for timm: models, ImageNet's for torchvision models, [-1, 1] for small_cnn and "
+        "cifar_resnet), otherwise [-1, 1].",
     )
     protocol: Literal["scratch", "linear_probe", "finetune"] = Field(
         "scratch",

@@ -22,12 +22,14 @@ class RetrieveSpec(Strict):
         "image is its caption), a folder of WebDataset .tar shards (or one .tar), or a folder "
         "written by datasets' save_to_disk."
     )
-    by: Literal["clip", "prototypes", "caption"] = Field(
+    by: Literal["clip", "prototypes", "caption", "clip+caption"] = Field(
         "clip",
         description="clip: CLIP similarity of each image to the class prompts (retrieve."
         "clip_model); prototypes: cosine similarity of an extractor's features to the mean "
         "features of 'shots' labelled real train images per class (kNN retrieval, no text "
-        "model needed); caption: the caption names the class (and no other class).",
+        "model needed); caption: the caption names the class (and no other class); "
+        "clip+caption: images whose caption names the class, ranked by CLIP similarity (the "
+        "unmet-promise study's substring + CLIP retrieval).",
     )
     clip_model: str | None = Field(
         None,
@@ -69,9 +71,9 @@ class RetrieveSpec(Strict):
 
     @model_validator(mode="after")
     def _needs(self) -> RetrieveSpec:
-        if self.by == "clip" and not self.clip_model:
+        if self.by in ("clip", "clip+caption") and not self.clip_model:
             raise ValueError(
-                "retrieve.by clip needs retrieve.clip_model (a local CLIP folder or "
+                f"retrieve.by {self.by} needs retrieve.clip_model (a local CLIP folder or "
                 "open_clip:<arch>@<file>); or use by: prototypes"
             )
         if any("{}" not in t for t in self.templates):
