@@ -3,10 +3,10 @@ copy's path, label, class name, rank, pool key, similarity, caption) and ``summa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from synthset.errors import SynthsetError
+from synthset.store.atomic import read_jsonl
 
 RETRIEVED_FILE = "retrieved.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -17,5 +17,4 @@ def retrieved_samples(folder: Path) -> list[tuple[Path, int]]:
     table = Path(folder) / RETRIEVED_FILE
     if not table.is_file():
         raise SynthsetError(f"retrieve: {table} is missing; run 'synthset retrieve' first")
-    rows = [json.loads(line) for line in table.read_text().splitlines() if line.strip()]
-    return [(Path(folder) / r["path"], int(r["label"])) for r in rows]
+    return [(Path(folder) / r["path"], int(r["label"])) for r in read_jsonl(table)]
