@@ -51,25 +51,26 @@ def test_reservoir_keeps_a_uniform_sample_of_its_capacity() -> None:
 
 
 def test_der_keeps_the_logits_of_exactly_the_buffered_images() -> None:
-    train = digits(np.arange(200))
-    spec = ContinualSpec(buffer_size=20, replay_batch_size=8, der_alpha=1.0, der_beta=0.0)
+    labels = torch.arange(200) % 10
+    spec = ContinualSpec(buffer_size=20, replay_batch_size=8, der_alpha=1.0, der_beta=0.5)
     buffer = Reservoir(20, seed=0)
-    dark = DarkReplay(spec, train, buffer, torch.Generator().manual_seed(0), 1, torch.device("cpu"))
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    assert dark.loss(model) == 0.0  # nothing buffered yet
+    dark = DarkReplay(spec, labels, buffer)
+    assert dark.sample() == ([], []) and dark.loss(torch.empty(0, 10), [], torch.empty(0), []) == 0
     for start in range(0, 200, 10):
         batch = list(range(start, start + 10))
         buffer.offer(batch)
         dark.remember(batch, torch.tensor(batch, dtype=torch.float)[:, None].repeat(1, 10))
     assert set(dark.logits) == set(buffer.items) and len(dark.logits) == 20
     assert all(float(z[0]) == i for i, z in dark.logits.items())  # each image's own logits
-    with torch.no_grad():  # a model that outputs exactly the stored logits has zero MSE
-        model[1].weight.zero_()
-        model[1].bias.fill_(3.0)
-    kept = [i for i in buffer.items if i != 3]
-    dark.logits = {i: torch.full((10,), 3.0) for i in kept}
-    buffer.items = kept
-    assert float(dark.loss(model)) == pytest.approx(0.0)
+    first, second = dark.sample()
+    assert len(first) == len(second) == 8 and set(first + second) <= set(buffer.items)
+    # outputs equal to the stored logits: no MSE; the label term is der_beta x cross-entropy
+    stored = torch.stack([dark.logits[i] for i in first])
+    out_second = torch.randn(8, 10)
+    ce = torch.nn.functional.cross_entropy(out_second, labels[second])
+    assert float(dark.loss(stored, first, out_second, second)) == pytest.approx(0.5 * float(ce))
+    mse = float(dark.loss(stored + 2.0, first, out_second, second)) - 0.5 * float(ce)
+    assert mse == pytest.approx(4.0, rel=1e-5)  # der_alpha x (2.0)^2
 
 
 def test_area_under_the_accuracy_curve_and_task_order() -> None:

@@ -84,38 +84,32 @@ class Reservoir:
 class DarkReplay:
     """DER++'s two replay terms: the buffer keeps each image's logits from when it streamed
     past; the learner matches them (MSE, ``der_alpha``) on one buffer batch and the labels
-    (cross-entropy, ``der_beta``) on another."""
+    (cross-entropy, ``der_beta``) on another. Both batches ride in the stream batch's forward
+    pass (one batch-norm batch, as experience replay's)."""
 
-    def __init__(
-        self,
-        spec: ContinualSpec,
-        train: TensorSet,
-        buffer: Reservoir,
-        gen: torch.Generator,
-        pad: int,
-        device: torch.device,
-    ) -> None:
-        self.spec, self.train, self.buffer, self.gen = spec, train, buffer, gen
-        self.pad, self.device = pad, device
+    def __init__(self, spec: ContinualSpec, labels: torch.Tensor, buffer: Reservoir) -> None:
+        self.spec, self.labels, self.buffer = spec, labels, buffer
         self.logits: dict[int, torch.Tensor] = {}  # stream index -> its logits when it arrived
 
-    def _forward(self, model: torch.nn.Module, indices: list[int]) -> torch.Tensor:
-        x = augment(
-            self.train.images[indices].to(self.device), self.spec.augment, self.pad, self.gen
-        )
-        return logits(model(to_input(x)))
-
-    def loss(self, model: torch.nn.Module) -> torch.Tensor | float:
-        """``der_alpha`` MSE to the stored logits + ``der_beta`` CE on the labels (0 while the
-        buffer is empty)."""
-        if not self.buffer.items:
-            return 0.0
+    def sample(self) -> tuple[list[int], list[int]]:
+        """Two independent buffer batches (empty while the buffer is)."""
         n = self.spec.replay_batch_size
-        first, second = self.buffer.sample(n), self.buffer.sample(n)
-        stored = torch.stack([self.logits[i] for i in first]).to(self.device)
-        mse = F.mse_loss(self._forward(model, first), stored)
-        labels = self.train.labels[second].to(self.device)
-        ce = F.cross_entropy(self._forward(model, second), labels)
+        return self.buffer.sample(n), self.buffer.sample(n)
+
+    def loss(
+        self,
+        first_out: torch.Tensor,
+        first: list[int],
+        second_out: torch.Tensor,
+        second: list[int],
+    ) -> torch.Tensor | float:
+        """``der_alpha`` × MSE of ``first``'s outputs to their stored logits + ``der_beta`` ×
+        CE of ``second``'s outputs to their labels (0 without buffer images)."""
+        if not first:
+            return 0.0
+        stored = torch.stack([self.logits[i] for i in first]).to(first_out.device)
+        mse = F.mse_loss(first_out, stored)
+        ce = F.cross_entropy(second_out, self.labels[second].to(second_out.device))
         return self.spec.der_alpha * mse + self.spec.der_beta * ce
 
     def remember(self, batch: list[int], batch_logits: torch.Tensor) -> None:
@@ -200,7 +194,7 @@ def run_stream(
         model = build_classifier(spec.classifier, num_classes, channels, size).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=spec.lr)
         buffer = Reservoir(spec.buffer_size if method in ("er", "der++") else 0, seed)
-        dark = DarkReplay(spec, train, buffer, gen, pad=max(1, round(size / 8)), device=dev)
+        dark = DarkReplay(spec, train.labels, buffer)
         seen_classes: set[int] = set()
         seen, next_eval = 0, spec.eval_every
         pad = max(1, round(size / 8))
@@ -211,14 +205,17 @@ def run_stream(
             for start in range(0, len(indices), spec.batch_size):
                 batch = indices[start : start + spec.batch_size].tolist()
                 for _ in range(spec.online_iterations):
+                    first, second = dark.sample() if method == "der++" else ([], [])
                     replay = buffer.sample(spec.replay_batch_size) if method == "er" else []
-                    idx = torch.tensor(batch + replay)
+                    idx = torch.tensor(batch + replay + first + second)
                     x = augment(train.images[idx].to(dev), spec.augment, pad, gen)
                     model.train()
                     out = logits(model(to_input(x)))
-                    loss = F.cross_entropy(out, train.labels[idx].to(dev))
+                    b = len(batch) + len(replay)
+                    loss = F.cross_entropy(out[:b], train.labels[idx[:b]].to(dev))
                     if method == "der++":
-                        loss = loss + dark.loss(model)
+                        split = b + len(first)
+                        loss = loss + dark.loss(out[b:split], first, out[split:], second)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
