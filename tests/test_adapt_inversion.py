@@ -365,6 +365,7 @@ def test_inversion_without_its_artifact_is_a_one_line_error(tmp_path: Path) -> N
         read_inversion_index(tmp_path)
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_adapt_shards_from_the_cli_finish_the_stage_once_every_group_is_done(
     tiny_sd_path: Path, real_folder: Path, tmp_path: Path
 ) -> None:

@@ -166,6 +166,7 @@ def cas_runs(out: Path) -> dict[int, tuple[Any, ...]]:
     }
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_killed_training_worker_and_driver_resume_to_one_process_result(tmp_path: Path) -> None:
     """``synthset evaluate`` with two worker processes: one worker SIGKILLed mid-training (the
     pool is rebuilt and retrains it), then the driver SIGKILLed after a training was saved; a

@@ -158,6 +158,7 @@ with writer_lease(run, (0, 1)), Manifest(run / "manifest.jsonl").exclusive():
 """
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_a_second_writer_of_the_same_shard_is_refused_until_the_first_dies(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:
@@ -205,6 +206,7 @@ def test_a_second_writer_of_the_same_shard_is_refused_until_the_first_dies(
 # ----------------------------------------------------------------------------- the queue executor
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_queue_workers_killed_at_random_match_one_process(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:
@@ -245,6 +247,7 @@ def test_queue_workers_killed_at_random_match_one_process(
     assert len(read_jsonl(run / "images" / "metadata.jsonl")) == 600
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_queue_workers_option_starts_helper_processes(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:

@@ -143,6 +143,7 @@ def ray_actor_pids() -> list[int]:
     return pids
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_ray_actors_and_driver_killed_at_random_match_one_process(
     trained: tuple[Path, Path], reference: dict[str, bytes], ray_address: str
 ) -> None:
@@ -251,6 +252,7 @@ def job_processes(root: int) -> list[psutil.Process]:
     return descendants(root, "submitit.core._submit")
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_launch_slurm_local_from_scratch_with_a_killed_shard_task_matches_one_process(
     trained: tuple[Path, Path], reference: dict[str, bytes]
 ) -> None:

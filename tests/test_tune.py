@@ -307,6 +307,7 @@ def _db_states(db: Path) -> list[str]:
     return [s if s != "RUNNING" or n == len(SPACE) else "STARTING" for s, n in rows]
 
 
+@pytest.mark.slow  # CI time: run with pytest -m slow
 def test_sigkill_mid_study_then_rerun_completes_without_redoing(tmp_path: Path) -> None:
     out = tmp_path / "run"
     path = tmp_path / "r.yaml"
