@@ -121,7 +121,17 @@ def ray_head() -> tuple[str, str]:
     start += [f"--temp-dir={temp}", f"--ray-client-server-port={client_port}"]
     done = subprocess.run(start, capture_output=True, text=True, env=env(), timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
-    yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
+    client = f"ray://127.0.0.1:{client_port}"
+    # a first Ray Client connection can fail while the head is still starting on a busy machine
+    probe = f"import ray; ray.init({client!r}); ray.shutdown()"
+    for _ in range(5):
+        joined = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env(), timeout=180
+        )
+        if joined.returncode == 0:
+            break
+        time.sleep(5)
+    yield f"127.0.0.1:{port}", client
     subprocess.run([ray_cli, "stop", "--force"], capture_output=True, env=env(), timeout=120)
     shutil.rmtree(temp, ignore_errors=True)
 
