@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
+# Bytecode caching on, for this process, the xdist workers and every process a test starts: with
+# PYTHONDONTWRITEBYTECODE set (as on the CI machines) and an install without .pyc files (pip
+# --no-compile), each CLI run would compile torch, diffusers and scikit-learn from source again
+# (~20 s of CPU per process on 2 cores); now the first import writes __pycache__ and the rest
+# read it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 from pathlib import Path  # noqa: E402
 

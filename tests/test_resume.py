@@ -29,7 +29,7 @@ TOY = {
         "images_per_class": 60,
         "batch_size": 6,
         "writer_threads": 2,
-        "generator": {"kind": "tiny", "steps": 25, "scheduler": "ddpm", "guidance_scale": 2.0},
+        "generator": {"kind": "tiny", "steps": 12, "scheduler": "ddpm", "guidance_scale": 2.0},
     },
 }
 
