@@ -121,14 +121,23 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-#: The longest test files (minutes each): collected first, so two workers start them at once
-#: instead of one worker finishing with a long file while the other sits idle.
+#: The longest test files (minutes each), longest first: collected first, and (with xdist's
+#: --no-loadscope-reorder in pyproject's addopts) handed to the two workers in this order, so
+#: the shorter files fill the gaps at the end instead of one long file running alone last.
 LONGEST_FIRST = (
     "test_demo.py",
-    "test_adapt_inversion.py",
-    "test_scale_out.py",
     "test_resume.py",
+    "test_scale_out.py",
+    "test_adapt_inversion.py",
+    "test_pretrain_tiny.py",
+    "test_curate.py",
+    "test_edge_inputs.py",
+    "test_stage_fingerprints.py",
+    "test_evaluate_executors.py",
+    "test_adapt_pipelines.py",
+    "test_fidelity.py",
     "test_tune.py",
+    "test_export.py",
 )
 
 

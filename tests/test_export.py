@@ -161,3 +161,129 @@ def test_bad_destinations_and_missing_tokens_are_one_line_errors(
     assert (foreign / "mine.txt").read_text() == "keep me"
     with pytest.raises(SynthsetError, match="export.formats"):
         export(out, formats=["tfrecord"])
+
+
+# ----------------------------------------------------------------------------- memory at scale
+
+
+WARM_UP, SMALL, LARGE = 10, 50, 500  # images in the runs of a memory test
+
+
+def working_memory() -> int:
+    """Bytes the traced code held at its peak beyond what it left allocated: what it kept in
+    memory while it ran (what is left, e.g. a resize of the interpreter's table of interned
+    strings, which every new path grows, is not the code's working set)."""
+    import tracemalloc
+
+    current, peak = tracemalloc.get_traced_memory()
+    return peak - current
+
+
+def _labeled_set(root: Path, n: int) -> tuple[list[dict[str, Any]], Path]:
+    """``n`` 8x8 images in ten classes, their index rows and a labels table (one object per
+    image, a 32-point polygon, as the labels stage writes)."""
+    from synthset.store.atomic import write_jsonl
+    from synthset.store.imagefolder import encode_image
+
+    png = encode_image(Image.new("L", (8, 8), 255), "png")
+    polygon = [[1.0 + k % 5, 1.0 + k // 8] for k in range(32)]
+    rows, labels = [], []
+    for i in range(n):
+        c, item_id = i % 10, f"item{i:06d}"
+        file_name = f"{c}/{item_id}.png"
+        (root / "images" / str(c)).mkdir(parents=True, exist_ok=True)
+        (root / "images" / file_name).write_bytes(png)
+        meta = {"prompt": f"a handwritten digit {c}", "seed": i, "generator": "tiny"}
+        rows.append(
+            {"item_id": item_id, "label": c, "file_name": file_name}
+            | {"path": str(root / "images" / file_name)}
+            | meta
+        )
+        obj = {"class_id": c, "class_name": str(c), "box": [1, 1, 6, 6], "polygon": polygon}
+        labels.append(
+            {"item_id": item_id, "file_name": file_name, "label": c, "width": 8, "height": 8}
+            | {"objects": [obj | {"area": 25, "score": 0.9}], "mask_file": "", "flags": []}
+        )
+    write_jsonl(root / "labels" / "labels.jsonl", labels)
+    return rows, root / "labels"
+
+
+def test_exports_stream_memory_does_not_grow_with_the_set(tmp_path: Path) -> None:
+    """Ten times the images, (almost) the same peak of Python memory during the export: no
+    format holds the labels table, its objects or its output document in memory."""
+    import tracemalloc
+
+    from synthset.classes import ClassInfo
+    from synthset.export.run import export_all
+    from synthset.recipe import ExportSpec
+
+    classes = [ClassInfo(c, str(c), str(c)) for c in range(10)]
+    formats = ["imagefolder", "webdataset", "stream", "yolo", "coco"]
+    peaks = {}
+    for n in (WARM_UP, SMALL, LARGE):  # the warm-up run imports what the export uses
+        rows, labels_dir = _labeled_set(tmp_path / f"set{n}", n)
+        spec = ExportSpec(formats=formats, out_dir=tmp_path / f"out{n}", shard_max_count=100)
+        tracemalloc.start()
+        summary = export_all(
+            spec,
+            rows,
+            classes,
+            tmp_path / f"set{n}" / "images",
+            tmp_path / f"run{n}",
+            0,
+            False,
+            labels_dir=labels_dir,
+        )
+        peaks[n] = working_memory()
+        tracemalloc.stop()
+        assert summary["formats"]["coco"]["annotations"] == n
+        coco = json.loads((tmp_path / f"out{n}" / "coco" / "annotations.json").read_text())
+        assert [im["item_id"] for im in coco["images"]] == [r["item_id"] for r in rows]
+        assert (
+            len(json.loads((tmp_path / f"out{n}" / "stream" / "stream.json").read_text())["stream"])
+            == n
+        )
+    # 450 more label rows as Python objects alone would take ~1.5 MiB
+    assert peaks[LARGE] - peaks[SMALL] < 2**19, peaks
+
+
+def square_source(spec: Any, class_names: list[str]) -> Any:
+    """A label source for the memory test: a 5x5 square of the image's own class."""
+    import numpy as np
+
+    from synthset.labels.sources import map_candidates
+
+    def find(root: Path, row: dict[str, Any], size: tuple[int, int]) -> Any:
+        ink = np.zeros((8, 8), np.float32)
+        ink[1:6, 1:6] = 1.0
+        return map_candidates(spec, {int(row["label"]): ink}, 0.35)
+
+    return find
+
+
+def test_labels_stage_memory_does_not_grow_with_the_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The labels stage writes its table a row at a time: ten times the images, about the same
+    peak of Python memory, and the summary still counts every image."""
+    import tracemalloc
+
+    from synthset.labels.run import label_all
+    from synthset.labels.sources import LABEL_SOURCES
+    from synthset.recipe import LabelsSpec
+
+    monkeypatch.setitem(LABEL_SOURCES.entries, "square", "test_export:square_source")
+    spec = LabelsSpec.model_construct(**{**LabelsSpec().model_dump(), "method": "square"})
+    peaks = {}
+    for n in (WARM_UP, SMALL, LARGE):  # the warm-up run imports what the export uses
+        rows, _ = _labeled_set(tmp_path / f"set{n}", n)
+        out = tmp_path / f"labels{n}"
+        tracemalloc.start()
+        summary = label_all(spec, rows, [str(c) for c in range(10)], tmp_path, out, False)
+        peaks[n] = working_memory()
+        tracemalloc.stop()
+        assert summary["images"] == summary["objects"] == n
+        table = read_jsonl(out / "labels.jsonl")
+        assert [r["item_id"] for r in table] == [r["item_id"] for r in rows]
+        assert all(r["objects"][0]["box"] == [1, 1, 6, 6] for r in table)
+    assert peaks[LARGE] - peaks[SMALL] < 2**19, peaks

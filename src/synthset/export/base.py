@@ -8,14 +8,15 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from synthset.errors import SynthsetError
 from synthset.recipe import ExportSpec
 from synthset.store.atomic import atomic_write_json, temp_path
+from synthset.store.labels import LabelTable
 
 MARKER = ".synthset-export.json"
 
@@ -32,18 +33,49 @@ class ExportItem:
     meta: dict[str, Any]  # the row of images/metadata.jsonl (prompt, seed, generator, ...)
 
 
+class KeptItems(Sequence[ExportItem]):
+    """The kept rows of the synthetic index as :class:`ExportItem` s, each built when read (the
+    rows are already in memory; no second copy per image)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], class_names: list[str]) -> None:
+        self._rows = rows
+        self._names = class_names
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> ExportItem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ExportItem]: ...
+
+    def __getitem__(self, index: int | slice) -> ExportItem | list[ExportItem]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        r = self._rows[index]
+        return ExportItem(
+            item_id=str(r["item_id"]),
+            path=Path(r["path"]),
+            label=int(r["label"]),
+            class_name=self._names[int(r["label"])],
+            file_name=str(r["file_name"]),
+            meta=r,
+        )
+
+
 @dataclass(frozen=True)
 class ExportJob:
-    items: list[ExportItem]
+    items: Sequence[ExportItem]
     class_names: list[str]
     images_root: Path
     spec: ExportSpec
     seed: int
     progress: bool = True
-    labels: dict[str, dict[str, Any]] | None = None  # labels/labels.jsonl rows by item id
+    labels: LabelTable | None = None  # labels/labels.jsonl, one row per item id on demand
     labels_dir: Path | None = None
 
-    def labels_of(self, fmt: str) -> dict[str, dict[str, Any]]:
+    def labels_of(self, fmt: str) -> LabelTable:
         """The label rows a box/mask format needs; none is a one-line error."""
         if self.labels is None:
             raise SynthsetError(
@@ -52,12 +84,25 @@ class ExportJob:
             )
         return self.labels
 
+    def sample_json(self, item: ExportItem) -> dict[str, Any]:
+        """The metadata an image carries in every format: its row without local paths, and its
+        objects when the run has labels."""
+        drop = {"path", "file_name"}
+        meta = {k: v for k, v in item.meta.items() if k not in drop} | {
+            "item_id": item.item_id,
+            "label": item.label,
+            "class_name": item.class_name,
+        }
+        if self.labels is not None:
+            meta["objects"] = self.labels[item.item_id]["objects"]
+        return meta
+
     def digest(self, *settings: Any) -> str:
         """What an export's content depends on: the items (id, label, file size and time), their
         labels when the run has them, and the format's settings."""
         h = hashlib.sha256(json.dumps([self.class_names, settings], default=str).encode())
         if self.labels is not None:
-            h.update(json.dumps(sorted(self.labels.items()), sort_keys=True).encode())
+            h.update(self.labels.digest.encode())
         for it in self.items:
             st = it.path.stat()
             h.update(
@@ -117,13 +162,3 @@ def link_or_copy(src: Path, target: Path) -> bool:
         linked = False
     os.replace(tmp, target)
     return linked
-
-
-def sample_json(item: ExportItem) -> dict[str, Any]:
-    """The metadata an image carries in every format: its row, without local paths."""
-    drop = {"path", "file_name"}
-    return {k: v for k, v in item.meta.items() if k not in drop} | {
-        "item_id": item.item_id,
-        "label": item.label,
-        "class_name": item.class_name,
-    }

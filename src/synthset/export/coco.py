@@ -5,7 +5,8 @@ start at 1). ``pycocotools.coco.COCO`` reads it as it is."""
 
 from __future__ import annotations
 
-import json
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from tqdm import tqdm
 from synthset.errors import SynthsetError
 from synthset.export.base import ExportJob, close_folder, finished_info, link_or_copy, open_folder
 from synthset.export.yolo import flat_name
-from synthset.store.atomic import atomic_write_text
+from synthset.store.atomic import write_json_with_lists
 
 
 def _rle(mask: np.ndarray) -> dict[str, Any]:
@@ -37,16 +38,17 @@ def export_coco(job: ExportJob, dest: Path) -> dict[str, Any]:
     fp = job.digest("coco", style)
     if open_folder(dest, fp):
         return finished_info(dest)
-    images, annotations = [], []
-    for image_id, it in enumerate(
-        tqdm(job.items, desc="coco", unit="img", disable=not job.progress), 1
-    ):
-        target = dest / "images" / flat_name(it)
-        if not (target.exists() and target.stat().st_size == it.path.stat().st_size):
-            link_or_copy(it.path, target)
-        row = labels[it.item_id]
-        images.append(
-            {
+    annotation_ids = itertools.count(1)
+
+    def images() -> Iterator[dict[str, Any]]:
+        for image_id, it in enumerate(
+            tqdm(job.items, desc="coco", unit="img", disable=not job.progress), 1
+        ):
+            target = dest / "images" / flat_name(it)
+            if not (target.exists() and target.stat().st_size == it.path.stat().st_size):
+                link_or_copy(it.path, target)
+            row = labels[it.item_id]
+            yield {
                 "id": image_id,
                 "file_name": flat_name(it),
                 "width": row["width"],
@@ -54,38 +56,42 @@ def export_coco(job: ExportJob, dest: Path) -> dict[str, Any]:
                 "item_id": it.item_id,
                 "label": it.label,
             }
-        )
-        instances = None
-        if style == "rle" and row["objects"]:
-            assert job.labels_dir is not None
-            with Image.open(job.labels_dir / row["mask_file"]) as img:
-                instances = np.asarray(img)
-        for number, obj in enumerate(row["objects"], 1):
-            x0, y0, x1, y1 = obj["box"]
-            if instances is not None:
-                segmentation: Any = _rle(instances == number)
-            else:
-                segmentation = [[c for point in obj["polygon"] for c in point]]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": obj["class_id"] + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": obj["area"],
-                    "segmentation": segmentation,
-                    "iscrowd": 0,
-                    "score": obj.get("score"),
-                }
-            )
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(job.class_names)]
-    coco = {
+
+    def annotations() -> Iterator[dict[str, Any]]:
+        for image_id, it in enumerate(job.items, 1):
+            row = labels[it.item_id]
+            for obj in _annotations(job, row, style):
+                yield obj | {"id": next(annotation_ids), "image_id": image_id}
+
+    head = {
         "info": {"description": "synthset synthetic dataset", "version": "1.0"},
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(job.class_names)],
     }
-    atomic_write_text(dest / "annotations.json", json.dumps(coco))
-    info = {"format": "coco", "images": len(images), "annotations": len(annotations)}
+    lists = {"images": images(), "annotations": annotations()}  # two passes over the items
+    counts = write_json_with_lists(dest / "annotations.json", head, lists)
+    info = {"format": "coco", **counts}
     close_folder(dest, fp, info)
     return info
+
+
+def _annotations(job: ExportJob, row: dict[str, Any], style: str) -> Iterator[dict[str, Any]]:
+    """The COCO annotations of one image's objects (without ``id`` and ``image_id``)."""
+    instances = None
+    if style == "rle" and row["objects"]:
+        assert job.labels_dir is not None
+        with Image.open(job.labels_dir / row["mask_file"]) as img:
+            instances = np.asarray(img)
+    for number, obj in enumerate(row["objects"], 1):
+        x0, y0, x1, y1 = obj["box"]
+        if instances is not None:
+            segmentation: Any = _rle(instances == number)
+        else:
+            segmentation = [[c for point in obj["polygon"] for c in point]]
+        yield {
+            "category_id": obj["class_id"] + 1,
+            "bbox": [x0, y0, x1 - x0, y1 - y0],
+            "area": obj["area"],
+            "segmentation": segmentation,
+            "iscrowd": 0,
+            "score": obj.get("score"),
+        }

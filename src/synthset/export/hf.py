@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from synthset.errors import SynthsetError, first_line
-from synthset.export.base import ExportJob, close_folder, finished_info, open_folder, sample_json
+from synthset.export.base import ExportJob, close_folder, finished_info, open_folder
 from synthset.store.atomic import temp_path
 
 EXTRA_COLUMNS = ("prompt", "seed", "generator")
@@ -47,7 +47,7 @@ def _dataset(job: ExportJob, cache: Path) -> Any:
 
     def rows() -> Iterator[dict[str, Any]]:
         for it in job.items:
-            meta = sample_json(it)
+            meta = job.sample_json(it)
             row = {
                 "image": {"bytes": it.path.read_bytes(), "path": Path(it.file_name).name},
                 "label": it.label,
@@ -55,7 +55,7 @@ def _dataset(job: ExportJob, cache: Path) -> Any:
                 **{k: meta.get(k) for k in EXTRA_COLUMNS},
             }
             if job.labels is not None:
-                row["objects"] = hf_objects(job.labels[it.item_id]["objects"])
+                row["objects"] = hf_objects(meta["objects"])
             yield row
 
     return Dataset.from_generator(rows, features=features, cache_dir=str(cache))

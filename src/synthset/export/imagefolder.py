@@ -16,7 +16,6 @@ from synthset.export.base import (
     finished_info,
     link_or_copy,
     open_folder,
-    sample_json,
 )
 from synthset.store.atomic import write_jsonl
 
@@ -33,7 +32,7 @@ def export_imagefolder(job: ExportJob, dest: Path) -> dict[str, Any]:
         links += link_or_copy(it.path, target)
     write_jsonl(
         dest / "metadata.jsonl",
-        [{"file_name": it.file_name} | sample_json(it) for it in job.items],
+        ({"file_name": it.file_name} | job.sample_json(it) for it in job.items),
     )
     info = {"format": "imagefolder", "images": len(job.items), "hard_links": links}
     close_folder(dest, fp, info)

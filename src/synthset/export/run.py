@@ -3,16 +3,17 @@ summary (``export/export.json`` in the run folder) of what each holds and how lo
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from synthset.classes import ClassInfo
-from synthset.export.base import ExportItem, ExportJob
+from synthset.export.base import ExportJob, KeptItems
 from synthset.export.registry import EXPORTERS
 from synthset.recipe import ExportSpec
 from synthset.store.atomic import atomic_write_json
-from synthset.store.labels import read_labels
+from synthset.store.labels import LabelTable
 
 SUMMARY = "export.json"
 
@@ -30,27 +31,19 @@ def export_all(
     """Write each format; ``rows``: the kept rows of the synthetic index (with ``path``);
     ``labels_dir``: the labels stage's folder, for the box and mask formats."""
     names = [c.name for c in classes]
-    labels = read_labels(labels_dir) if labels_dir is not None else None
-    if labels is not None:  # every format's metadata carries the objects
-        rows = [r | {"objects": labels[str(r["item_id"])]["objects"]} for r in rows]
-    items = [
-        ExportItem(
-            item_id=str(r["item_id"]),
-            path=Path(r["path"]),
-            label=int(r["label"]),
-            class_name=names[int(r["label"])],
-            file_name=str(r["file_name"]),
-            meta=r,
-        )
-        for r in rows
-    ]
-    job = ExportJob(items, names, images_root, spec, seed, progress, labels, labels_dir)
     out = Path(spec.out_dir) if spec.out_dir is not None else default_dir
     done: dict[str, Any] = {}
-    for fmt in spec.formats:
-        start = time.perf_counter()
-        info = EXPORTERS.load(fmt)(job, out / fmt)
-        done[fmt] = info | {"seconds": round(time.perf_counter() - start, 3), "dir": str(out / fmt)}
-    summary = {"images": len(items), "formats": done}
+    with contextlib.ExitStack() as stack:
+        labels = stack.enter_context(LabelTable(labels_dir)) if labels_dir is not None else None
+        items = KeptItems(rows, names)
+        job = ExportJob(items, names, images_root, spec, seed, progress, labels, labels_dir)
+        for fmt in spec.formats:
+            start = time.perf_counter()
+            info = EXPORTERS.load(fmt)(job, out / fmt)
+            done[fmt] = info | {
+                "seconds": round(time.perf_counter() - start, 3),
+                "dir": str(out / fmt),
+            }
+    summary = {"images": len(rows), "formats": done}
     atomic_write_json(default_dir / SUMMARY, summary)
     return summary

@@ -20,25 +20,24 @@ from synthset.export.base import (
     close_folder,
     finished_info,
     open_folder,
-    sample_json,
 )
 from synthset.store.atomic import temp_path
 
 BLOCK, RECORD = 512, 10240  # tar: members in 512-byte blocks, the archive in 10 KiB records
 
 
-def members(item: ExportItem) -> dict[str, bytes | None]:
+def members(job: ExportJob, item: ExportItem) -> dict[str, bytes | None]:
     """A sample's tar members (the image's bytes are read when written: None here)."""
     return {
         item.path.suffix.lstrip(".").lower(): None,
         "cls": str(item.label).encode(),
-        "json": json.dumps(sample_json(item), sort_keys=True).encode(),
+        "json": json.dumps(job.sample_json(item), sort_keys=True).encode(),
     }
 
 
-def _tar_bytes(item: ExportItem) -> int:
+def _tar_bytes(job: ExportJob, item: ExportItem) -> int:
     """The exact bytes a sample's members take in a tar (a header block each + data blocks)."""
-    sizes = [item.path.stat().st_size if v is None else len(v) for v in members(item).values()]
+    sizes = [item.path.stat().st_size if v is None else len(v) for v in members(job, item).values()]
     return sum(BLOCK + -(-n // BLOCK) * BLOCK for n in sizes)
 
 
@@ -47,22 +46,23 @@ def _archive_bytes(samples: int) -> int:
     return -(-(samples + 2 * BLOCK) // RECORD) * RECORD
 
 
-def shard_plan(items: list[ExportItem], max_count: int, max_bytes: int | None) -> list[list[int]]:
-    """Item indices per shard, in order; with ``max_bytes`` no shard file passes it (unless one
-    sample alone does)."""
-    shards: list[list[int]] = [[]]
-    size = 0
-    for i, it in enumerate(items):
-        need = _tar_bytes(it) if max_bytes is not None else 0
-        full = len(shards[-1]) >= max_count or (
-            max_bytes is not None and shards[-1] and _archive_bytes(size + need) > max_bytes
+def shard_plan(job: ExportJob, max_count: int, max_bytes: int | None) -> list[range]:
+    """Item index ranges per shard, in order; with ``max_bytes`` no shard file passes it (unless
+    one sample alone does)."""
+    starts = [0]
+    count = size = 0
+    for i, it in enumerate(job.items):
+        need = _tar_bytes(job, it) if max_bytes is not None else 0
+        full = count >= max_count or (
+            max_bytes is not None and count > 0 and _archive_bytes(size + need) > max_bytes
         )
         if full:
-            shards.append([])
-            size = 0
-        shards[-1].append(i)
+            starts.append(i)
+            count = size = 0
+        count += 1
         size += need
-    return [s for s in shards if s]
+    ends = [*starts[1:], len(job.items)]
+    return [range(a, b) for a, b in zip(starts, ends, strict=True) if b > a]
 
 
 def export_webdataset(job: ExportJob, dest: Path) -> dict[str, Any]:
@@ -76,7 +76,7 @@ def export_webdataset(job: ExportJob, dest: Path) -> dict[str, Any]:
     fp = job.digest("webdataset", spec.shard_max_count, spec.shard_max_bytes)
     if open_folder(dest, fp):
         return finished_info(dest)
-    plan = shard_plan(job.items, spec.shard_max_count, spec.shard_max_bytes)
+    plan = shard_plan(job, spec.shard_max_count, spec.shard_max_bytes)
     written = 0
     for n, shard in enumerate(
         tqdm(plan, desc="webdataset", unit="shard", disable=not job.progress)
@@ -91,7 +91,7 @@ def export_webdataset(job: ExportJob, dest: Path) -> dict[str, Any]:
             for i in shard:
                 it = job.items[i]
                 sample = {
-                    k: it.path.read_bytes() if v is None else v for k, v in members(it).items()
+                    k: it.path.read_bytes() if v is None else v for k, v in members(job, it).items()
                 }
                 sink.write({"__key__": it.item_id, **sample})
             sink.close()

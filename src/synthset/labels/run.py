@@ -6,6 +6,7 @@ object in the row's ``objects`` list + 1 per pixel, 0 background) and ``labels/l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,20 @@ def label_all(
 ) -> dict[str, Any]:
     """Label ``rows`` (kept rows of the synthetic index, with ``path``); returns the summary."""
     source = LABEL_SOURCES.load(spec.method)(spec, class_names)
-    table = []
-    for row in tqdm(rows, desc="label", unit="img", disable=not progress):
-        with Image.open(row["path"]) as img:
-            size = img.size
-        objects, instance_image = _objects(
-            source(run_root, row, size), class_names, size, spec.polygon_tolerance
-        )
-        mask_file = Path(MASKS_FOLDER) / Path(str(row["file_name"])).with_suffix(".png")
-        atomic_write_bytes(out_dir / mask_file, encode_image(instance_image, "png"))
-        own = int(row["label"])
-        table.append(
-            {
+    tally = _Tally(class_names)
+
+    def table() -> Iterator[dict[str, Any]]:
+        for row in tqdm(rows, desc="label", unit="img", disable=not progress):
+            with Image.open(row["path"]) as img:
+                size = img.size
+            objects, instance_image = _objects(
+                source(run_root, row, size), class_names, size, spec.polygon_tolerance
+            )
+            mask_file = Path(MASKS_FOLDER) / Path(str(row["file_name"])).with_suffix(".png")
+            atomic_write_bytes(out_dir / mask_file, encode_image(instance_image, "png"))
+            own = int(row["label"])
+            found = any(o["class_id"] == own for o in objects)
+            labeled = {
                 "item_id": row["item_id"],
                 "file_name": row["file_name"],
                 "label": own,
@@ -53,11 +56,13 @@ def label_all(
                 "height": size[1],
                 "objects": objects,
                 "mask_file": mask_file.as_posix(),
-                "flags": [] if any(o["class_id"] == own for o in objects) else [OWN_CLASS_MISSING],
+                "flags": [] if found else [OWN_CLASS_MISSING],
             }
-        )
-    write_jsonl(out_dir / LABELS_FILE, table)
-    summary = _summary(spec, table, class_names)
+            tally.add(labeled)
+            yield labeled
+
+    write_jsonl(out_dir / LABELS_FILE, table())  # a row at a time: memory stays flat
+    summary = {"method": spec.method, "threshold": spec.threshold, **tally.summary()}
     atomic_write_json(out_dir / SUMMARY_FILE, summary)
     return {k: summary[k] for k in ("images", "objects", "own_class_missing")}
 
@@ -93,31 +98,38 @@ def _objects(
     return objects, Image.fromarray(instances)
 
 
-def _summary(
-    spec: LabelsSpec, table: list[dict[str, Any]], class_names: list[str]
-) -> dict[str, Any]:
-    images = [0] * len(class_names)
-    missed = [0] * len(class_names)
-    areas: list[list[float]] = [[] for _ in class_names]
-    for r in table:  # one pass: the table may hold millions of rows
-        images[r["label"]] += 1
-        missed[r["label"]] += OWN_CLASS_MISSING in r["flags"]
-        for o in r["objects"]:
-            areas[o["class_id"]].append(o["area"] / (r["width"] * r["height"]))
-    per_class = {
-        name: {
-            "images": images[cid],
-            "objects": len(areas[cid]),
-            "mean_mask_area": round(float(np.mean(areas[cid])), 4) if areas[cid] else None,
-            "own_class_missing": missed[cid],
+class _Tally:
+    """Per-class counts and mean mask area, added up a row at a time."""
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.names = class_names
+        self.images = [0] * len(class_names)
+        self.missed = [0] * len(class_names)
+        self.objects = [0] * len(class_names)
+        self.area = [0.0] * len(class_names)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.images[row["label"]] += 1
+        self.missed[row["label"]] += OWN_CLASS_MISSING in row["flags"]
+        for o in row["objects"]:
+            self.objects[o["class_id"]] += 1
+            self.area[o["class_id"]] += o["area"] / (row["width"] * row["height"])
+
+    def summary(self) -> dict[str, Any]:
+        per_class = {
+            name: {
+                "images": self.images[cid],
+                "objects": self.objects[cid],
+                "mean_mask_area": (
+                    round(self.area[cid] / self.objects[cid], 4) if self.objects[cid] else None
+                ),
+                "own_class_missing": self.missed[cid],
+            }
+            for cid, name in enumerate(self.names)
         }
-        for cid, name in enumerate(class_names)
-    }
-    return {
-        "method": spec.method,
-        "threshold": spec.threshold,
-        "images": len(table),
-        "objects": sum(len(r["objects"]) for r in table),
-        "own_class_missing": sum(missed),
-        "per_class": per_class,
-    }
+        return {
+            "images": sum(self.images),
+            "objects": sum(self.objects),
+            "own_class_missing": sum(self.missed),
+            "per_class": per_class,
+        }

@@ -8,7 +8,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -104,9 +104,38 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as JSON lines to ``path`` atomically."""
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write rows as JSON lines to ``path`` atomically, one at a time (a generator of rows is
+    never held in memory whole)."""
+
+    def write(fh: IO[bytes]) -> None:
+        for r in rows:
+            fh.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    atomic_write(path, write)
+
+
+def write_json_with_lists(
+    path: Path, head: dict[str, Any], lists: dict[str, Iterable[Any]]
+) -> dict[str, int]:
+    """Write ``head`` plus one list per key of ``lists`` as one JSON document, atomically and a
+    record at a time (no list is ever in memory whole; each iterable is consumed in turn);
+    returns how many records each list got."""
+    counts = dict.fromkeys(lists, 0)
+
+    def write(fh: IO[bytes]) -> None:
+        fh.write(json.dumps(head)[:-1].encode())
+        for n, (key, records) in enumerate(lists.items()):
+            sep = ", " if head or n else ""
+            fh.write(f"{sep}{json.dumps(key)}: [".encode())
+            for record in records:
+                fh.write((", " if counts[key] else "").encode() + json.dumps(record).encode())
+                counts[key] += 1
+            fh.write(b"]")
+        fh.write(b"}")
+
+    atomic_write(path, write)
+    return counts
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
