@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
 # Bytecode caching on, for this process, the xdist workers and every process a test starts: with
@@ -121,26 +122,14 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-#: The longest test files (minutes each), longest first: collected first, and (with xdist's
-#: --no-loadscope-reorder in pyproject's addopts) handed to the two workers in this order, so
-#: the shorter files fill the gaps at the end instead of one long file running alone last.
-LONGEST_FIRST = (
-    "test_demo.py",
-    "test_resume.py",
-    "test_scale_out.py",
-    "test_adapt_inversion.py",
-    "test_pretrain_tiny.py",
-    "test_curate.py",
-    "test_edge_inputs.py",
-    "test_stage_fingerprints.py",
-    "test_evaluate_executors.py",
-    "test_adapt_pipelines.py",
-    "test_fidelity.py",
-    "test_tune.py",
-    "test_export.py",
-)
+#: Test files handed to a worker first: the reduced demo (minutes of training in-process) then
+#: runs beside the many short files instead of alone at the end.
+FIRST = ("test_demo.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+    """The order xdist hands out files in (--no-loadscope-reorder in pyproject's addopts):
+    :data:`FIRST`, then the rest by number of tests, most first (xdist's own order); test order
+    within a file is kept (a stable sort)."""
+    tests_in = Counter(item.path.name for item in items)
+    items.sort(key=lambda item: (item.path.name not in FIRST, -tests_in[item.path.name]))
