@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
 # Bytecode caching on, for this process, the xdist workers and every process a test starts: with
@@ -122,14 +121,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-#: Test files handed to a worker first: the reduced demo (minutes of training in-process) then
-#: runs beside the many short files instead of alone at the end.
-FIRST = ("test_demo.py",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The order xdist hands out files in (--no-loadscope-reorder in pyproject's addopts):
-    :data:`FIRST`, then the rest by number of tests, most first (xdist's own order); test order
-    within a file is kept (a stable sort)."""
-    tests_in = Counter(item.path.name for item in items)
-    items.sort(key=lambda item: (item.path.name not in FIRST, -tests_in[item.path.name]))
+# Scheduling: xdist (--dist loadfile) hands out files with the most tests first, so the reduced
+# demo (two tests, minutes of in-process training) runs last, alone on a core. Measured on 2
+# cores: handing it out first made it run beside subprocess- and Ray-heavy files with both
+# workers' torch threads oversubscribing the cores, and it took 1,023 s instead of 361 s.
