@@ -90,6 +90,10 @@ def actor_resources(ray_spec: RayClusterSpec, gpus_here: int) -> dict[str, Any]:
     return {"num_cpus": ray_spec.num_cpus, "num_gpus": gpus}
 
 
+#: Tries to join through Ray Client when the server reports an initialization failure.
+CLIENT_ATTEMPTS = 3
+
+
 @contextmanager
 def ray_cluster(
     ray_spec: RayClusterSpec, progress: bool, field: str = "generate.ray.address"
@@ -102,19 +106,25 @@ def ray_cluster(
         yield
         return
     address = ray_spec.address or os.environ.get("RAY_ADDRESS") or "local"
-    try:
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=progress,
-            logging_level=logging.WARNING,
-            configure_logging=True,
-        )
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise SynthsetError(
-            f"{field} {address!r}: cannot join that Ray cluster "
-            f"({first_line(exc)}); start one with 'ray start --head' or set the address"
-        ) from None
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=progress,
+                logging_level=logging.WARNING,
+                configure_logging=True,
+            )
+            break
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            # a busy head's Ray Client server may fail to start this client's server in time
+            if "Initialization failure" in str(exc) and attempt < CLIENT_ATTEMPTS:
+                time.sleep(5 * attempt)
+                continue
+            raise SynthsetError(
+                f"{field} {address!r}: cannot join that Ray cluster "
+                f"({first_line(exc)}); start one with 'ray start --head' or set the address"
+            ) from None
     try:
         yield
     finally:
