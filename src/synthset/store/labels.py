@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from synthset.errors import SynthsetError
-from synthset.store.atomic import read_jsonl
 
 LABELS_FILE = "labels.jsonl"
 SUMMARY_FILE = "labels.json"
@@ -48,12 +47,6 @@ def _table_path(labels_dir: Path) -> Path:
             f"no labels in {labels_dir}: add a 'labels' section and run 'synthset label' first"
         )
     return path
-
-
-def read_labels(labels_dir: Path) -> dict[str, dict[str, Any]]:
-    """Label rows by item id, all in memory (small tables; exports use :class:`LabelTable`);
-    a missing table is a one-line error."""
-    return {str(r["item_id"]): r for r in read_jsonl(_table_path(labels_dir))}
 
 
 def _item_id(line: bytes) -> str | None:
@@ -93,9 +86,6 @@ class LabelTable:
             if item_id is not None:  # not a blank or torn line (read_jsonl skips those too)
                 yield item_id, start, len(line)
             start += len(line)
-
-    def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
 
     def __getitem__(self, item_id: str) -> dict[str, Any]:
         found = self._db.execute(
