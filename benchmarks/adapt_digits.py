@@ -26,19 +26,15 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from common import mean_std
+
 RESULTS = Path(__file__).resolve().parent / "results"
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATE = "a handwritten digit {class}"
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
 
 
 def method_recipe(method: str, base: Path, quick: bool, real_subset: float | None) -> dict:

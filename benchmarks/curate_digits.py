@@ -18,10 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+from common import mean_std
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,11 +38,6 @@ RULES: dict[str, dict[str, Any] | None] = {
     },
     "label_agreement >= 0.5": {"rules": [{"score": "label_agreement", "threshold": 0.5}]},
 }
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
 
 
 def overrides(

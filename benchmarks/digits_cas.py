@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
+from common import mean_std
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from common import machine, write_result
-from curate_digits import RESULTS, mean_std
+from common import machine, mean_std, write_result
+from curate_digits import RESULTS
 
 MEMBERS = [
     {"name": "good", "kind": "tiny", "steps": 30, "scheduler": "ddim", "guidance_scale": 1.0},

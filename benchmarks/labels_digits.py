@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import mean_std
 from PIL import Image
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -75,11 +76,6 @@ def canvas_digits(
             Image.fromarray(canvas).convert("RGB").save(path)
         samples.append((path, lbl, box_of(canvas / 255.0 > INK)))
     return samples
-
-
-def mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": round(statistics.mean(values), 4), "std": round(std, 4)}
 
 
 def box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
