@@ -198,6 +198,22 @@ def test_zero_shot_clip_is_the_reference_row_of_the_study(tmp_path: Path, tiny_c
     assert flipped["zero_shot"]["test_accuracy"] == 0.0
     saved = json.loads((tmp_path / "out" / "cas.json").read_text())
     assert saved["zero_shot"]["test_accuracy"] == 1.0
+    # a rerun reads the kept result (marked here) instead of scoring again ...
+    cache = tmp_path / "out" / "zero_shot.json"
+    kept = json.loads(cache.read_text())
+    kept["result"]["test_accuracy"] = 0.25
+    cache.write_text(json.dumps(kept))
+    assert (
+        run_cas(spec, splits, [], ["white", "black"], tmp_path / "out", False)["zero_shot"][
+            "test_accuracy"
+        ]
+        == 0.25
+    )
+    # ... until what it depends on changes
+    other = spec.model_copy(update={"zero_shot_templates": ["a {}"]})
+    rescored = run_cas(other, splits, [], ["white", "black"], tmp_path / "out", False)
+    assert rescored["zero_shot"]["test_accuracy"] == 1.0
+    assert rescored["zero_shot"]["templates"] == ["a {}"]
     assert "zero-shot CLIP" in cas_section(cas)
 
 

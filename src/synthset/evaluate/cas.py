@@ -252,9 +252,11 @@ def run_cas(
         "train_sets": results,
     }
     if spec.zero_shot_clip is not None:
-        from synthset.evaluate.zero_shot import zero_shot
+        from synthset.evaluate.zero_shot import cached_zero_shot
 
-        result["zero_shot"] = zero_shot(spec, real["test"], list(class_names), device, ood)
+        result["zero_shot"] = cached_zero_shot(
+            spec, real["test"], list(class_names), device, Path(out_dir), ood
+        )
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "cas.json", result)
     atomic_write_text(out_dir / "cas.csv", _csv(rows))
