@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from labels_digits import CANVAS, canvas_digits, digit_split, labels_recipe, mean_std
+from common import mean_std
+from labels_digits import CANVAS, canvas_digits, digit_split, labels_recipe
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
