@@ -78,6 +78,45 @@ def canvas_digits(
     return samples
 
 
+def pair_canvases(
+    root: Path, indices: list[int], count: int, seed: int
+) -> list[tuple[Path, int, str]]:
+    """``count`` canvases with two bundled digits of different classes, side by side or stacked
+    (which one where, and in which order the caption names them, drawn independently):
+    (file, first named class, caption). The caption names both, so each region of the canvas
+    needs its own word: the incentive for words to localise in the cross-attention."""
+    from synthset.adapt.tiny_base import CLASS_FORMS
+    from synthset.data.real import digits_arrays
+
+    images, labels = digits_arrays()
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        a, b = (int(i) for i in rng.choice(indices, size=2, replace=False))
+        while labels[b] == labels[a]:
+            b = int(rng.choice(indices))
+        canvas = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
+        offsets = rng.integers(0, CANVAS - 8 + 1, size=2)
+        first, second = (a, b) if rng.random() < 0.5 else (b, a)
+        if rng.random() < 0.5:  # side by side
+            canvas[offsets[0] : offsets[0] + 8, :8] = images[first]
+            canvas[offsets[1] : offsets[1] + 8, 8:] = images[second]
+        else:  # stacked
+            canvas[:8, offsets[0] : offsets[0] + 8] = images[first]
+            canvas[8:, offsets[1] : offsets[1] + 8] = images[second]
+        named = [int(labels[a]), int(labels[b])]
+        if rng.random() < 0.5:
+            named.reverse()
+        form = CLASS_FORMS[k % len(CLASS_FORMS)]
+        caption = " and ".join(form.format(name=c) for c in named)
+        path = root / "pairs" / f"{k:05d}.png"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(canvas).convert("RGB").save(path)
+        out.append((path, named[0], caption))
+    return out
+
+
 def box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -216,6 +255,13 @@ def main() -> None:
         help="also feed the pooled caption into the time embedding (the default tiny base's "
         "shortcut past cross-attention)",
     )
+    parser.add_argument(
+        "--pairs",
+        type=float,
+        default=0.0,
+        help="add this many two-digit canvases per one-digit canvas to the base's training set, "
+        "captioned with both digits (e.g. 0.5)",
+    )
     args = parser.parse_args()
 
     from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
@@ -225,6 +271,18 @@ def main() -> None:
     names = [str(c) for c in range(10)]
     split = digit_split()
     samples = [(p, lbl) for p, lbl, _ in canvas_digits(args.out / "canvas", split["train"], 0)]
+    captions = None
+    if args.pairs:
+        from synthset.adapt.tiny_base import CLASS_FORMS
+
+        captions = [
+            CLASS_FORMS[i % len(CLASS_FORMS)].format(name=lbl) for i, (_, lbl) in enumerate(samples)
+        ]
+        pairs = pair_canvases(
+            args.out / "canvas", split["train"], round(args.pairs * len(samples)), 0
+        )
+        samples += [(p, lbl) for p, lbl, _ in pairs]
+        captions += [caption for _, _, caption in pairs]
     settings = BaseSettings(
         "class",
         None,
@@ -236,7 +294,7 @@ def main() -> None:
         batch_size=64,
     )
     start = time.perf_counter()
-    base = pretrain_tiny_base(samples, names, settings, args.out / "base")
+    base = pretrain_tiny_base(samples, names, settings, args.out / "base", captions=captions)
     base_s = round(time.perf_counter() - start, 1)
 
     per_seed: dict[str, Any] = {}
@@ -265,9 +323,13 @@ def main() -> None:
         "benchmark": "labels_digits",
         "command": "python benchmarks/labels_digits.py"
         + (" --quick" if args.quick else "")
+        + (f" --pairs {args.pairs}" if args.pairs else "")
         + f" --seeds {' '.join(map(str, args.seeds))}",
         "setup": {
             "canvas": f"{CANVAS}x{CANVAS}, one 8x8 digit at a random place",
+            "base_pairs": f"{args.pairs} two-digit canvases per one-digit canvas, both named"
+            if args.pairs
+            else "none",
             "base_data": "the 75% train split of the bundled digits (stratified, seed 0)",
             "base": "tiny SD pipeline, class captions, cross-attention at 8x8 and 4x4 blocks, "
             + ("pooled caption in the time embedding" if args.pooled_text else "no pooled caption"),

@@ -64,3 +64,25 @@ def test_pretrain_tiny_bad_options_are_one_line_errors(
     done = synthset("pretrain-tiny", str(_recipe(tmp_path)), *extra)
     assert done.returncode != 0
     assert fragment in done.stderr and "Traceback" not in done.stderr
+
+
+def test_given_captions_replace_the_generated_ones_and_must_match_the_images(
+    tmp_path: Path, digits_images: list
+) -> None:
+    import json
+
+    from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
+    from synthset.errors import SynthsetError
+
+    images = digits_images[:6]
+    names = [str(c) for c in range(10)]
+    settings = BaseSettings("class", (0, 1, 2, 3, 4), steps=2, vae_steps=2, batch_size=4)
+    with pytest.raises(SynthsetError, match="5 captions for 6 images") as err:
+        pretrain_tiny_base(images, names, settings, tmp_path / "b", False, ["x"] * 5)
+    assert "\n" not in str(err.value)
+    given = [f"image number {i}" for i in range(len(images))]
+    base = pretrain_tiny_base(images, names, settings, tmp_path / "b", False, given)
+    meta = json.loads((base / "synthset_base.json").read_text())
+    kept = [given[i] for i, (_, lbl) in enumerate(images) if lbl in settings.class_ids]
+    assert kept and meta["caption_examples"] == kept[:5]
+    assert "a handwritten digit" not in " ".join(meta["caption_examples"])

@@ -89,21 +89,33 @@ def pretrain_tiny_base(
     settings: BaseSettings,
     out_dir: Path,
     progress: bool = True,
+    captions: list[str] | None = None,
 ) -> Path:
     """Pretrain (or reuse, when ``out_dir`` holds a base made from the same data and settings)
-    the tiny pipeline; returns ``out_dir``."""
+    the tiny pipeline; returns ``out_dir``. ``captions``: one per image of ``train_set``, used
+    instead of the ``settings.captions`` kind (composited images naming several objects)."""
     out_dir = Path(out_dir)
-    keep = [
-        (p, lbl) for p, lbl in train_set if settings.class_ids is None or lbl in settings.class_ids
+    if captions is not None and len(captions) != len(train_set):
+        raise SynthsetError(
+            f"pretrain-tiny: {len(captions)} captions for {len(train_set)} images; give one each"
+        )
+    chosen = [
+        i
+        for i, (_, lbl) in enumerate(train_set)
+        if settings.class_ids is None or lbl in settings.class_ids
     ]
+    keep = [train_set[i] for i in chosen]
     if not keep:
         raise SynthsetError("pretrain-tiny: no training images for the chosen classes")
-    fingerprint = _fingerprint(keep, class_names, settings)
+    given = None if captions is None else [captions[i] for i in chosen]
+    fingerprint = _fingerprint(keep, class_names, settings, given)
     meta_file = out_dir / BASE_META
     if meta_file.is_file() and json.loads(meta_file.read_text())["fingerprint"] == fingerprint:
         return out_dir
     pixels = _pixels(keep, settings.image_size)
-    captions = _captions(pixels, [lbl for _, lbl in keep], class_names, settings.captions)
+    if given is None:
+        given = _captions(pixels, [lbl for _, lbl in keep], class_names, settings.captions)
+    captions = given
     parts = out_dir.parent / f"{out_dir.name}.parts"
     vae_dir, denoiser_dir = parts / "vae", parts / "denoiser"
     if not (vae_dir / "config.json").is_file():
@@ -146,11 +158,14 @@ def pretrain_tiny_base(
 # ----------------------------------------------------------------------------- data
 
 
-def _fingerprint(samples: Samples, class_names: list[str], settings: BaseSettings) -> str:
+def _fingerprint(
+    samples: Samples, class_names: list[str], settings: BaseSettings, captions: list[str] | None
+) -> str:
     rows = [[str(p), lbl, p.stat().st_size] for p, lbl in samples]
-    blob = json.dumps(
-        {"v": 4, "rows": rows, "names": class_names, "settings": asdict(settings)}, default=str
-    )
+    data = {"v": 4, "rows": rows, "names": class_names, "settings": asdict(settings)}
+    if captions is not None:
+        data["captions"] = captions
+    blob = json.dumps(data, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
