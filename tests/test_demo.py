@@ -65,9 +65,9 @@ def test_toy_demo_runs_every_stage_then_skips_them(tmp_path: Path) -> None:
         assert "skipped" in line, second.stdout
 
 
-@pytest.mark.timeout(1200)  # ~6 min on a free core; more on a loaded machine
+@pytest.mark.timeout(1200)  # ~7 min on one core (one torch thread); more when loaded
 def test_reduced_demo_keeps_the_headline_claim(tmp_path: Path) -> None:
-    """The README's claim at a size CI runs (~6 min): the demo's diffusion model as trained for
+    """The README's claim at a size CI runs (~7 min): the demo's diffusion model as trained for
     the demo, 100 synthetic digits per class, one classifier seed and 10 epochs. Synthetic-only
     reaches 0.95x real-only and real + synthetic is not below real-only."""
     from synthset.cli import bundled_recipe
