@@ -461,3 +461,20 @@ def test_a_torchvision_detector_labels_with_its_class_map(
         stage_label(bad, open_run(bad), progress=False)
     with pytest.raises(SynthsetError, match="method detector needs labels.detector"):
         _recipe(tmp_path / "bad3", real_folder, _sd(tiny_sd_path), labels={"method": "detector"})
+
+
+def test_report_reads_only_the_first_rows_of_each_class(tmp_path: Path) -> None:
+    from synthset.report.labels_section import _first_rows
+    from synthset.store.labels import LABELS_FILE
+    from synthset.store.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.labels.mkdir(parents=True)
+    rows = [{"item_id": f"i{k}", "label": k % 2} for k in range(6)]
+    lines = [json.dumps(r) for r in rows] + ['{"no label": true}']  # read past: a KeyError
+    (run.labels / LABELS_FILE).write_text("\n".join(lines) + "\n")
+    shown = _first_rows(run, {0, 1}, per_class=2)
+    assert [r["item_id"] for r in shown[0]] == ["i0", "i2"]
+    assert [r["item_id"] for r in shown[1]] == ["i1", "i3"]
+    with pytest.raises(KeyError):  # a class with fewer rows than asked reads to the end
+        _first_rows(run, {0, 1, 2}, per_class=2)

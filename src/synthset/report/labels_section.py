@@ -9,16 +9,17 @@ from html import escape
 from synthset.classes import ClassInfo
 from synthset.report.common import heading, img, num, read_json, table
 from synthset.report.plots import labeled_strip
-from synthset.store.atomic import read_jsonl
+from synthset.store.atomic import iter_jsonl
 from synthset.store.labels import LABELS_FILE, SUMMARY_FILE
 from synthset.store.run_folder import RunFolder
 
 
 def labels_section(run: RunFolder, classes: list[ClassInfo], per_class: int) -> str:
     summary = read_json(run.labels / SUMMARY_FILE)
-    rows = read_jsonl(run.labels / LABELS_FILE) if (run.labels / LABELS_FILE).exists() else []
-    if not isinstance(summary, dict) or not rows:
+    has_rows = next(iter_jsonl(run.labels / LABELS_FILE), None) is not None
+    if not isinstance(summary, dict) or not has_rows:
         return ""
+    shown = _first_rows(run, {cls.id for cls in classes}, per_class)
     threshold = summary["threshold"]
     parts = [
         heading("labels", "Labels"),
@@ -45,7 +46,7 @@ def labels_section(run: RunFolder, classes: list[ClassInfo], per_class: int) -> 
         )
     )
     for cls in classes:
-        mine = [r for r in rows if r["label"] == cls.id][:per_class]
+        mine = shown[cls.id]
         if not mine:
             continue
         strip = labeled_strip(
@@ -56,3 +57,20 @@ def labels_section(run: RunFolder, classes: list[ClassInfo], per_class: int) -> 
             f"{img(strip, f'{cls.name}: images with their labels')}</div></div>"
         )
     return "\n".join(parts)
+
+
+def _first_rows(run: RunFolder, class_ids: set[int], per_class: int) -> dict[int, list[dict]]:
+    """The first ``per_class`` rows of the labels table of each class, read a row at a time and
+    no further than needed (the table grows with the dataset; the report shows a few)."""
+    shown: dict[int, list[dict]] = {c: [] for c in class_ids}
+    missing = set(class_ids) if per_class > 0 else set()
+    for row in iter_jsonl(run.labels / LABELS_FILE):
+        mine = shown.get(row["label"])
+        if mine is None or len(mine) >= per_class:
+            continue
+        mine.append(row)
+        if len(mine) == per_class:
+            missing.discard(row["label"])
+            if not missing:
+                break
+    return shown
