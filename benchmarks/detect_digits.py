@@ -10,6 +10,7 @@ its config (no weights downloaded) trains on it; the test set is the held-out **
 as the truth. Rows:
 
 - ``attention labels``: synthetic images, boxes from the cross-attention masks;
+- ``guidance labels``: the same images, boxes from the guidance masks (``heat: guidance``);
 - ``centred boxes``: the same synthetic images, every box the mean box in the canvas centre (a
   labeler that ignores where the digit is);
 - ``real, true boxes``: the real train-split canvases with their true boxes (the ceiling).
@@ -128,24 +129,30 @@ def main() -> None:
         work / "test.yaml", real_test / "images" / "test", real_test / "images" / "test"
     )
 
-    rows: dict[str, dict[str, Any]] = {"attention labels": {}, "centred boxes": {}}
+    rows: dict[str, dict[str, Any]] = {
+        "attention labels": {},
+        "guidance labels": {},
+        "centred boxes": {},
+    }
     for seed in args.seeds:
         export = {"formats": ["yolo"], "yolo_task": "detect", "val_fraction": 0.1}
-        recipe = labels_recipe(seed, args.runs, args.runs / "base", 50, export)
-        run = open_run(recipe)
-        stage_export(recipe, run, progress=False)
-        yolo = run.export / "yolo"
-        rows["attention labels"][str(seed)] = train_and_test(
-            yolo / "data.yaml", test_yaml, work / f"attention-{seed}", args.epochs, seed
-        )
-        centred = centred_copy(yolo, work / f"centred-export-{seed}")
+        exports = {}
+        for heat in ("attention", "guidance"):
+            recipe = labels_recipe(seed, args.runs, args.runs / "base", 50, export, heat)
+            run = open_run(recipe)
+            stage_export(recipe, run, progress=False)
+            exports[heat] = yolo = run.export / "yolo"
+            rows[f"{heat} labels"][str(seed)] = train_and_test(
+                yolo / "data.yaml", test_yaml, work / f"{heat}-{seed}", args.epochs, seed
+            )
+        centred = centred_copy(exports["attention"], work / f"centred-export-{seed}")
         centred_yaml = data_yaml(
             work / f"centred-{seed}.yaml", centred / "images" / "train", centred / "images" / "val"
         )
         rows["centred boxes"][str(seed)] = train_and_test(
             centred_yaml, test_yaml, work / f"centred-{seed}", args.epochs, seed
         )
-        print(seed, rows["attention labels"][str(seed)], rows["centred boxes"][str(seed)])
+        print(seed, json.dumps({name: per[str(seed)] for name, per in rows.items()}))
     ceiling_yaml = data_yaml(
         work / "real.yaml", real_test / "images" / "train", real_test / "images" / "train"
     )
@@ -168,7 +175,8 @@ def main() -> None:
             "detector": f"YOLOv8n from yolov8n.yaml (no pretrained weights), imgsz 64, "
             f"{args.epochs} epochs, batch 32, CPU",
             "synthetic": "50 generated digits per class per recipe seed, boxes from "
-            "cross-attention labels, exported with synthset export --format yolo",
+            "cross-attention labels (heat attention or guidance), exported with synthset "
+            "export --format yolo",
             "test": f"{len(split['test'])} held-out real digits (25 % split) at random places on "
             f"{CANVAS}x{CANVAS}, true box = the ink's box",
             "ceiling": f"{len(split['train'])} real train-split canvases with true boxes",

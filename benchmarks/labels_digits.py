@@ -7,7 +7,9 @@ pasted at a random place on a 16x16 black canvas, captioned "a handwritten digit
 where the digit goes is up to the noise, not the caption. synthset then generates digits with
 the prompt "a handwritten digit {class}" through its own pipeline (``text2image`` on the saved
 pipeline folder, ``labels.method: cross_attention``), and the labels stage turns each image's
-heat map of the digit's token into a mask (Otsu) and a box.
+heat map into a mask (Otsu) and a box. Two heat maps, on the same images: ``attention`` (the
+digit token's cross-attention, DAAM) and ``guidance`` (where the prompt changes the UNet's
+prediction: |conditional - unconditional|, summed over steps, as DiffEdit masks).
 
 Each label is compared with the digit's own ink in the generated image (pixels above 0.35 of
 full scale): mask IoU, and box IoU against the ink's bounding box. Baselines: a centred box of
@@ -16,7 +18,7 @@ ink's own bounding box as a mask (the best any box-shaped mask can do). The reco
 the generation time with it against without it, on the same items.
 
     python benchmarks/labels_digits.py [--seeds 0 1 2] [--out runs/labels-digits]
-        [--json benchmarks/results/labels_digits.json] [--quick]
+        [--json benchmarks/results/labels_digits.json] [--quick] [--text-layers N] [--pairs F]
 
 ``--seeds``: recipe seeds (different noise, so different images) on one pretrained base.
 """
@@ -131,8 +133,9 @@ def box_mask(box: tuple[int, ...], shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def score_run(run_root: Path) -> dict[str, Any]:
-    """Mask and box IoU of every label against its image's ink, and the baselines."""
+def score_run(run_root: Path, label: str = "attention") -> dict[str, Any]:
+    """Mask and box IoU of every label (reported as ``label``) against its image's ink, and
+    the baselines."""
     from synthset.labels.shapes import box_of, mask_iou
     from synthset.store.atomic import read_jsonl
 
@@ -163,7 +166,7 @@ def score_run(run_root: Path) -> dict[str, Any]:
         "images_with_ink": len(inks),
         "own_object_found": sum(1 for m, _ in found if m.any()),
         "mask_iou": {
-            "attention": round(statistics.mean(attn_iou), 4),
+            label: round(statistics.mean(attn_iou), 4),
             "centred_box": round(
                 statistics.mean(mask_iou(box_mask(centred, shape), ink) for ink in inks), 4
             ),
@@ -177,9 +180,9 @@ def score_run(run_root: Path) -> dict[str, Any]:
             ),
         },
         "box_iou": {
-            "attention": round(statistics.mean(attn_box), 4),
+            label: round(statistics.mean(attn_box), 4),
             "centred_box": round(statistics.mean(box_iou(centred, b) for b in ink_boxes), 4),
-            "attention_at_0.5": round(sum(v >= 0.5 for v in attn_box) / len(attn_box), 4),
+            f"{label}_at_0.5": round(sum(v >= 0.5 for v in attn_box) / len(attn_box), 4),
             "centred_box_at_0.5": round(
                 sum(box_iou(centred, b) >= 0.5 for b in ink_boxes) / len(ink_boxes), 4
             ),
@@ -216,14 +219,20 @@ def recorder_overhead(base: Path, steps: int, n: int) -> dict[str, float]:
 
 
 def labels_recipe(
-    seed: int, root: Path, base: Path, per_class: int, export: dict[str, Any] | None = None
+    seed: int,
+    root: Path,
+    base: Path,
+    per_class: int,
+    export: dict[str, Any] | None = None,
+    heat: str = "attention",
 ) -> Any:
-    """The benchmark's recipe for one seed: digits from ``base`` with cross-attention labels."""
+    """The benchmark's recipe for one seed: digits from ``base`` with cross-attention labels
+    (``heat``: attention, or guidance; the same images either way)."""
     from synthset.recipe import recipe_from_dict
 
     data: dict[str, Any] = {
         "seed": seed,
-        "output_dir": str(root / f"seed{seed}"),
+        "output_dir": str(root / (f"seed{seed}" if heat == "attention" else f"seed{seed}-{heat}")),
         "classes": {"names": [str(c) for c in range(10)]},
         "prompts": {"template": "a handwritten digit {class}"},
         "generate": {
@@ -236,7 +245,7 @@ def labels_recipe(
                 "guidance_scale": 3.0,
             },
         },
-        "labels": {"method": "cross_attention", "threshold": "otsu"},
+        "labels": {"method": "cross_attention", "threshold": "otsu", "attention": {"heat": heat}},
     }
     if export is not None:
         data["export"] = export
@@ -254,6 +263,12 @@ def main() -> None:
         action="store_true",
         help="also feed the pooled caption into the time embedding (the default tiny base's "
         "shortcut past cross-attention)",
+    )
+    parser.add_argument(
+        "--text-layers",
+        type=int,
+        default=3,
+        help="the base's text encoder layers; 0: the class is only at its word (BaseSettings)",
     )
     parser.add_argument(
         "--pairs",
@@ -289,6 +304,7 @@ def main() -> None:
         image_size=CANVAS,
         cross_attention="low",
         pooled_text=args.pooled_text,
+        text_layers=args.text_layers,
         vae_steps=vae_steps,
         steps=steps,
         batch_size=64,
@@ -299,11 +315,22 @@ def main() -> None:
 
     per_seed: dict[str, Any] = {}
     for seed in args.seeds:
-        recipe = labels_recipe(seed, args.out, base, per_class)
-        run = open_run(recipe)
-        t0 = time.perf_counter()
-        stage_label(recipe, run, progress=True)
-        per_seed[str(seed)] = score_run(run.root) | {"seconds": round(time.perf_counter() - t0, 1)}
+        scores: dict[str, Any] = {}
+        for heat in ("attention", "guidance"):
+            recipe = labels_recipe(seed, args.out, base, per_class, heat=heat)
+            run = open_run(recipe)
+            t0 = time.perf_counter()
+            stage_label(recipe, run, progress=True)
+            seconds = round(time.perf_counter() - t0, 1)
+            score = score_run(run.root, heat)
+            if not scores:  # the same images: the baselines are the same
+                scores = score | {"seconds": seconds}
+                continue
+            scores["mask_iou"][heat] = score["mask_iou"][heat]
+            scores["box_iou"][heat] = score["box_iou"][heat]
+            scores["box_iou"][f"{heat}_at_0.5"] = score["box_iou"][f"{heat}_at_0.5"]
+            scores[f"{heat}_seconds"] = seconds
+        per_seed[str(seed)] = scores
         print(seed, json.dumps(per_seed[str(seed)]))
 
     def across(*path: str) -> dict[str, float]:
@@ -324,6 +351,7 @@ def main() -> None:
         "command": "python benchmarks/labels_digits.py"
         + (" --quick" if args.quick else "")
         + (f" --pairs {args.pairs}" if args.pairs else "")
+        + (f" --text-layers {args.text_layers}" if args.text_layers != 3 else "")
         + f" --seeds {' '.join(map(str, args.seeds))}",
         "setup": {
             "canvas": f"{CANVAS}x{CANVAS}, one 8x8 digit at a random place",
@@ -332,11 +360,13 @@ def main() -> None:
             else "none",
             "base_data": "the 75% train split of the bundled digits (stratified, seed 0)",
             "base": "tiny SD pipeline, class captions, cross-attention at 8x8 and 4x4 blocks, "
-            + ("pooled caption in the time embedding" if args.pooled_text else "no pooled caption"),
+            + ("pooled caption in the time embedding" if args.pooled_text else "no pooled caption")
+            + f", {args.text_layers} text encoder layers",
             "base_steps": steps,
             "generation": "text2image, DDIM 30 steps, guidance 3, "
             "prompt 'a handwritten digit {class}'",
-            "labels": "cross_attention, Otsu threshold, largest region",
+            "labels": "cross_attention, Otsu threshold, largest region; heat attention (DAAM) "
+            "and heat guidance (|conditional - unconditional| prediction, DiffEdit-style)",
             "ink": f"pixels above {INK} of full scale in the generated image",
             "images_per_seed": per_class * 10,
         },

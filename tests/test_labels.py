@@ -98,6 +98,42 @@ def test_recording_attention_leaves_images_byte_identical(
     assert not np.allclose(both[0], both[1])  # different words attend differently
 
 
+def test_guidance_heat_is_where_the_prompt_changes_the_prediction(tiny_sd_path: Path) -> None:
+    """heat guidance: images unchanged; a one-class prompt's map is the summed |conditional -
+    unconditional| UNet output (checked against a hook of our own on a plain pipeline); a
+    two-class prompt's map is split between its classes, pixel by pixel, adding up to it."""
+    import torch
+
+    from synthset.generators.attention import AttentionRecordingGenerator
+    from synthset.generators.text2image import Text2ImageGenerator
+    from synthset.store.labels import read_heat_maps
+
+    spec = GeneratorSpec(kind="text2image", model=str(tiny_sd_path), steps=3, guidance_scale=3.0)
+    items = _items([(0, "a photo of a cat and a dog"), (1, "a photo of a dog")])
+    plain = Text2ImageGenerator(spec)
+    summed: list[torch.Tensor] = []
+
+    def hook(_m: Any, _a: Any, out: Any) -> None:
+        uncond, cond = out[0].chunk(2)  # diffusers pipelines call the UNet with return_dict=False
+        summed.append((cond - uncond).abs().sum(1))
+
+    handle = plain.pipe.unet.register_forward_hook(hook)
+    expected = plain.generate(items)
+    handle.remove()
+    total = torch.stack(summed).sum(0).numpy()
+    labels = LabelsSpec(attention={"heat": "guidance"})
+    recorder = AttentionRecordingGenerator(Text2ImageGenerator(spec), labels, ["cat", "dog"])
+    images = recorder.generate(items)
+    assert [a.tobytes() for a in images] == [b.tobytes() for b in expected]
+    both = read_heat_maps(recorder.side_files(items[0])[0].data)
+    alone = read_heat_maps(recorder.side_files(items[1])[0].data)
+    assert sorted(both) == [0, 1] and sorted(alone) == [1]
+    np.testing.assert_allclose(alone[1], total[1], rtol=1e-5)
+    assert not ((both[0] > 0) & (both[1] > 0)).any()  # each pixel goes to one class
+    np.testing.assert_allclose(both[0] + both[1], total[0], rtol=1e-5)
+    assert (both[0] > 0).any() and (both[1] > 0).any()
+
+
 def test_a_class_word_missing_from_the_prompt_is_a_one_line_error(tiny_sd_path: Path) -> None:
     from synthset.generators.attention import AttentionRecordingGenerator
     from synthset.generators.text2image import Text2ImageGenerator
@@ -152,6 +188,13 @@ def _sd(model: Path, **kw: Any) -> dict[str, Any]:
 def test_bad_label_recipes_are_one_line_errors(tiny_sd_path: Path, real_folder: Path) -> None:
     with pytest.raises(SynthsetError, match="inpaint_mask takes the inpaint mode's object mask"):
         _recipe(Path("o"), real_folder, _sd(tiny_sd_path), labels={"method": "inpaint_mask"})
+    with pytest.raises(SynthsetError, match="guidance_scale is 1.0 .no unconditional pass"):
+        _recipe(
+            Path("o"),
+            real_folder,
+            _sd(tiny_sd_path, guidance_scale=1.0),
+            labels={"attention": {"heat": "guidance"}},
+        )
     with pytest.raises(SynthsetError, match="fixed threshold lies in"):
         _recipe(Path("o"), real_folder, _sd(tiny_sd_path), labels={"threshold": 1.5})
     with pytest.raises(SynthsetError, match="generator kind 'tiny' has none"):

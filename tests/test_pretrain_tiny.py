@@ -86,3 +86,43 @@ def test_given_captions_replace_the_generated_ones_and_must_match_the_images(
     kept = [given[i] for i, (_, lbl) in enumerate(images) if lbl in settings.class_ids]
     assert kept and meta["caption_examples"] == kept[:5]
     assert "a handwritten digit" not in " ".join(meta["caption_examples"])
+
+
+def test_a_text_encoder_without_layers_keeps_the_class_at_its_word(
+    tmp_path: Path, digits_images: list
+) -> None:
+    """text_layers=0: two captions that differ only in the class word give the same context
+    at every other token, so the UNet can only learn the class where the word is; with CLIP's
+    causal layers the end token and padding carry it too."""
+    import torch
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
+
+    names = [str(c) for c in range(10)]
+    contexts = {}
+    for layers in (0, 3):
+        settings = BaseSettings(
+            "class", None, steps=2, vae_steps=2, batch_size=4, text_layers=layers
+        )
+        base = pretrain_tiny_base(
+            digits_images[:6], names, settings, tmp_path / f"b{layers}", False
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(base / "tokenizer")
+        encoder = CLIPTextModel.from_pretrained(base / "text_encoder")
+        assert encoder.config.num_hidden_layers == layers
+        ids = tokenizer(
+            ["a handwritten digit 3", "a handwritten digit 7"],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            return_tensors="pt",
+        ).input_ids
+        word = [int(k) for k in torch.nonzero(ids[0] != ids[1])]
+        with torch.no_grad():
+            out = encoder(ids)[0]
+        differs = (out[0] - out[1]).abs().amax(-1) > 1e-6
+        contexts[layers] = (word, [int(k) for k in torch.nonzero(differs)])
+    word, differs = contexts[0]
+    assert len(word) == 1 and differs == word
+    word, differs = contexts[3]
+    assert len(differs) > 10 and differs[0] == word[0]

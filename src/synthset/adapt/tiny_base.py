@@ -76,6 +76,12 @@ class BaseSettings:
     #: the attention-pooled caption joins the time embedding (a shortcut past cross-attention:
     #: with it, a tiny model need not attend to a word where its object is drawn)
     pooled_text: bool = True
+    #: transformer layers of the text encoder. CLIP's are causal, so every token after the class
+    #: word (the end token and the padding, most of the context) carries the class too, and a
+    #: tiny model can read it there instead of at the word. 0: each token is its own embedding
+    #: (plus position), so the class is only at its word: the word has to be attended where
+    #: its object is drawn.
+    text_layers: int = 3
     vae_steps: int = 600
     steps: int = 3000
     batch_size: int = 128
@@ -133,7 +139,15 @@ def pretrain_tiny_base(
     if not (denoiser_dir / "unet" / "config.json").is_file():
         torch.manual_seed(settings.seed + 1)
         unet = _new_unet(settings.image_size, settings.cross_attention, settings.pooled_text)
-        task = DenoiserTask(vae, pixels, captions, parts / "tokenizer", settings.batch_size, unet)
+        task = DenoiserTask(
+            vae,
+            pixels,
+            captions,
+            parts / "tokenizer",
+            settings.batch_size,
+            unet,
+            settings.text_layers,
+        )
         loop = LoopSettings(
             steps=settings.steps,
             lr=settings.lr,
@@ -325,7 +339,7 @@ def _new_unet(image_size: int = 8, cross_attention: str = "mid", pooled_text: bo
     )
 
 
-def _new_text_encoder(tokenizer: Any) -> Any:
+def _new_text_encoder(tokenizer: Any, layers: int = 3) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = CLIPTextConfig(
@@ -335,7 +349,7 @@ def _new_text_encoder(tokenizer: Any) -> Any:
         hidden_size=64,
         intermediate_size=128,
         num_attention_heads=4,
-        num_hidden_layers=3,
+        num_hidden_layers=layers,
         max_position_embeddings=MAX_TOKENS,
         vocab_size=TINY_TEXT_VOCAB_SIZE,
     )
@@ -369,11 +383,12 @@ class DenoiserTask:
         tokenizer_dir: Path,
         batch_size: int,
         unet: Any = None,
+        text_layers: int = 3,
     ) -> None:
         self.device = torch.device("cpu")
         self.tokenizer = build_tiny_clip_tokenizer(tokenizer_dir, max_length=MAX_TOKENS)
         self.unet = (unet if unet is not None else _new_unet()).train()
-        self.text_encoder = _new_text_encoder(self.tokenizer).train()
+        self.text_encoder = _new_text_encoder(self.tokenizer, text_layers).train()
         self.scheduler = _noise_scheduler()
         with torch.no_grad():
             mean = torch.cat(

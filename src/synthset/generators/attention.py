@@ -8,6 +8,12 @@ columns of the traced words' tokens, sums them over heads, upsamples each map bi
 the latent grid (negative overshoot clamped) and adds it up over layers and steps. After the
 call each image has one heat map per class word its prompt names; they are stored beside the
 image (``attention/<class>/<item>.npz``) for the labels stage to threshold.
+
+With ``labels.attention.heat: guidance`` the map is instead where the prompt changes the
+UNet's prediction: |conditional - unconditional| of every UNet call under classifier-free
+guidance, summed over channels and steps (DiffEdit's mask, free since guidance computes both
+halves anyway). A prompt naming one class gives that class the map; one naming several shares
+it, each pixel going to the class whose (max-scaled) attention is highest there.
 """
 
 from __future__ import annotations
@@ -65,11 +71,48 @@ class _Traces:
         self.targets: list[list[tuple[int, list[int]]]] = []
         self.maps: list[dict[int, torch.Tensor]] = []
         self.layers_seen = 0
+        self.guidance: torch.Tensor | None = None  # (images, h, w): heat "guidance" only
 
     def start(self, targets: list[list[tuple[int, list[int]]]], latent_hw: tuple[int, int]) -> None:
         self.targets, self.latent_hw, self.active = targets, latent_hw, True
         self.maps = [{} for _ in targets]
         self.layers_seen = 0
+        self.guidance = None
+
+    def add_guidance(self, prediction: torch.Tensor) -> None:
+        """``prediction``: a UNet output under classifier-free guidance (unconditional half
+        first, as diffusers' pipelines batch it)."""
+        import torch.nn.functional as F
+
+        n = len(self.targets)
+        if prediction.shape[0] != 2 * n:
+            raise SynthsetError(
+                "labels.attention.heat guidance: the UNet ran without classifier-free guidance "
+                f"({prediction.shape[0]} rows for {n} images); set "
+                "generate.generator.guidance_scale above 1 or use heat: attention"
+            )
+        diff = (prediction[n:] - prediction[:n]).abs().sum(1, keepdim=True).float()
+        if tuple(diff.shape[-2:]) != self.latent_hw:
+            diff = F.interpolate(diff, size=self.latent_hw, mode="bilinear", align_corners=False)
+        diff = diff[:, 0]
+        self.guidance = diff if self.guidance is None else self.guidance + diff
+
+    def shared_guidance(self) -> list[dict[int, torch.Tensor]]:
+        """Per image, the guidance map given to its one named class, or shared among several
+        by their attention (each pixel to the class whose max-scaled attention is highest)."""
+        import torch
+
+        assert self.guidance is not None
+        out = []
+        for heat, maps in zip(self.guidance, self.maps, strict=True):
+            cids = list(maps)
+            if len(cids) == 1:
+                out.append({cids[0]: heat})
+                continue
+            scaled = torch.stack([maps[c] / maps[c].max().clamp_min(1e-12) for c in cids])
+            owner = scaled.argmax(0)
+            out.append({c: heat * (owner == k) for k, c in enumerate(cids)})
+        return out
 
     def add(self, probs: torch.Tensor) -> None:
         """``probs``: (images, heads, HW, tokens) softmax attention of the conditional half."""
@@ -160,10 +203,18 @@ class AttentionRecordingGenerator:
         self.words = {i: labels.word_of(c) for i, c in enumerate(self.class_names)}
         self.traces = _Traces()
         self.traces.min_side = labels.attention.min_resolution
+        self.heat = labels.attention.heat
         self._side: dict[str, bytes] = {}
         unet.set_attn_processor(
             {name: _RecordingProcessor(p, self.traces) for name, p in unet.attn_processors.items()}
         )
+        if self.heat == "guidance":
+            unet.register_forward_hook(self._on_unet_output)
+
+    def _on_unet_output(self, _module: Any, _args: Any, output: Any) -> None:
+        if self.traces.active:
+            prediction = output.sample if hasattr(output, "sample") else output[0]
+            self.traces.add_guidance(prediction.detach())
 
     def __getattr__(self, name: str) -> Any:  # name_of, prompt_of, spec, ... of the wrapped one
         return getattr(self.inner, name)
@@ -218,7 +269,8 @@ class AttentionRecordingGenerator:
                 f"has maps of side >= {self.traces.min_side}; lower it"
             )
         self._side = {}
-        for it, maps in zip(items, self.traces.maps, strict=True):
+        per_image = self.traces.maps if self.heat == "attention" else self.traces.shared_guidance()
+        for it, maps in zip(items, per_image, strict=True):
             self._side[it.item_id] = heat_maps_npz({c: m.cpu().numpy() for c, m in maps.items()})
         return images
 

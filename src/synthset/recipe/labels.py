@@ -21,6 +21,13 @@ class AttentionSpec(Strict):
         description="The word of each class to trace in its prompts (default: the class name, "
         "underscores as spaces). Every prompt must contain its own class's word.",
     )
+    heat: Literal["attention", "guidance"] = Field(
+        "attention",
+        description="attention: each word's cross-attention probabilities (DAAM). guidance: "
+        "where the prompt changes the UNet's prediction, |conditional - unconditional| summed "
+        "over channels and steps (DiffEdit's mask; needs guidance_scale > 1); a prompt naming "
+        "several classes shares it among them by their attention.",
+    )
     min_resolution: int = Field(
         0,
         ge=0,

@@ -332,6 +332,13 @@ class Recipe(Strict):
                     f"{' with prompt_embeds' if gen.prompt_embeds else ''} has none: use "
                     "kind text2image (img2img, inpaint) with text prompts"
                 )
+            heat = labels.attention.heat if labels.attention is not None else None
+            if heat == "guidance" and gen.guidance_scale <= 1:
+                raise ValueError(
+                    "labels.attention.heat guidance compares the conditional and unconditional "
+                    f"predictions, but generate.generator.guidance_scale is {gen.guidance_scale} "
+                    "(no unconditional pass): set it above 1 or use heat: attention"
+                )
 
     def _pipeline_adapt_base(self) -> str | None:
         """For an adapt method that adapts a diffusers pipeline: its base, taken from the
