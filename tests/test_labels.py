@@ -521,3 +521,46 @@ def test_report_reads_only_the_first_rows_of_each_class(tmp_path: Path) -> None:
     assert [r["item_id"] for r in shown[1]] == ["i1", "i3"]
     with pytest.raises(KeyError):  # a class with fewer rows than asked reads to the end
         _first_rows(run, {0, 1, 2}, per_class=2)
+
+
+def test_reduced_labels_benchmark_guidance_masks_find_the_drawn_digit(tmp_path: Path) -> None:
+    """benchmarks/labels_digits.py, reduced (60 base steps, 3 digits per class, one seed): on
+    the same generated digits, the guidance map's mask overlaps the drawn ink far more than a
+    centred box of the mean ink size does, and more than the digit token's attention."""
+    import sys
+
+    from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
+    from synthset.pipeline import stage_label
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import labels_digits as bench
+
+    split = bench.digit_split()
+    canvases = bench.canvas_digits(tmp_path / "canvas", split["train"], 0)
+    settings = BaseSettings(
+        "class",
+        None,
+        image_size=bench.CANVAS,
+        cross_attention="low",
+        pooled_text=False,
+        vae_steps=40,
+        steps=60,
+        batch_size=64,
+    )
+    names = [str(c) for c in range(10)]
+    base = pretrain_tiny_base(
+        [(p, c) for p, c, _ in canvases], names, settings, tmp_path / "b", False
+    )
+    scores = {}
+    for heat in ("attention", "guidance"):
+        recipe = bench.labels_recipe(0, tmp_path, base, 3, heat=heat)
+        run = open_run(recipe)
+        stage_label(recipe, run, progress=False)
+        scores[heat] = bench.score_run(run.root, heat)
+    guidance, attention = scores["guidance"], scores["attention"]
+    assert guidance["images_with_ink"] == attention["images_with_ink"] == 30  # the same images
+    assert guidance["mask_iou"]["centred_box"] == attention["mask_iou"]["centred_box"]
+    iou = guidance["mask_iou"]["guidance"]
+    assert iou > 1.5 * guidance["mask_iou"]["centred_box"], scores
+    assert iou > attention["mask_iou"]["attention"] + 0.15, scores
+    assert guidance["box_iou"]["guidance_at_0.5"] > 2 * guidance["box_iou"]["centred_box_at_0.5"]
