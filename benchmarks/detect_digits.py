@@ -170,7 +170,8 @@ def main() -> None:
         "command": "python benchmarks/labels_digits.py --seeds "
         + " ".join(map(str, args.seeds))
         + "; python benchmarks/detect_digits.py --seeds "
-        + " ".join(map(str, args.seeds)),
+        + " ".join(map(str, args.seeds))
+        + f" --epochs {args.epochs}",
         "setup": {
             "detector": f"YOLOv8n from yolov8n.yaml (no pretrained weights), imgsz 64, "
             f"{args.epochs} epochs, batch 32, CPU",
