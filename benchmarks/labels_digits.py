@@ -138,15 +138,20 @@ def score_run(run_root: Path, label: str = "attention") -> dict[str, Any]:
     the baselines."""
     from synthset.labels.shapes import box_of, mask_iou
     from synthset.store.atomic import read_jsonl
+    from synthset.store.labels import ATTENTION_FOLDER, read_heat_maps
 
     rows = read_jsonl(run_root / "labels" / "labels.jsonl")
-    inks, found = [], []
+    inks, found, correlations = [], [], []
     for row in rows:
         grey = np.asarray(Image.open(run_root / "images" / row["file_name"]).convert("L"))
         ink = grey / 255.0 > INK
         if not ink.any():
             continue
         inks.append(ink)
+        maps_file = (run_root / ATTENTION_FOLDER / row["file_name"]).with_suffix(".npz")
+        heat = read_heat_maps(maps_file.read_bytes())[row["label"]]
+        if heat.shape == ink.shape and heat.std() > 0:
+            correlations.append(float(np.corrcoef(heat.ravel(), ink.ravel())[0, 1]))
         instances = np.asarray(Image.open(run_root / "labels" / row["mask_file"]))
         own = [k for k, o in enumerate(row["objects"], 1) if o["class_id"] == row["label"]]
         mask = np.isin(instances, own)
@@ -188,6 +193,10 @@ def score_run(run_root: Path, label: str = "attention") -> dict[str, Any]:
             ),
         },
         "mean_ink_box": [mean_w, mean_h],
+        # per image, the heat map's correlation with the ink (the sign says whether it localises)
+        f"{label}_heat_ink_correlation": round(statistics.mean(correlations), 4)
+        if correlations
+        else None,
     }
 
 
@@ -258,6 +267,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/labels-digits"))
     parser.add_argument("--json", type=Path, default=RESULTS / "labels_digits.json")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
+    parser.add_argument("--base-steps", type=int, default=1500, help="the base's UNet steps")
+    parser.add_argument("--vae-steps", type=int, default=400, help="the base's VAE steps")
+    parser.add_argument("--per-class", type=int, default=50, help="generated digits per class")
     parser.add_argument(
         "--pooled-text",
         action="store_true",
@@ -282,7 +294,9 @@ def main() -> None:
     from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
     from synthset.pipeline import open_run, stage_label
 
-    steps, vae_steps, per_class = (60, 40, 5) if args.quick else (1500, 400, 50)
+    steps, vae_steps, per_class = (
+        (60, 40, 5) if args.quick else (args.base_steps, args.vae_steps, args.per_class)
+    )
     names = [str(c) for c in range(10)]
     split = digit_split()
     samples = [(p, lbl) for p, lbl, _ in canvas_digits(args.out / "canvas", split["train"], 0)]
@@ -329,6 +343,8 @@ def main() -> None:
             scores["mask_iou"][heat] = score["mask_iou"][heat]
             scores["box_iou"][heat] = score["box_iou"][heat]
             scores["box_iou"][f"{heat}_at_0.5"] = score["box_iou"][f"{heat}_at_0.5"]
+            key = f"{heat}_heat_ink_correlation"
+            scores[key] = score[key]
             scores[f"{heat}_seconds"] = seconds
         per_seed[str(seed)] = scores
         print(seed, json.dumps(per_seed[str(seed)]))
@@ -345,6 +361,9 @@ def main() -> None:
     summary = {
         "mask_iou": {k: across("mask_iou", k) for k in per_seed[str(args.seeds[0])]["mask_iou"]},
         "box_iou": {k: across("box_iou", k) for k in per_seed[str(args.seeds[0])]["box_iou"]},
+        "heat_ink_correlation": {
+            heat: across(f"{heat}_heat_ink_correlation") for heat in ("attention", "guidance")
+        },
     }
     result = {
         "benchmark": "labels_digits",
@@ -352,6 +371,9 @@ def main() -> None:
         + (" --quick" if args.quick else "")
         + (f" --pairs {args.pairs}" if args.pairs else "")
         + (f" --text-layers {args.text_layers}" if args.text_layers != 3 else "")
+        + (f" --base-steps {args.base_steps}" if args.base_steps != 1500 else "")
+        + (f" --vae-steps {args.vae_steps}" if args.vae_steps != 400 else "")
+        + (f" --per-class {args.per_class}" if args.per_class != 50 else "")
         + f" --seeds {' '.join(map(str, args.seeds))}",
         "setup": {
             "canvas": f"{CANVAS}x{CANVAS}, one 8x8 digit at a random place",
@@ -369,6 +391,7 @@ def main() -> None:
             "and heat guidance (|conditional - unconditional| prediction, DiffEdit-style)",
             "ink": f"pixels above {INK} of full scale in the generated image",
             "images_per_seed": per_class * 10,
+            "vae_steps": vae_steps,
         },
         "base_seconds": base_s,
         "summary": summary,
