@@ -164,14 +164,14 @@ def score_run(run_root: Path, label: str = "attention") -> dict[str, Any]:
     centred = (x0, y0, x0 + mean_w, y0 + mean_h)
     shape = (CANVAS, CANVAS)
     whole = np.ones(shape, dtype=bool)
-    attn_iou = [mask_iou(m, ink) for (m, _), ink in zip(found, inks, strict=True)]
-    attn_box = [box_iou(b, ib) for (_, b), ib in zip(found, ink_boxes, strict=True)]
+    label_iou = [mask_iou(m, ink) for (m, _), ink in zip(found, inks, strict=True)]
+    label_box = [box_iou(b, ib) for (_, b), ib in zip(found, ink_boxes, strict=True)]
     return {
         "images": len(rows),
         "images_with_ink": len(inks),
         "own_object_found": sum(1 for m, _ in found if m.any()),
         "mask_iou": {
-            label: round(statistics.mean(attn_iou), 4),
+            label: round(statistics.mean(label_iou), 4),
             "centred_box": round(
                 statistics.mean(mask_iou(box_mask(centred, shape), ink) for ink in inks), 4
             ),
@@ -185,9 +185,9 @@ def score_run(run_root: Path, label: str = "attention") -> dict[str, Any]:
             ),
         },
         "box_iou": {
-            label: round(statistics.mean(attn_box), 4),
+            label: round(statistics.mean(label_box), 4),
             "centred_box": round(statistics.mean(box_iou(centred, b) for b in ink_boxes), 4),
-            f"{label}_at_0.5": round(sum(v >= 0.5 for v in attn_box) / len(attn_box), 4),
+            f"{label}_at_0.5": round(sum(v >= 0.5 for v in label_box) / len(label_box), 4),
             "centred_box_at_0.5": round(
                 sum(box_iou(centred, b) >= 0.5 for b in ink_boxes) / len(ink_boxes), 4
             ),
@@ -302,11 +302,9 @@ def main() -> None:
     samples = [(p, lbl) for p, lbl, _ in canvas_digits(args.out / "canvas", split["train"], 0)]
     captions = None
     if args.pairs:
-        from synthset.adapt.tiny_base import CLASS_FORMS
+        from synthset.adapt.tiny_base import class_captions
 
-        captions = [
-            CLASS_FORMS[i % len(CLASS_FORMS)].format(name=lbl) for i, (_, lbl) in enumerate(samples)
-        ]
+        captions = class_captions([lbl for _, lbl in samples], names)
         pairs = pair_canvases(
             args.out / "canvas", split["train"], round(args.pairs * len(samples)), 0
         )

@@ -113,15 +113,14 @@ def pretrain_tiny_base(
     keep = [train_set[i] for i in chosen]
     if not keep:
         raise SynthsetError("pretrain-tiny: no training images for the chosen classes")
-    given = None if captions is None else [captions[i] for i in chosen]
-    fingerprint = _fingerprint(keep, class_names, settings, given)
+    kept_captions = None if captions is None else [captions[i] for i in chosen]
+    fingerprint = _fingerprint(keep, class_names, settings, kept_captions)
     meta_file = out_dir / BASE_META
     if meta_file.is_file() and json.loads(meta_file.read_text())["fingerprint"] == fingerprint:
         return out_dir
     pixels = _pixels(keep, settings.image_size)
-    if given is None:
-        given = _captions(pixels, [lbl for _, lbl in keep], class_names, settings.captions)
-    captions = given
+    if kept_captions is None:
+        kept_captions = _captions(pixels, [lbl for _, lbl in keep], class_names, settings.captions)
     parts = out_dir.parent / f"{out_dir.name}.parts"
     vae_dir, denoiser_dir = parts / "vae", parts / "denoiser"
     if not (vae_dir / "config.json").is_file():
@@ -142,7 +141,7 @@ def pretrain_tiny_base(
         task = DenoiserTask(
             vae,
             pixels,
-            captions,
+            kept_captions,
             parts / "tokenizer",
             settings.batch_size,
             unet,
@@ -162,7 +161,7 @@ def pretrain_tiny_base(
         "settings": asdict(settings),
         "classes_seen": sorted({class_names[lbl] for _, lbl in keep}),
         "images": len(keep),
-        "caption_examples": captions[:5],
+        "caption_examples": kept_captions[:5],
     }
     write_folder_atomic(out_dir, lambda tmp: _assemble(vae, denoiser_dir, tmp, meta))
     shutil.rmtree(parts, ignore_errors=True)
@@ -213,15 +212,20 @@ def _loop(ink: np.ndarray) -> str:
     return "loop top" if row < 0.4 else "loop low" if row > 0.6 else "loop middle"
 
 
+def class_captions(labels: list[int], class_names: list[str]) -> list[str]:
+    """The ``class`` kind of caption: each image's class name in CLASS_FORMS, cycling."""
+    return [
+        CLASS_FORMS[i % len(CLASS_FORMS)].format(name=class_names[lbl])
+        for i, lbl in enumerate(labels)
+    ]
+
+
 def _captions(
     pixels: torch.Tensor, labels: list[int], class_names: list[str], captions: str
 ) -> list[str]:
     """One caption per image (see the module docstring); the phrasing cycles with the index."""
     if captions == "class":
-        return [
-            CLASS_FORMS[i % len(CLASS_FORMS)].format(name=class_names[lbl])
-            for i, lbl in enumerate(labels)
-        ]
+        return class_captions(labels, class_names)
     ink_map = ((pixels.mean(1) + 1) / 2).numpy()  # (N, H, W) in [0, 1]
     total = ink_map.sum((1, 2)) + 1e-6
     h, w = ink_map.shape[1:]
