@@ -37,6 +37,11 @@ RULES: dict[str, dict[str, Any] | None] = {
         ]
     },
     "label_agreement >= 0.5": {"rules": [{"score": "label_agreement", "threshold": 0.5}]},
+    # the percentile chosen for augmenting: proxies train on real train + the kept images
+    "label_agreement auto, real+synthetic proxy": {
+        "rules": [{"score": "label_agreement", "percentile": "auto"}],
+        "proxy_train_set": "real+synthetic",
+    },
 }
 
 

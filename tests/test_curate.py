@@ -495,3 +495,20 @@ def test_uncurated_needs_a_curate_section() -> None:
     data = _recipe({}) | {"curate": None, "evaluate": {"train_sets": ["uncurated"]}}
     with pytest.raises(SynthsetError, match="'uncurated' is the set before curation"):
         recipe_from_dict(data)
+
+
+def test_auto_percentile_can_be_chosen_for_augmenting_real_data(
+    generated: Path, tmp_path: Path
+) -> None:
+    """proxy_train_set real+synthetic: the proxies also train on the real train split, so
+    keeping one synthetic image per class no longer starves them."""
+    out = copy_run(generated, tmp_path)
+    rule = {"score": "label_agreement", "percentile": "auto", "auto_percentiles": [0, 90]}
+    trials = {}
+    for train_set in ("synthetic", "real+synthetic"):
+        curate = {"rules": [rule], "leak_check": {"splits": ["val"]}}
+        curate |= {"proxy_train_set": train_set, "proxy_epochs": 6}
+        result = stage_curate(toy(out, curate), RunFolder(out), False)
+        assert result is not None
+        trials[train_set] = result["auto"]["0"]["val_accuracy"]
+    assert trials["real+synthetic"]["90"] > trials["synthetic"]["90"] + 0.2, trials

@@ -99,8 +99,9 @@ def test_recording_attention_leaves_images_byte_identical(
 
 
 def test_guidance_heat_is_where_the_prompt_changes_the_prediction(tiny_sd_path: Path) -> None:
-    """heat guidance: images unchanged; a one-class prompt's map is the summed |conditional -
-    unconditional| UNet output (checked against a hook of our own on a plain pipeline); a
+    """heat guidance: images unchanged; a one-class prompt's map is |conditional -
+    unconditional| UNet output, each step scaled to its maximum, summed over steps (checked
+    against a hook of our own on a plain pipeline); a
     two-class prompt's map is split between its classes, pixel by pixel, adding up to it."""
     import torch
 
@@ -115,7 +116,8 @@ def test_guidance_heat_is_where_the_prompt_changes_the_prediction(tiny_sd_path: 
 
     def hook(_m: Any, _a: Any, out: Any) -> None:
         uncond, cond = out[0].chunk(2)  # diffusers pipelines call the UNet with return_dict=False
-        summed.append((cond - uncond).abs().sum(1))
+        step = (cond - uncond).abs().sum(1)
+        summed.append(step / step.amax((1, 2), keepdim=True))
 
     handle = plain.pipe.unet.register_forward_hook(hook)
     expected = plain.generate(items)

@@ -379,17 +379,22 @@ def choose_percentiles(
 
 
 def _proxy_accuracy(ctx: ScoringContext, kept: np.ndarray, val: Any) -> float:
-    """Best real-val accuracy of a short classifier trained on the kept synthetic images."""
+    """Best real-val accuracy of a short classifier trained on the kept synthetic images (with
+    ``curate.proxy_train_set: real+synthetic``, mixed with the real train split as evaluate
+    mixes them)."""
     from synthset.devices import cpu_threads
     from synthset.evaluate.classifiers import build_classifier
     from synthset.evaluate.tensors import TensorSet
-    from synthset.evaluate.train import train_classifier
+    from synthset.evaluate.train import TrainData, train_classifier
 
     data = ctx.synthetic_tensors
     idx = torch.as_tensor(np.flatnonzero(kept))
     if len(idx) < 2:
         return 0.0
-    train = TensorSet(data.images[idx], data.labels[idx])
+    train = TrainData(TensorSet(data.images[idx], data.labels[idx]))
+    if ctx.spec.proxy_train_set == "real+synthetic":
+        mix = ctx.evaluate.real_batch_fraction
+        train = TrainData(ctx.real_tensors("train"), train.first, mix)
     size, channels = ctx.image_format
     spec = ctx.reference_spec().model_copy(update={"epochs": ctx.spec.proxy_epochs})
     torch.manual_seed(ctx.seed)

@@ -94,7 +94,10 @@ class _Traces:
         diff = (prediction[n:] - prediction[:n]).abs().sum(1, keepdim=True).float()
         if tuple(diff.shape[-2:]) != self.latent_hw:
             diff = F.interpolate(diff, size=self.latent_hw, mode="bilinear", align_corners=False)
+        # each step counts alike: scaled to its own maximum per image (the early, noisy steps'
+        # differences are the largest and would otherwise drown out where the later ones draw)
         diff = diff[:, 0]
+        diff = diff / diff.amax((1, 2), keepdim=True).clamp_min(1e-12)
         self.guidance = diff if self.guidance is None else self.guidance + diff
 
     def shared_guidance(self) -> list[dict[int, torch.Tensor]]:

@@ -146,6 +146,12 @@ class CurateSpec(Strict):
     )
     epochs: int = Field(20, ge=1, description="Epochs of the reference classifier.")
     proxy_epochs: int = Field(10, ge=1, description="Epochs of each 'auto' proxy classifier.")
+    proxy_train_set: Literal["synthetic", "real+synthetic"] = Field(
+        "synthetic",
+        description="What each 'auto' proxy classifier trains on: the kept synthetic images, or "
+        "the real train split mixed with them at evaluate.real_batch_fraction (choose the "
+        "percentile for augmenting real data rather than for replacing it).",
+    )
     clip_model: str | None = Field(
         None,
         description="CLIP for the clip scorer: a local transformers folder (or cached hub id), "

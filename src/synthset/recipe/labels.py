@@ -25,7 +25,8 @@ class AttentionSpec(Strict):
         "attention",
         description="attention: each word's cross-attention probabilities (DAAM). guidance: "
         "where the prompt changes the UNet's prediction, |conditional - unconditional| summed "
-        "over channels and steps (DiffEdit's mask; needs guidance_scale > 1); a prompt naming "
+        "over channels, each step scaled to its maximum, summed over steps (DiffEdit's mask; "
+        "needs guidance_scale > 1); a prompt naming "
         "several classes shares it among them by their attention.",
     )
     min_resolution: int = Field(
