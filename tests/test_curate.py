@@ -510,5 +510,6 @@ def test_auto_percentile_can_be_chosen_for_augmenting_real_data(
         curate |= {"proxy_train_set": train_set, "proxy_epochs": 6}
         result = stage_curate(toy(out, curate), RunFolder(out), False)
         assert result is not None
+        assert result["auto"]["0"]["proxy_train_set"] == train_set
         trials[train_set] = result["auto"]["0"]["val_accuracy"]
     assert trials["real+synthetic"]["90"] > trials["synthetic"]["90"] + 0.2, trials

@@ -373,6 +373,7 @@ def choose_percentiles(
             "rule": rule_label(i, spec.rules[i], float(best[0])),
             "chosen": float(best[0]),
             "val_accuracy": trials,
+            "proxy_train_set": spec.proxy_train_set,
         }
         log.info("curate: %s chosen on real val (%s)", chosen[i]["rule"], trials)
     return chosen

@@ -80,6 +80,7 @@ def _auto_rows(auto: dict[str, Any]) -> list[str]:
     rows = [
         [
             escape(a["rule"]),
+            escape(a.get("proxy_train_set", "synthetic")),
             escape(", ".join(f"{p}: {v:.3f}" for p, v in a["val_accuracy"].items())),
         ]
         for a in auto.values()
@@ -88,7 +89,9 @@ def _auto_rows(auto: dict[str, Any]) -> list[str]:
         return []
     return [
         "<p class=muted>'auto' percentiles, chosen by a proxy classifier's real-val accuracy:</p>",
-        table(["chosen rule", "val accuracy by percentile"], rows, numeric_from=2),
+        table(
+            ["chosen rule", "proxy trains on", "val accuracy by percentile"], rows, numeric_from=3
+        ),
     ]
 
 
