@@ -100,7 +100,14 @@ def method_recipe(method: str, base: Path, quick: bool, real_subset: float | Non
 
 
 def recipe_dict(
-    seed: int, out: Path, real: dict, classes: dict, parts: dict, quick: bool, low_data: bool
+    seed: int,
+    out: Path,
+    real: dict,
+    classes: dict,
+    parts: dict,
+    quick: bool,
+    low_data: bool,
+    per_class: int = 200,
 ) -> dict:
     evaluate: dict[str, Any] = {
         "train_sets": ["real", "synthetic", "real+synthetic"],
@@ -120,7 +127,7 @@ def recipe_dict(
         "real": real,
         "prompts": {"template": TEMPLATE, "per_class": 1},
         "generate": {
-            "images_per_class": 40 if quick else 200,
+            "images_per_class": 40 if quick else per_class,
             "batch_size": 250,
             "generator": parts["generator"],
         },
@@ -238,6 +245,15 @@ def main() -> None:
     parser.add_argument("--base-steps", type=int, default=1500)
     parser.add_argument("--base-batch", type=int, default=64)
     parser.add_argument(
+        "--low-data-images",
+        type=int,
+        default=200,
+        help="Synthetic images per class of the low-data (real 10 %%) runs.",
+    )
+    parser.add_argument(
+        "--only-low-data", action="store_true", help="Setting A's low-data runs only."
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -292,15 +308,18 @@ def main() -> None:
                 train, WORDS, settings, args.out / "bases" / f"{setting}-seed{seed}", False
             )
             rows: dict[str, Any] = {"base_s": round(time.perf_counter() - t, 1)}
-            variants = [(m, None) for m in args.methods]
+            variants = [] if args.only_low_data else [(m, None) for m in args.methods]
             if setting == "A":
                 variants += [(m, 0.1) for m in args.methods if m not in ("floor", "ceiling")]
             for method, subset in variants:
                 label = method if subset is None else f"{method}@real10%"
+                per_class = 200 if subset is None else args.low_data_images
+                if per_class != 200:
+                    label += f" ({per_class} per class)"
                 parts = method_recipe(method, base, args.quick, subset)
-                out = root / label.replace("@", "-").replace("%", "")
+                out = root / label.replace("@", "-").replace("%", "").replace(" ", "_")
                 data = recipe_dict(
-                    seed, out, real, classes, parts, args.quick, low_data=subset is not None
+                    seed, out, real, classes, parts, args.quick, subset is not None, per_class
                 )
                 rows[label] = run_one(data)
                 print(f"{setting} seed {seed} {label}: {rows[label]}", flush=True)

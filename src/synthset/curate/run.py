@@ -392,10 +392,12 @@ def _proxy_accuracy(ctx: ScoringContext, kept: np.ndarray, val: Any) -> float:
     idx = torch.as_tensor(np.flatnonzero(kept))
     if len(idx) < 2:
         return 0.0
-    train = TrainData(TensorSet(data.images[idx], data.labels[idx]))
+    kept_set = TensorSet(data.images[idx], data.labels[idx])
     if ctx.spec.proxy_train_set == "real+synthetic":
-        mix = ctx.evaluate.real_batch_fraction
-        train = TrainData(ctx.real_tensors("train"), train.first, mix)
+        real = ctx.real_tensors("train")
+        train = TrainData(real, kept_set, ctx.evaluate.real_batch_fraction)
+    else:
+        train = TrainData(kept_set)
     size, channels = ctx.image_format
     spec = ctx.reference_spec().model_copy(update={"epochs": ctx.spec.proxy_epochs})
     torch.manual_seed(ctx.seed)
