@@ -108,6 +108,7 @@ def recipe_dict(
     quick: bool,
     low_data: bool,
     per_class: int = 200,
+    mixed_epoch: str = "real",
 ) -> dict:
     evaluate: dict[str, Any] = {
         "train_sets": ["real", "synthetic", "real+synthetic"],
@@ -119,6 +120,7 @@ def recipe_dict(
     }
     if low_data:
         evaluate["real_subsets"] = [0.1, 0.25]
+        evaluate["mixed_epoch"] = mixed_epoch
     data: dict[str, Any] = {
         "name": out.name,
         "seed": seed,
@@ -254,6 +256,13 @@ def main() -> None:
         "--only-low-data", action="store_true", help="Setting A's low-data runs only."
     )
     parser.add_argument(
+        "--low-data-epoch",
+        choices=["real", "union"],
+        default="real",
+        help="evaluate.mixed_epoch of the low-data runs (union: an epoch is a pass over the "
+        "real subset and the synthetic images together)",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -316,10 +325,20 @@ def main() -> None:
                 per_class = 200 if subset is None else args.low_data_images
                 if per_class != 200:
                     label += f" ({per_class} per class)"
+                if subset is not None and args.low_data_epoch != "real":
+                    label += f" ({args.low_data_epoch} epochs)"
                 parts = method_recipe(method, base, args.quick, subset)
                 out = root / label.replace("@", "-").replace("%", "").replace(" ", "_")
                 data = recipe_dict(
-                    seed, out, real, classes, parts, args.quick, subset is not None, per_class
+                    seed,
+                    out,
+                    real,
+                    classes,
+                    parts,
+                    args.quick,
+                    subset is not None,
+                    per_class,
+                    args.low_data_epoch,
                 )
                 rows[label] = run_one(data)
                 print(f"{setting} seed {seed} {label}: {rows[label]}", flush=True)

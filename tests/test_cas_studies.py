@@ -52,6 +52,24 @@ def test_mixed_batches_hold_the_real_share_and_an_epoch_is_one_pass_over_real() 
     assert seen_syn == [36, 36, 36]
 
 
+def test_union_epochs_are_a_pass_over_real_and_synthetic_together() -> None:
+    """mixed_epoch union: a small real set no longer cuts the epoch short; every batch keeps the
+    real share, and both sets stream on (each real image seen as often as any other)."""
+    real, syn = labelled([3, 3], 10), labelled([50, 50], 200)
+    data = TrainData(real, syn, real_batch_fraction=0.25, mixed_epoch="union")
+    assert data.steps_per_epoch(8) == 14  # (6 + 100) images, 8 per batch
+    assert TrainData(real, syn, real_batch_fraction=0.25).steps_per_epoch(8) == 3
+    epochs = data.epochs(8, torch.Generator().manual_seed(0))
+    batches = [b for _ in range(3) for b in next(epochs)]
+    assert len(batches) == 42
+    assert all(int((b.images[:, 0, 0, 0] == 10).sum()) == 2 for b in batches)
+    real_labels = torch.cat([b.labels[b.images[:, 0, 0, 0] == 10] for b in batches])
+    assert len(real_labels) == 84 and torch.bincount(real_labels).tolist() == [42, 42]
+    spec = EvaluateSpec(real_subsets=[0.5], real_batch_fraction=0.5, mixed_epoch="union")
+    epochs_of = {p.label: p.mixed_epoch for p in study_sets(spec) if p.real_batch_fraction}
+    assert epochs_of == {"real+synthetic": "union", "real 50%+synthetic": "union"}
+
+
 def test_plain_concatenation_when_no_share_is_set() -> None:
     data = TrainData(labelled([3, 3], 10), labelled([5, 5], 200))
     batches = list(next(data.epochs(4, torch.Generator().manual_seed(0))))

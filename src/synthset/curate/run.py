@@ -395,7 +395,9 @@ def _proxy_accuracy(ctx: ScoringContext, kept: np.ndarray, val: Any) -> float:
     kept_set = TensorSet(data.images[idx], data.labels[idx])
     if ctx.spec.proxy_train_set == "real+synthetic":
         real = ctx.real_tensors("train")
-        train = TrainData(real, kept_set, ctx.evaluate.real_batch_fraction)
+        train = TrainData(
+            real, kept_set, ctx.evaluate.real_batch_fraction, ctx.evaluate.mixed_epoch
+        )
     else:
         train = TrainData(kept_set)
     size, channels = ctx.image_format

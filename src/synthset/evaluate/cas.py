@@ -158,7 +158,7 @@ class StudySets:
             assert syn is not None
             return TrainData(syn)
         assert real is not None and syn is not None
-        return TrainData(real, syn, train_set.real_batch_fraction)
+        return TrainData(real, syn, train_set.real_batch_fraction, train_set.mixed_epoch)
 
 
 def run_cas(

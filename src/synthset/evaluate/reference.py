@@ -29,6 +29,7 @@ _NOT_REFERENCE_TRAINING = {
     "channels",
     "classifier_weights",
     "real_batch_fraction",
+    "mixed_epoch",
     "real_batchnorm",
     "synthetic_multipliers",
     "real_subsets",

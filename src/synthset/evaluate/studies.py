@@ -9,6 +9,7 @@ every classifier seed of a set sees the same images.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -30,6 +31,7 @@ class TrainSetSpec:
     synthetic_multiplier: float | None = None
     real_batch_fraction: float | None = None
     synthetic_count: int | None = None  # absolute images per class
+    mixed_epoch: Literal["real", "union"] = "real"  # with real_batch_fraction: what an epoch is
 
     @property
     def uses_real(self) -> bool:
@@ -56,8 +58,11 @@ def _fmt(x: float) -> str:
 def study_sets(spec: EvaluateSpec) -> list[TrainSetSpec]:
     """Every training set the recipe asks for, base sets first, in a stable order."""
     mix = spec.real_batch_fraction
+    epoch = spec.mixed_epoch
     sets = [
-        TrainSetSpec(name, name, real_batch_fraction=mix if name == "real+synthetic" else None)
+        TrainSetSpec(name, name, real_batch_fraction=mix, mixed_epoch=epoch)
+        if name == "real+synthetic"
+        else TrainSetSpec(name, name)
         for name in spec.train_sets
     ]
     sets += [
@@ -71,7 +76,9 @@ def study_sets(spec: EvaluateSpec) -> list[TrainSetSpec]:
     for f in spec.real_subsets:
         pct = f"real {_fmt(100 * f)}%"
         sets.append(TrainSetSpec(pct, "real", real_subset=f))
-        sets.append(TrainSetSpec(f"{pct}+synthetic", "real+synthetic", f, None, mix))
+        sets.append(
+            TrainSetSpec(f"{pct}+synthetic", "real+synthetic", f, None, mix, mixed_epoch=epoch)
+        )
     return sets
 
 

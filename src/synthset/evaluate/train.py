@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -120,11 +120,14 @@ EpochCallback = Callable[[int, float, float], None]
 class TrainData:
     """What one run trains on: a single image set, or real and synthetic images mixed at a fixed
     share of every batch (``real_batch_fraction``; an epoch is then one pass over the real set,
-    while the synthetic images stream through in their own shuffled order across epochs)."""
+    while the synthetic images stream through in their own shuffled order across epochs; with
+    ``mixed_epoch`` "union", an epoch is as many batches as one pass over real and synthetic
+    together, the real images streaming too)."""
 
     first: TensorSet
     second: TensorSet | None = None
     real_batch_fraction: float | None = None
+    mixed_epoch: Literal["real", "union"] = "real"
 
     @property
     def mixed(self) -> bool:
@@ -146,6 +149,8 @@ class TrainData:
     def steps_per_epoch(self, batch_size: int) -> int:
         """Optimizer steps in one epoch (batches of fewer than 2 images are skipped)."""
         if self.mixed:
+            if self.mixed_epoch == "union":
+                return -(-len(self) // batch_size)
             real_bs, _ = self.split_batch(batch_size)
             return -(-len(self.first) // real_bs)
         n = len(self)
@@ -161,21 +166,42 @@ class TrainData:
         assert self.second is not None
         real_bs, syn_bs = self.split_batch(batch_size)
         stream = _stream(len(self.second), gen)
+        if self.mixed_epoch == "union":
+            real_stream = _stream(len(self.first), gen)
+            while True:
+                yield self._union_batches(real_bs, syn_bs, real_stream, stream, batch_size)
         while True:
             yield self._mixed_batches(real_bs, syn_bs, stream, gen)
+
+    def _union_batches(
+        self,
+        real_bs: int,
+        syn_bs: int,
+        real_stream: Iterator[int],
+        stream: Iterator[int],
+        batch_size: int,
+    ) -> Iterator[TensorSet]:
+        for _ in range(self.steps_per_epoch(batch_size)):
+            r = torch.tensor([next(real_stream) for _ in range(real_bs)])
+            s = torch.tensor([next(stream) for _ in range(syn_bs)])
+            yield self._batch(r, s)
+
+    def _batch(self, real: torch.Tensor, synthetic: torch.Tensor) -> TensorSet:
+        """Real images ``real`` and synthetic images ``synthetic`` (indices) in one batch."""
+        assert self.second is not None
+        return TensorSet(
+            torch.cat([self.first.images[real], self.second.images[synthetic]]),
+            torch.cat([self.first.labels[real], self.second.labels[synthetic]]),
+        )
 
     def _mixed_batches(
         self, real_bs: int, syn_bs: int, stream: Iterator[int], gen: torch.Generator
     ) -> Iterator[TensorSet]:
-        assert self.second is not None
         order = torch.randperm(len(self.first), generator=gen)
         for i in range(0, len(order), real_bs):
             r = order[i : i + real_bs]
             s = torch.tensor([next(stream) for _ in range(syn_bs)])
-            yield TensorSet(
-                torch.cat([self.first.images[r], self.second.images[s]]),
-                torch.cat([self.first.labels[r], self.second.labels[s]]),
-            )
+            yield self._batch(r, s)
 
 
 def _plain_batches(data: TensorSet, batch_size: int, gen: torch.Generator) -> Iterator[TensorSet]:

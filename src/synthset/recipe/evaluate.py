@@ -194,6 +194,12 @@ class EvaluateSpec(Strict):
         description="Mixed sets: this share of every batch is real, the rest synthetic (like "
         "--real-bs/--syn-bs); an epoch is one pass over the real images. null: concatenate.",
     )
+    mixed_epoch: Literal["real", "union"] = Field(
+        "real",
+        description="Mixed sets (real_batch_fraction): an epoch is one pass over the real images "
+        "(real), or as many batches as one pass over real and synthetic together (union: a "
+        "small real subset then still trains as long as its synthetic images ask).",
+    )
     real_batchnorm: bool = Field(
         False,
         description="Mixed sets: after every epoch, re-estimate batch-norm statistics on the "
