@@ -126,3 +126,29 @@ def test_a_text_encoder_without_layers_keeps_the_class_at_its_word(
     assert len(word) == 1 and differs == word
     word, differs = contexts[3]
     assert len(differs) > 10 and differs[0] == word[0]
+
+
+def test_generic_captions_say_part_of_the_class_in_shape_words(tmp_path: Path) -> None:
+    """Setting A's captions name no class, vary with the image, and (benchmarks/
+    caption_information.py, one seed) a caption -> class lookup learned on train gets well above
+    chance on test but far below a classifier on the pixels: the ceiling of what a learned
+    prompt can say to a base pretrained on them."""
+    import sys
+
+    from synthset.adapt.tiny_base import INK, WIDTH, generic_captions
+    from synthset.data.splits import load_splits
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import caption_information as bench
+    from adapt_digits import WORDS, digits_split
+
+    splits_file = digits_split(0, tmp_path / "split")
+    train = load_splits(splits_file, names=("train",))["train"][:200]
+    captions = generic_captions(train)
+    assert len(captions) == 200 and len(set(captions)) > 50
+    for caption in captions:
+        assert not any(ch.isdigit() for ch in caption)
+        assert not any(w in caption.split() for w in WORDS)
+        assert sum(w in caption for w in INK) == 1 and sum(w in caption for w in WIDTH) == 1
+    result = bench.caption_accuracy(splits_file)
+    assert 0.3 < result["test_accuracy"] < 0.75, result

@@ -253,6 +253,12 @@ def _captions(
     ]
 
 
+def generic_captions(samples: Samples, image_size: int = 8) -> list[str]:
+    """The ``generic`` caption of each image (label-free shape words measured on its pixels),
+    as the base is pretrained with them."""
+    return _captions(_pixels(samples, image_size), [lbl for _, lbl in samples], [], "generic")
+
+
 def _centre(cols: np.ndarray, width: int) -> np.ndarray:
     """Horizontal centre of mass of per-column ink (N, W)."""
     return (cols * np.arange(width)).sum(1) / (cols.sum(1) + 1e-6)

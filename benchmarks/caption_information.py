@@ -1,0 +1,86 @@
+"""How much of the class do adaptation setting A's captions say? (CPU, seconds)
+
+Setting A's base (``benchmarks/adapt_digits.py``) is pretrained with label-free shape captions
+("a bold narrow digit, loop top, heavy low, leans left"). A method that only learns a prompt
+(textual inversion) can steer the frozen base only along what those captions taught it. This
+measures the class information in the caption vocabulary: each train image's caption reduced to
+its attributes (ink, width, balance, lean, loop), the most frequent class per attribute tuple
+learned on the train split, and its accuracy on the test split's captions (unseen tuples: the
+most frequent class), per seed split.
+
+    python benchmarks/caption_information.py [--seeds 0 1 2] [--out runs/adapt-digits]
+        [--json benchmarks/results/caption_information.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+from pathlib import Path
+
+from adapt_digits import digits_split
+from common import machine, mean_std, write_result
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def attributes(caption: str) -> tuple[str, ...]:
+    """The caption's attribute words, whatever the phrasing."""
+    from synthset.adapt.tiny_base import INK, LEAN, MASS, WIDTH
+
+    words = tuple(next(w for w in vocab if w in caption) for vocab in (INK, WIDTH, MASS, LEAN))
+    loop = [p.strip() for p in re.split(r"[,:]", caption) if "loop" in p]
+    return (*words, loop[0] if loop else "")
+
+
+def caption_accuracy(splits_file: Path) -> dict[str, float]:
+    """Test accuracy of the caption -> majority-class lookup learned on train."""
+    from synthset.adapt.tiny_base import generic_captions
+    from synthset.data.splits import load_splits
+
+    splits = load_splits(splits_file, names=("train", "test"))
+    keys = {k: [attributes(c) for c in generic_captions(v)] for k, v in splits.items()}
+    labels = {k: [lbl for _, lbl in v] for k, v in splits.items()}
+    table: dict[tuple[str, ...], collections.Counter[int]] = collections.defaultdict(
+        collections.Counter
+    )
+    for key, lbl in zip(keys["train"], labels["train"], strict=True):
+        table[key][lbl] += 1
+    fallback = collections.Counter(labels["train"]).most_common(1)[0][0]
+    hits = sum(
+        (table[key].most_common(1)[0][0] if key in table else fallback) == lbl
+        for key, lbl in zip(keys["test"], labels["test"], strict=True)
+    )
+    return {
+        "test_accuracy": round(hits / len(labels["test"]), 4),
+        "distinct_train_captions": len(table),
+        "test_images": len(labels["test"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("runs/adapt-digits"))
+    parser.add_argument("--json", type=Path, default=RESULTS / "caption_information.json")
+    args = parser.parse_args()
+    per_seed = {
+        str(s): caption_accuracy(digits_split(s, args.out / "splits" / f"seed{s}"))
+        for s in args.seeds
+    }
+    result = {
+        "benchmark": "caption_information",
+        "command": "python benchmarks/caption_information.py --seeds "
+        + " ".join(map(str, args.seeds)),
+        "what": "caption attributes -> majority class on train, accuracy on test captions",
+        "summary": mean_std([r["test_accuracy"] for r in per_seed.values()]),
+        "per_seed": per_seed,
+        "machine": machine(),
+    }
+    write_result(args.json, result)
+    print(result["summary"], per_seed)
+
+
+if __name__ == "__main__":
+    main()
