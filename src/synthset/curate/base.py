@@ -37,6 +37,7 @@ class ScoringContext:
     progress: bool = True
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
     reference_seconds: float = 0.0  # training (or loading) the reference classifier
+    _real_sets: dict[str, TensorSet] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
     def image_format(self) -> tuple[int, int]:
@@ -55,8 +56,13 @@ class ScoringContext:
         return load_tensors(self.samples, size, channels, "synthetic", self.tensor_cache)
 
     def real_tensors(self, split: str) -> TensorSet:
-        size, channels = self.image_format
-        return load_tensors(self.real[split], size, channels, f"real {split}", self.tensor_cache)
+        """A real split decoded once per stage run (scorers and every 'auto' proxy share it)."""
+        if split not in self._real_sets:
+            size, channels = self.image_format
+            self._real_sets[split] = load_tensors(
+                self.real[split], size, channels, f"real {split}", self.tensor_cache
+            )
+        return self._real_sets[split]
 
     def reference_spec(self) -> EvaluateSpec:
         """The evaluate settings with the curate section's classifier, epochs and seed."""

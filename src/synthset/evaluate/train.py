@@ -168,8 +168,9 @@ class TrainData:
         stream = _stream(len(self.second), gen)
         if self.mixed_epoch == "union":
             real_stream = _stream(len(self.first), gen)
+            steps = self.steps_per_epoch(batch_size)
             while True:
-                yield self._union_batches(real_bs, syn_bs, real_stream, stream, batch_size)
+                yield self._union_batches(real_bs, syn_bs, real_stream, stream, steps)
         while True:
             yield self._mixed_batches(real_bs, syn_bs, stream, gen)
 
@@ -179,9 +180,9 @@ class TrainData:
         syn_bs: int,
         real_stream: Iterator[int],
         stream: Iterator[int],
-        batch_size: int,
+        steps: int,
     ) -> Iterator[TensorSet]:
-        for _ in range(self.steps_per_epoch(batch_size)):
+        for _ in range(steps):
             r = torch.tensor([next(real_stream) for _ in range(real_bs)])
             s = torch.tensor([next(stream) for _ in range(syn_bs)])
             yield self._batch(r, s)
