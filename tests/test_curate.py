@@ -513,3 +513,27 @@ def test_auto_percentile_can_be_chosen_for_augmenting_real_data(
         assert result["auto"]["0"]["proxy_train_set"] == train_set
         trials[train_set] = result["auto"]["0"]["val_accuracy"]
     assert trials["real+synthetic"]["90"] > trials["synthetic"]["90"] + 0.2, trials
+
+
+def test_curate_reruns_for_the_evaluate_settings_it_trains_with_only(
+    generated: Path, tmp_path: Path
+) -> None:
+    """The reference classifier and the 'auto' proxies train with evaluate's settings: changing
+    how real and synthetic mix reruns curate; which sets evaluate trains, or where, does not."""
+    out = copy_run(generated, tmp_path)
+    rule = {"score": "typicality", "percentile": 25}
+    curate = {"rules": [rule], "leak_check": {"splits": ["val"]}}
+
+    def status(*more: str) -> str | None:
+        log = StageLog()
+        run_stage("curate", toy(out, curate, *more), RunFolder(out), progress=False, log=log)
+        return log.status("curate")
+
+    assert status() == "ran"
+    assert status("evaluate.train_sets=[synthetic, real+synthetic]", "evaluate.seeds=[1]") == (
+        "skipped"
+    )
+    assert status("evaluate.workers=2") == "skipped"
+    assert status("evaluate.real_batch_fraction=0.25") == "ran"
+    assert status("evaluate.real_batch_fraction=0.25", "evaluate.mixed_epoch=union") == "ran"
+    assert status("evaluate.real_batch_fraction=0.25", "evaluate.mixed_epoch=union") == "skipped"

@@ -22,6 +22,7 @@ from synthset.errors import SynthsetError
 from synthset.plan import WorkItem, load_plan
 from synthset.prompts.base import PromptRecord, load_prompts
 from synthset.recipe import Recipe
+from synthset.recipe.evaluate import CURATE_READS
 from synthset.stages import (
     generation_config,
     generation_status,
@@ -295,7 +296,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "curate",
         stages.curate_synthetic,
-        sections=("classes", "real", "curate"),
+        sections=("classes", "real", "curate", *(f"evaluate.{f}" for f in CURATE_READS)),
         output=lambda run: run.curate / KEPT_FILE,
         needs=lambda r: ("classes", "data", "generate"),
         applies=lambda r: r.curate is not None,

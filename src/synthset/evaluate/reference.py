@@ -17,39 +17,13 @@ from synthset.errors import SynthsetError
 from synthset.evaluate.classifiers import build_classifier
 from synthset.evaluate.tensors import check_labels, load_tensors
 from synthset.recipe import EvaluateSpec
+from synthset.recipe.evaluate import NOT_REFERENCE_TRAINING
 from synthset.store.atomic import atomic_write_bytes, atomic_write_json
-
-# EvaluateSpec fields that never reach the reference's training (a fresh model, real train only,
-# one seed). Every other field is fingerprinted, so a new training setting retrains the cached
-# classifier instead of silently reusing weights trained without it.
-_NOT_REFERENCE_TRAINING = {
-    "train_sets",
-    "seeds",
-    "image_size",
-    "channels",
-    "classifier_weights",
-    "real_batch_fraction",
-    "mixed_epoch",
-    "real_batchnorm",
-    "synthetic_multipliers",
-    "real_subsets",
-    "device",
-    "trackers",
-    "synthetic_dir",
-    "fidelity",
-    "protocol",  # the reference always trains from scratch, every layer at lr
-    "probe_c",
-    "backbone_lr_scale",
-    "wise_ft_alphas",
-    "zero_shot_clip",
-    "zero_shot_templates",
-    "input_normalization",  # [-1, 1]: the reference has no pretrained weights
-}
 
 
 def _fingerprint(spec: EvaluateSpec, size: int, channels: int, n_cls: int, *sets: Samples) -> str:
     data = {
-        "spec": spec.model_dump(mode="json", exclude=_NOT_REFERENCE_TRAINING),
+        "spec": spec.model_dump(mode="json", exclude=set(NOT_REFERENCE_TRAINING)),
         "size": size,
         "channels": channels,
         "classes": n_cls,

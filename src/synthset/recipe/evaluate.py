@@ -311,6 +311,51 @@ class EvaluateSpec(Strict):
         return sorted(set(v))
 
 
+#: EvaluateSpec fields that never reach the reference's training (a fresh model, real train only,
+# one seed). Every other field is fingerprinted, so a new training setting retrains the cached
+# classifier instead of silently reusing weights trained without it.
+NOT_REFERENCE_TRAINING = frozenset(
+    {
+        "train_sets",
+        "seeds",
+        "image_size",
+        "channels",
+        "classifier_weights",
+        "real_batch_fraction",
+        "mixed_epoch",
+        "real_batchnorm",
+        "synthetic_multipliers",
+        "real_subsets",
+        "device",
+        "trackers",
+        "synthetic_dir",
+        "fidelity",
+        "protocol",  # the reference always trains from scratch, every layer at lr
+        "probe_c",
+        "backbone_lr_scale",
+        "wise_ft_alphas",
+        "zero_shot_clip",
+        "zero_shot_templates",
+        "input_normalization",  # [-1, 1]: the reference has no pretrained weights
+        "synthetic_counts",
+        "ood_test",
+        "executor",  # where CAS trainings run; the reference trains in the calling process
+        "workers",
+        "ray",
+        "continual",
+    }
+)
+
+#: The evaluate settings curation trains and scores with: its reference classifier's, the
+#: image format, and how its 'auto' proxies mix real train with the kept images.
+CURATE_READS = tuple(
+    f
+    for f in EvaluateSpec.model_fields
+    if f not in NOT_REFERENCE_TRAINING
+    or f in ("image_size", "channels", "real_batch_fraction", "mixed_epoch")
+)
+
+
 class ReportSpec(Strict):
     """The HTML report."""
 
