@@ -537,3 +537,31 @@ def test_curate_reruns_for_the_evaluate_settings_it_trains_with_only(
     assert status("evaluate.real_batch_fraction=0.25") == "ran"
     assert status("evaluate.real_batch_fraction=0.25", "evaluate.mixed_epoch=union") == "ran"
     assert status("evaluate.real_batch_fraction=0.25", "evaluate.mixed_epoch=union") == "skipped"
+
+
+def test_reference_scores_are_recomputed_when_the_reference_trains_differently(
+    generated: Path, tmp_path: Path
+) -> None:
+    """label_agreement and typicality come from the reference classifier: a new learning rate
+    retrains it and rescores both; an evaluate setting the reference never trains with (the
+    train sets) keeps both columns, and the pixel leak check never depends on it."""
+    out = copy_run(generated, tmp_path)
+    curate = {
+        "scorers": ["label_agreement", "typicality"],
+        "rules": [{"score": "label_agreement", "percentile": 25}],
+        "leak_check": {"splits": ["val"]},
+    }
+    meta = out / "curate" / "scores.json"
+
+    def fingerprints(*more: str) -> dict[str, str]:
+        stage_curate(toy(out, curate, *more), RunFolder(out), False)
+        return {k: v["fp"] for k, v in json.loads(meta.read_text()).items()}
+
+    first = fingerprints()
+    assert set(first) >= {"label_agreement", "typicality"}
+    same = fingerprints("evaluate.train_sets=[synthetic, real+synthetic]")
+    assert same == first
+    changed = fingerprints("evaluate.lr=0.0005")
+    assert changed["label_agreement"] != first["label_agreement"]
+    assert changed["typicality"] != first["typicality"]
+    assert changed["leak_check"] == first["leak_check"]  # pixels: no reference involved

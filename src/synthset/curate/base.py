@@ -19,6 +19,7 @@ from torch import nn
 from synthset.data.splits import Samples
 from synthset.evaluate.tensors import TensorSet, infer_format, load_tensors
 from synthset.recipe import CurateSpec, EvaluateSpec
+from synthset.recipe.evaluate import NOT_REFERENCE_TRAINING
 
 
 @dataclass
@@ -74,6 +75,12 @@ class ScoringContext:
             }
         )
 
+    def reference_settings(self) -> dict[str, Any]:
+        """What the reference classifier is trained with (with the real splits, which the score
+        cache keys anyway): part of the key of every score computed from it."""
+        spec = self.reference_spec().model_dump(mode="json", exclude=set(NOT_REFERENCE_TRAINING))
+        return {"spec": spec, "format": list(self.image_format)}
+
     @cached_property
     def reference(self) -> nn.Module:
         """The classifier trained on real train, selected on real val (cached on disk)."""
@@ -100,6 +107,8 @@ class Scorer(Protocol):
     """One per-image score (``curate.scorers``)."""
 
     name: str
+    #: its scores come from the reference classifier, so they are keyed by what it trains with
+    uses_reference: bool
 
     def __init__(self, spec: CurateSpec) -> None: ...
 

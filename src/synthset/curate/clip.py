@@ -14,6 +14,7 @@ from synthset.recipe import CurateSpec
 
 class ClipScore:
     name = "clip"
+    uses_reference = False
 
     def __init__(self, spec: CurateSpec) -> None:
         self.spec = spec

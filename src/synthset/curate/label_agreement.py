@@ -20,6 +20,7 @@ from synthset.recipe import CurateSpec
 
 class LabelAgreement:
     name = "label_agreement"
+    uses_reference = True
 
     def __init__(self, spec: CurateSpec) -> None:
         self.spec = spec

@@ -98,8 +98,10 @@ def select(
     timing: dict[str, float] = {}
     for name in spec.scorers:
         scorer = SCORERS.load(name)(spec)
-        fmt = list(ctx.image_format)
-        column, seconds = cache.column(name, {**scorer.settings(), "format": fmt}, scorer, ctx)
+        settings = {**scorer.settings(), "format": list(ctx.image_format)}
+        if scorer.uses_reference:
+            settings["reference"] = ctx.reference_settings()
+        column, seconds = cache.column(name, settings, scorer, ctx)
         scores[name] = column
         timing[name] = seconds
     if ctx.reference_seconds:
@@ -276,6 +278,8 @@ def find_leaks(
     settings = {"size": _compare_size(ctx), "shift": _shift_pixels(ctx), "splits": leak_splits}
     if ctx.spec.compare_by != "pixels":  # (pixel caches keep their key)
         settings = {"compare_by": ctx.spec.compare_by, "splits": leak_splits}
+    if ctx.spec.compare_by == "features":  # the reference classifier's features
+        settings["reference"] = ctx.reference_settings()
     cols = ["leak_similarity", "leak_split", "leak_index"]
     found = cache.get("leak_check", settings, cols)
     start = time.perf_counter()

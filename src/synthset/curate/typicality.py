@@ -21,6 +21,7 @@ RIDGE = 1e-3  # × the mean variance, added to the covariances' diagonals
 
 class Typicality:
     name = "typicality"
+    uses_reference = True
 
     def __init__(self, spec: CurateSpec) -> None:
         self.spec = spec
