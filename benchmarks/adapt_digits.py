@@ -26,6 +26,7 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ from common import mean_std
 RESULTS = Path(__file__).resolve().parent / "results"
 WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 TEMPLATE = "a handwritten digit {class}"
+#: fidelity metrics kept per run: does a real-trained classifier see the class (label
+#: fidelity), and how much of the real variety do the images cover
+FIDELITY = ("label_fidelity", "coverage", "diversity_synthetic")
 
 
 def method_recipe(method: str, base: Path, quick: bool, real_subset: float | None) -> dict:
@@ -148,6 +152,7 @@ def run_one(data: dict) -> dict[str, Any]:
         stage_adapt,
         stage_data,
         stage_evaluate,
+        stage_fidelity,
         stage_generate,
         stage_plan,
         stage_prompts,
@@ -161,26 +166,41 @@ def run_one(data: dict) -> dict[str, Any]:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     recipe = load_recipe(path)
     run = RunFolder(out)
-    timing: dict[str, float] = {}
-    start = time.perf_counter()
     stage_data(recipe, run)
     stage_prompts(recipe, run)
     if recipe.adapt is not None:
-        t = time.perf_counter()
         stage_adapt(recipe, run, progress=False)
-        timing["adapt_s"] = round(time.perf_counter() - t, 1)
     stage_plan(recipe, run)
-    t = time.perf_counter()
     stage_generate(recipe, run, progress=False)
-    gen_s = time.perf_counter() - t
-    n_images = len(list((run.images).rglob("*.png")))
-    timing["generate_s"] = round(gen_s, 1)
-    timing["images_per_s"] = round(n_images / gen_s, 1) if gen_s > 0 else None
     stage_evaluate(recipe, run, progress=False)
-    timing["total_s"] = round(time.perf_counter() - start, 1)
+    fidelity = stage_fidelity(recipe, run, progress=False) or {}
+    seconds = stage_seconds(out)  # as each stage took when it ran (a rerun skips it)
+    timing: dict[str, float | None] = {}
+    if recipe.adapt is not None:
+        timing["adapt_s"] = seconds.get("adapt")
+    gen_s = seconds.get("generate")
+    n_images = len(list((run.images).rglob("*.png")))
+    timing["generate_s"] = gen_s
+    timing["images_per_s"] = round(n_images / gen_s, 1) if gen_s else None
+    timing["total_s"] = round(sum(seconds.values()), 1)
     cas = json.loads((run.evaluate / "cas.json").read_text())
     acc = {k: v["summary"]["test_accuracy_mean"] for k, v in cas["train_sets"].items()}
-    return {"test_accuracy": acc, **timing}
+    overall = fidelity.get("overall") or {}
+    kept = {k: overall[k] for k in FIDELITY if k in overall}
+    recalls = [m["recall"] for m in (fidelity.get("per_class") or {}).values()]
+    if recalls and None not in recalls:  # how much of each class's real variety is drawn
+        kept["class_recall"] = round(sum(recalls) / len(recalls), 4)
+    return {"test_accuracy": acc, **kept, **timing}
+
+
+def stage_seconds(run_dir: Path) -> dict[str, float]:
+    """Seconds each finished stage of a run folder took, from its stage markers."""
+    out = {}
+    for marker in sorted((run_dir / "stages").glob("*.json")):
+        took = json.loads(marker.read_text()).get("seconds")
+        if isinstance(took, (int, float)):
+            out[marker.stem] = round(float(took), 1)
+    return out
 
 
 def digits_split(seed: int, root: Path) -> Path:
@@ -256,11 +276,36 @@ def main() -> None:
         "--only-low-data", action="store_true", help="Setting A's low-data runs only."
     )
     parser.add_argument(
+        "--skip-low-data", action="store_true", help="Setting A without its low-data runs."
+    )
+    parser.add_argument(
         "--low-data-epoch",
         choices=["real", "union"],
         default="real",
         help="evaluate.mixed_epoch of the low-data runs (union: an epoch is a pass over the "
         "real subset and the synthetic images together)",
+    )
+    parser.add_argument(
+        "--adapt-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Change the adapt section of every method run (YAML values, e.g. steps=2000); "
+        "the rows are labelled with the change, so they sit beside the defaults' rows.",
+    )
+    parser.add_argument(
+        "--generate-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Change the generator of every method run (e.g. interpolation_strength=0.5).",
+    )
+    parser.add_argument(
+        "--evaluate-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Change the evaluate section of every method run (e.g. real_batch_fraction=0.25).",
     )
     parser.add_argument(
         "--merge",
@@ -278,6 +323,9 @@ def main() -> None:
     from synthset.adapt.tiny_base import BaseSettings, pretrain_tiny_base
     from synthset.data.splits import load_splits
 
+    adapt_set, generate_set = _assignments(args.adapt_set), _assignments(args.generate_set)
+    evaluate_set = _assignments(args.evaluate_set)
+    changed = ", ".join(args.adapt_set + args.generate_set + args.evaluate_set)
     base_steps = 100 if args.quick else args.base_steps
     vae_steps = 50 if args.quick else 600
     results: dict[str, Any] = {}
@@ -318,7 +366,7 @@ def main() -> None:
             )
             rows: dict[str, Any] = {"base_s": round(time.perf_counter() - t, 1)}
             variants = [] if args.only_low_data else [(m, None) for m in args.methods]
-            if setting == "A":
+            if setting == "A" and not args.skip_low_data:
                 variants += [(m, 0.1) for m in args.methods if m not in ("floor", "ceiling")]
             for method, subset in variants:
                 label = method if subset is None else f"{method}@real10%"
@@ -328,7 +376,13 @@ def main() -> None:
                 if subset is not None and args.low_data_epoch != "real":
                     label += f" ({args.low_data_epoch} epochs)"
                 parts = method_recipe(method, base, args.quick, subset)
-                out = root / label.replace("@", "-").replace("%", "").replace(" ", "_")
+                if changed:
+                    if parts["adapt"] is not None:
+                        parts["adapt"] |= adapt_set
+                    parts["generator"] |= generate_set
+                    label += f" ({changed})"
+                name = label.replace("@", "-").replace("%", "").replace(" ", "_").replace(",", "")
+                out = root / name
                 data = recipe_dict(
                     seed,
                     out,
@@ -340,12 +394,14 @@ def main() -> None:
                     per_class,
                     args.low_data_epoch,
                 )
+                data["evaluate"] |= evaluate_set
                 rows[label] = run_one(data)
                 print(f"{setting} seed {seed} {label}: {rows[label]}", flush=True)
             per_seed[str(seed)] = rows
         results[setting] = {"per_seed": per_seed, "summary": summarize(per_seed)}
     result = {
         "benchmark": "adapt_digits",
+        "command": " ".join(["python benchmarks/adapt_digits.py", *sys.argv[1:]]),
         "seeds": args.seeds,
         "quick": args.quick,
         "base_steps": base_steps,
@@ -362,9 +418,23 @@ def main() -> None:
     print(json.dumps({k: v["summary"] for k, v in results.items()}, indent=2))
 
 
+def _assignments(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict, each value read as YAML (numbers, booleans, text)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def merge(files: list[Path], out: Path) -> None:
     """One result file from several runs' files: every (setting, seed, method) row (a later
-    file's row wins), summaries redone."""
+    file's row wins; a seed's ``base_s`` is the first file's, as later runs reuse the base),
+    summaries redone and the runs' commands joined."""
     merged: dict[str, Any] | None = None
     for path in files:
         data = json.loads(path.read_text())
@@ -373,33 +443,44 @@ def merge(files: list[Path], out: Path) -> None:
         for setting, block in data["settings"].items():
             rows = merged["settings"].setdefault(setting, {"per_seed": {}})["per_seed"]
             for seed, row in block["per_seed"].items():  # methods of one seed run apart
-                rows.setdefault(seed, {}).update(row)
+                target = rows.setdefault(seed, {})
+                for key, value in row.items():  # a method's row: the later file's wins; the
+                    if isinstance(value, dict) or key not in target:  # base's time: the first
+                        target[key] = value
     assert merged is not None
     for block in merged["settings"].values():
         block["per_seed"] = dict(sorted(block["per_seed"].items()))
         block["summary"] = summarize(block["per_seed"])
     seeds = {k: sorted(int(s) for s in b["per_seed"]) for k, b in merged["settings"].items()}
     merged["seeds"] = seeds
-    merged["command"] = "; ".join(
-        f"python benchmarks/adapt_digits.py --settings {k} --seeds {' '.join(map(str, v))}"
-        for k, v in seeds.items()
-    )
+    commands = [json.loads(path.read_text()).get("command") for path in files]
+    merged["command"] = "; ".join(dict.fromkeys(c for c in commands if c))
     merged.pop("status", None)
     out.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def summarize(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± std over seeds of every (method, train set) accuracy and of the timings."""
+    """Mean ± std over seeds of every (method, train set) accuracy and of the timings; a row
+    run on only some seeds (a one-off variant) is summarized over those and names them."""
     out: dict[str, Any] = {}
-    labels = [k for k, v in next(iter(per_seed.values())).items() if isinstance(v, dict)]
+    labels = list(
+        dict.fromkeys(
+            k for rows in per_seed.values() for k, v in rows.items() if isinstance(v, dict)
+        )
+    )
     for label in labels:
-        runs = [rows[label] for rows in per_seed.values()]
+        seeds = [seed for seed, rows in per_seed.items() if label in rows]
+        runs = [per_seed[seed][label] for seed in seeds]
         sets = runs[0]["test_accuracy"]
         entry: dict[str, Any] = {s: mean_std([r["test_accuracy"][s] for r in runs]) for s in sets}
-        for key in ("adapt_s", "images_per_s"):
-            values = [r[key] for r in runs if r.get(key) is not None]
-            if values:
-                entry[key] = mean_std(values)
+        for key in ("adapt_s", "images_per_s", *FIDELITY, "class_recall"):
+            have = [seed for seed, r in zip(seeds, runs, strict=True) if r.get(key) is not None]
+            if have:
+                entry[key] = mean_std([per_seed[seed][label][key] for seed in have])
+                if len(have) < len(runs):  # e.g. a metric older runs did not record
+                    entry[key]["seeds"] = [int(seed) for seed in have]
+        if len(seeds) < len(per_seed):
+            entry["seeds"] = [int(seed) for seed in seeds]
         out[label] = entry
     return out
 

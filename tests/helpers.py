@@ -301,6 +301,7 @@ def _metrics(rng: np.random.Generator) -> dict[str, float]:
         "coverage": float(rng.uniform()),
         "diversity_real": float(rng.uniform(1, 5)),
         "diversity_synthetic": float(rng.uniform(1, 5)),
+        "label_fidelity": float(rng.uniform()),
     }
 
 

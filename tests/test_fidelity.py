@@ -117,7 +117,7 @@ def test_classifier_features_identical_vs_inverted_sets(
     assert same["overall"]["precision"] == same["overall"]["recall"] == 1.0
     assert set(same["per_class"]) == set(NAMES)
     for name in NAMES:
-        assert set(same["per_class"][name]) == set(METRIC_KEYS)
+        assert set(same["per_class"][name]) == {*METRIC_KEYS, "label_fidelity"}
         assert same["per_class"][name]["fid"] == pytest.approx(0.0, abs=1e-4)
     assert same["clip_score"] is None
     # the held-out real val split against real train: the yardstick for a perfect generator
@@ -161,6 +161,34 @@ def test_classifier_features_identical_vs_inverted_sets(
         assert shifted["per_class"][name]["fid"] > 10 * same["real_baseline"]["fid"]
 
 
+def test_label_fidelity_is_the_share_the_real_classifier_gives_its_own_label(
+    tmp_path: Path, real: dict[str, Samples]
+) -> None:
+    def fidelity(synthetic: Samples) -> dict[str, Any]:
+        return run_fidelity(
+            spec(),
+            real,
+            synthetic,
+            prompts_by_path=None,
+            class_names=NAMES,
+            out_dir=tmp_path / "eval",
+            progress=False,
+        )
+
+    right = fidelity(real["train"])
+    # the same images, each labelled as the next class: the classifier's answers do not change
+    shifted = fidelity([(path, (lbl + 1) % len(NAMES)) for path, lbl in real["train"]])
+    score = right["overall"]["label_fidelity"]
+    assert score >= 0.9  # the images it was trained on
+    assert shifted["overall"]["label_fidelity"] <= 1 - score
+    for name in NAMES:
+        assert 0.0 <= right["per_class"][name]["label_fidelity"] <= 1.0
+    per_class = [right["per_class"][n]["label_fidelity"] for n in NAMES]
+    assert sum(per_class) / len(per_class) == pytest.approx(score)  # equal classes here
+    # the yardstick: held-out real val images, as the same classifier labels them
+    assert 0.0 <= right["real_baseline"]["label_fidelity"] <= 1.0
+
+
 def test_small_class_gives_nulls_not_failure(tmp_path: Path, real: dict[str, Samples]) -> None:
     synthetic = make_samples(tmp_path / "syn", 16, 5)
     synthetic = [s for s in synthetic if s[1] != 2] + [s for s in synthetic if s[1] == 2][:2]
@@ -187,7 +215,8 @@ def test_small_class_gives_nulls_not_failure(tmp_path: Path, real: dict[str, Sam
         out_dir=tmp_path / "e",
         progress=False,
     )
-    assert res["per_class"]["columns"] == dict.fromkeys(METRIC_KEYS)
+    # a class without synthetic images: every metric null, its label fidelity too
+    assert res["per_class"]["columns"] == dict.fromkeys((*METRIC_KEYS, "label_fidelity"))
 
 
 def test_bad_extractor_inputs_are_one_line_errors(tmp_path: Path, real: dict[str, Samples]) -> None:
@@ -266,6 +295,7 @@ def test_inception_from_local_torchvision_weights(tmp_path: Path, real: dict[str
     )
     assert res["extractor"] == "inception-v3-torchvision" and res["feature_dim"] == 2048
     assert res["overall"]["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert "label_fidelity" not in res["overall"]  # ImageNet's classes are not the recipe's
     assert res["config"]["channels"] == 3
 
 

@@ -49,7 +49,8 @@ def test_full_report_has_every_section(tmp_path: Path) -> None:
     # fidelity: headers name the extractor; per-class rows; null shown as a dash; CLIP column
     fid = inputs["fidelity"]
     ext = "<br><span class=muted>(classifier:small_cnn-real)</span>"
-    for name in ("FID", "KID", "precision", "recall", "density", "coverage", "diversity real"):
+    names = ("FID", "KID", "precision", "recall", "density", "coverage", "label fidelity")
+    for name in (*names, "diversity real"):
         assert f"<th>{name}{ext}</th>" in html
     assert "<th>CLIP score<br><span class=muted>(tiny-clip)</span></th>" in html
     assert f"{fid['overall']['fid']:.2f}" in html

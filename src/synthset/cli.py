@@ -803,10 +803,13 @@ def fidelity_table(result: dict[str, Any]) -> Table:
         title=f"Fidelity of the synthetic images vs real {result.get('real_split', 'train')} "
         f"(features: {ext})",
         caption="FID, KID: lower is better; precision, recall, density, coverage: higher is "
-        "better; diversity: mean pairwise feature distance within a class",
+        "better; label fidelity: share the real-trained classifier gives its own label; "
+        "diversity: mean pairwise feature distance within a class",
     )
     keys = {"fid": "FID", "kid_mean": "KID", "precision": "precision", "recall": "recall"}
     keys |= {"density": "density", "coverage": "coverage"}
+    if "label_fidelity" in result["overall"]:
+        keys |= {"label_fidelity": "label fidelity"}
     keys |= {"diversity_real": "diversity real", "diversity_synthetic": "diversity synth"}
     table.add_column("class")
     for label in keys.values():

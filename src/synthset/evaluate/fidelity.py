@@ -24,7 +24,13 @@ from synthset.evaluate.reference import reference_classifier
 from synthset.evaluate.tensors import check_labels, infer_format, load_tensors
 from synthset.evaluate.train import to_input
 from synthset.recipe import EvaluateSpec
-from synthset.scoring.features import Extractor, inception_extractor, penultimate, user_extractor
+from synthset.scoring.features import (
+    Extractor,
+    inception_extractor,
+    last_linear,
+    penultimate,
+    user_extractor,
+)
 from synthset.store.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -52,7 +58,8 @@ def classifier_extractor(
     """Penultimate features of a trained CAS classifier (inputs scaled like CAS: [-1, 1])."""
     model.eval().to(device)
     feats = penultimate(model, name)
-    return Extractor(name, image_size, channels, lambda x: feats(to_input(x)), device)
+    head = last_linear(model, name)
+    return Extractor(name, image_size, channels, lambda x: feats(to_input(x)), device, head=head)
 
 
 def real_classifier(
@@ -164,6 +171,41 @@ def _clip_scores(
 Features = tuple[torch.Tensor, torch.Tensor]  # (features N×d, labels N)
 
 
+def labelled_right(ext: Extractor, features: Features, n_cls: int) -> torch.Tensor | None:
+    """Whether the extractor's classifier (trained on real images) gives each image its own
+    label: per image, for the *label fidelity* (GAN-test, Shmelkov et al. 2018); None when the
+    extractor is not a classifier of these classes."""
+    head = ext.head
+    if head is None or head.out_features != n_cls:
+        return None
+    feats, labels = features
+    weight = head.weight.detach().cpu().double()
+    bias = head.bias.detach().cpu().double() if head.bias is not None else 0.0
+    return (feats @ weight.T + bias).argmax(1) == labels
+
+
+def share(hits: torch.Tensor) -> float | None:
+    """The fraction of True in ``hits`` (None when empty)."""
+    return float(hits.double().mean()) if len(hits) else None
+
+
+def add_label_fidelity(
+    ext: Extractor,
+    images: Features,
+    class_names: list[str],
+    overall: dict[str, Any],
+    per_class: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """``label_fidelity`` of ``images`` overall (and per class into ``per_class``, keyed by
+    class name), when the extractor is the real classifier."""
+    hits = labelled_right(ext, images, len(class_names))
+    if hits is None:
+        return
+    overall["label_fidelity"] = share(hits)
+    for c, name in enumerate(class_names if per_class is not None else []):
+        per_class[name]["label_fidelity"] = share(hits[images[1] == c])
+
+
 def measure(
     real: Features,
     fake: Features,
@@ -232,9 +274,11 @@ def run_fidelity(
             val_f, val_y = _features(ext, val, "fidelity: real val", n_cls, fs.batch_size)
     args = (fs.k, fs.kid_subset_size, fs.kid_subsets, seed)
     overall, per_class = measure((real_f, real_y), (fake_f, fake_y), class_names, args)
+    add_label_fidelity(ext, (fake_f, fake_y), class_names, overall, per_class)
     baseline = None
     if val_f is not None:
         base, _ = measure((real_f, real_y), (val_f, val_y), class_names, args, per_class=False)
+        add_label_fidelity(ext, (val_f, val_y), class_names, base)
         baseline = {"real_split": "val", "n": len(val_f), **base}
     clip = None
     if fs.clip_model is not None:

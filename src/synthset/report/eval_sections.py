@@ -179,6 +179,7 @@ FIDELITY = (
     ("recall", "recall", 3),
     ("density", "density", 3),
     ("coverage", "coverage", 3),
+    ("label_fidelity", "label fidelity", 3),
     ("diversity_real", "diversity real", 3),
     ("diversity_synthetic", "diversity synthetic", 3),
 )
@@ -227,7 +228,9 @@ def fidelity_section(fid: dict[str, Any] | None) -> str:
     facts = (
         f"Features: {extractor} ({fid.get('feature_dim', '?')}-d), "
         f"{fid.get('n_real', '?')} real vs {fid.get('n_synthetic', '?')} synthetic images. "
-        "Lower FID/KID is closer; diversity is the mean pairwise feature distance within a set."
+        "Lower FID/KID is closer; label fidelity is the share of synthetic images a classifier "
+        "trained on real images gives their own label; diversity is the mean pairwise feature "
+        "distance within a set."
     )
     return (
         heading("fidelity", "Fidelity and diversity")

@@ -44,6 +44,8 @@ class Extractor:
     fn: Callable[[torch.Tensor], torch.Tensor]
     device: torch.device
     work_size: int = 0  # the size the network runs at (0: image_size)
+    #: the classifier's last layer (features → class logits) when the extractor is a classifier
+    head: nn.Linear | None = None
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
@@ -106,19 +108,24 @@ def _imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def penultimate(model: nn.Module, what: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function running ``model`` and returning the input of its last ``nn.Linear`` layer
-    (the penultimate features of a classifier)."""
+def last_linear(model: nn.Module, what: str) -> nn.Linear:
+    """The last ``nn.Linear`` layer of ``model`` (a classifier's head)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise SynthsetError(f"{what}: the model has no linear layer to take features before")
+    return linears[-1]
+
+
+def penultimate(model: nn.Module, what: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function running ``model`` and returning the input of its last ``nn.Linear`` layer
+    (the penultimate features of a classifier)."""
     captured: list[torch.Tensor] = []
 
     def keep_latest(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         # only the latest input: a hook left by an earlier call must not grow with every forward
         captured[:] = [args[0]]
 
-    linears[-1].register_forward_pre_hook(keep_latest)
+    last_linear(model, what).register_forward_pre_hook(keep_latest)
 
     def features(x: torch.Tensor) -> torch.Tensor:
         captured.clear()
