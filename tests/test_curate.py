@@ -565,3 +565,44 @@ def test_reference_scores_are_recomputed_when_the_reference_trains_differently(
     assert changed["label_agreement"] != first["label_agreement"]
     assert changed["typicality"] != first["typicality"]
     assert changed["leak_check"] == first["leak_check"]  # pixels: no reference involved
+
+
+def test_a_low_data_study_curates_with_the_real_subset_the_generator_saw(
+    generated: Path, tmp_path: Path
+) -> None:
+    """With ``adapt.real_subset`` the generator learned from part of real train; the curation
+    reference classifier and proxies must learn from exactly that part, no more (the filter
+    would carry the other real labels into the "real 10 % + synthetic" rows)."""
+    from synthset.adapt.base import AdaptData
+    from synthset.classes import read_classes
+    from synthset.curate.run import scoring_context
+
+    out = copy_run(generated, tmp_path)
+    curate = {
+        "scorers": ["label_agreement", "typicality"],
+        "rules": [{"score": "label_agreement", "percentile": 25}],
+        "leak_check": {"splits": ["val"]},
+    }
+    real_train = load_splits(out / "real" / "splits.json", names=("train",))["train"]
+
+    def curated(*more: str) -> tuple[str | None, dict[str, Any]]:
+        log = StageLog()
+        run_stage("curate", toy(out, curate, *more), RunFolder(out), progress=False, log=log)
+        return log.status("curate"), summary(out)
+
+    status, full = curated()
+    assert status == "ran" and full["real_train_images"] == len(real_train)
+    assert full["real_subset"] is None
+    status, low = curated("adapt.real_subset=0.25")
+    assert status == "ran" and low["real_subset"] == 0.25
+    assert abs(low["real_train_images"] - len(real_train) / 4) <= 10  # stratified per class
+
+    recipe = toy(out, curate, "adapt.real_subset=0.25")
+    assert recipe.adapt is not None
+    ctx = scoring_context(recipe, RunFolder(out), [], progress=False)
+    seen = AdaptData.for_spec(recipe.adapt, real_train, read_classes(out / "classes.json")).train
+    assert ctx.real["train"] == seen and len(seen) == low["real_train_images"]
+    assert ctx.reference_settings()["real_subset"] == 0.25  # part of the score columns' key
+    plain = scoring_context(toy(out, curate), RunFolder(out), [], progress=False)
+    assert "real_subset" not in plain.reference_settings()  # older runs keep their columns
+    assert curated("adapt.real_subset=0.25")[0] == "skipped"

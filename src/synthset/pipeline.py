@@ -296,7 +296,13 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "curate",
         stages.curate_synthetic,
-        sections=("classes", "real", "curate", *(f"evaluate.{f}" for f in CURATE_READS)),
+        sections=(
+            "classes",
+            "real",
+            "adapt.real_subset",
+            "curate",
+            *(f"evaluate.{f}" for f in CURATE_READS),
+        ),
         output=lambda run: run.curate / KEPT_FILE,
         needs=lambda r: ("classes", "data", "generate"),
         applies=lambda r: r.curate is not None,

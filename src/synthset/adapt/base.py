@@ -35,11 +35,9 @@ class AdaptData:
     ) -> AdaptData:
         """The data ``spec`` adapts on: ``train`` cut to ``spec.real_subset`` (the stratified
         subset evaluate's real_subsets pick), with every class still present."""
-        from synthset.data.subsets import fraction_indices
+        from synthset.data.subsets import subset_samples
 
-        if spec.real_subset is not None and spec.real_subset < 1:
-            keep = fraction_indices([lbl for _, lbl in train], spec.real_subset, len(classes))
-            train = [train[i] for i in keep]
+        train = subset_samples(train, spec.real_subset, len(classes))
         return cls(train, classes, list(val or []), dict(prompts or {}))
 
 

@@ -37,6 +37,9 @@ class ScoringContext:
     seed: int
     progress: bool = True
     evaluate: EvaluateSpec = field(default_factory=EvaluateSpec)
+    #: ``adapt.real_subset`` of a low-data study: ``real["train"]`` is already cut to it, so the
+    #: reference and the proxies learn from the real images the generator saw, no more
+    real_subset: float | None = None
     reference_seconds: float = 0.0  # training (or loading) the reference classifier
     _real_sets: dict[str, TensorSet] = field(default_factory=dict, init=False, repr=False)
 
@@ -79,7 +82,10 @@ class ScoringContext:
         """What the reference classifier is trained with (with the real splits, which the score
         cache keys anyway): part of the key of every score computed from it."""
         spec = self.reference_spec().model_dump(mode="json", exclude=set(NOT_REFERENCE_TRAINING))
-        return {"spec": spec, "format": list(self.image_format)}
+        settings = {"spec": spec, "format": list(self.image_format)}
+        if self.real_subset is not None:  # (absent otherwise: older runs keep their columns)
+            settings["real_subset"] = self.real_subset
+        return settings
 
     @cached_property
     def reference(self) -> nn.Module:

@@ -54,21 +54,27 @@ def scoring_context(
     """What the scorers need for ``rows``, against ``run``'s real train/val split; the
     reference classifier is kept in ``run``'s curate folder."""
     from synthset.data.splits import load_splits
+    from synthset.data.subsets import subset_samples
     from synthset.devices import resolve_device
 
     spec = effective_spec(recipe)
     run.curate.mkdir(parents=True, exist_ok=True)
+    class_names = [c.name for c in read_classes(run.classes)]
+    real = load_splits(run.real / "splits.json", names=("train", "val"))
+    subset = recipe.adapt.real_subset if recipe.adapt is not None else None
+    real["train"] = subset_samples(real["train"], subset, len(class_names))
     return ScoringContext(
         spec=spec,
         synthetic=rows,
-        real=load_splits(run.real / "splits.json", names=("train", "val")),
-        class_names=[c.name for c in read_classes(run.classes)],
+        real=real,
+        class_names=class_names,
         cache_dir=run.curate,
         tensor_cache=run.cache / "tensors",
         device=resolve_device(spec.device),
         seed=recipe.seed,
         progress=progress,
         evaluate=recipe.evaluate or EvaluateSpec(),
+        real_subset=subset if subset is not None and subset < 1 else None,
     )
 
 
@@ -452,5 +458,8 @@ def _summary(
         "per_class": per_class,
         "auto": {str(i): a for i, a in auto.items()},
         "scorers": spec.scorers,
+        # the real train images the reference and the proxies learned from (adapt.real_subset)
+        "real_train_images": len(ctx.real["train"]),
+        "real_subset": ctx.real_subset,
         "seconds_per_1000_images": {k: round(1000 * v / max(1, n), 3) for k, v in timing.items()},
     }

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from synthset.data.splits import Samples
 from synthset.errors import SynthsetError
 
 SUBSET_SEED = 1234  # fixed: subsets must not change with the classifier or recipe seed
@@ -42,3 +43,12 @@ def fraction_indices(labels: Sequence[int], fraction: float, num_classes: int) -
     tensor = torch.tensor(list(labels), dtype=torch.long)
     counts = fraction_counts(tensor, fraction, num_classes)
     return stratified_indices(tensor, counts, f"real {fraction:g} subset").tolist()
+
+
+def subset_samples(samples: Samples, fraction: float | None, num_classes: int) -> Samples:
+    """``samples`` cut to their stratified ``fraction`` (all of them for None or ≥ 1): the real
+    images a low-data study (``adapt.real_subset``) lets the synthetic side learn from."""
+    if fraction is None or fraction >= 1:
+        return list(samples)
+    keep = fraction_indices([lbl for _, lbl in samples], fraction, num_classes)
+    return [samples[i] for i in keep]
