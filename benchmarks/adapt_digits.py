@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shutil
 import sys
 import time
@@ -308,6 +309,14 @@ def main() -> None:
         help="Change the evaluate section of every method run (e.g. real_batch_fraction=0.25).",
     )
     parser.add_argument(
+        "--curate-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Curate every method run's images with this curate section (e.g. "
+        "'rules=[{score: label_agreement, percentile: auto}]'); evaluate trains on the view.",
+    )
+    parser.add_argument(
         "--merge",
         type=Path,
         nargs="+",
@@ -324,8 +333,10 @@ def main() -> None:
     from synthset.data.splits import load_splits
 
     adapt_set, generate_set = _assignments(args.adapt_set), _assignments(args.generate_set)
-    evaluate_set = _assignments(args.evaluate_set)
+    evaluate_set, curate_set = _assignments(args.evaluate_set), _assignments(args.curate_set)
     changed = ", ".join(args.adapt_set + args.generate_set + args.evaluate_set)
+    if curate_set:
+        changed = ", ".join([*filter(None, [changed]), "curate " + ", ".join(args.curate_set)])
     base_steps = 100 if args.quick else args.base_steps
     vae_steps = 50 if args.quick else 600
     results: dict[str, Any] = {}
@@ -382,6 +393,7 @@ def main() -> None:
                     parts["generator"] |= generate_set
                     label += f" ({changed})"
                 name = label.replace("@", "-").replace("%", "").replace(" ", "_").replace(",", "")
+                name = re.sub(r"[{}\[\]:'\"]", "", name)
                 out = root / name
                 data = recipe_dict(
                     seed,
@@ -395,6 +407,8 @@ def main() -> None:
                     args.low_data_epoch,
                 )
                 data["evaluate"] |= evaluate_set
+                if curate_set:
+                    data["curate"] = curate_set
                 rows[label] = run_one(data)
                 print(f"{setting} seed {seed} {label}: {rows[label]}", flush=True)
             per_seed[str(seed)] = rows
