@@ -3,13 +3,16 @@
 Setting A's base (``benchmarks/adapt_digits.py``) is pretrained with label-free shape captions
 ("a bold narrow digit, loop top, heavy low, leans left"). A method that only learns a prompt
 (textual inversion) can steer the frozen base only along what those captions taught it. This
-measures the class information in the caption vocabulary: each train image's caption reduced to
-its attributes (ink, width, balance, lean, loop), the most frequent class per attribute tuple
-learned on the train split, and its accuracy on the test split's captions (unseen tuples: the
-most frequent class), per seed split.
+measures the class information in the caption vocabulary, per seed split, two ways: each train
+image's caption reduced to its attributes (ink, width, balance, lean, loop), the most frequent
+class per attribute tuple learned on the train split and its accuracy on the test split's
+captions (unseen tuples: the most frequent class); and a logistic regression on the attribute
+words (one-hot), which also generalises to unseen combinations. ``--captions detailed``: the
+richer vocabulary of ``adapt_digits.py --base-captions detailed`` (the same words plus a 4x4
+ink map, each of its 16 cells an attribute).
 
-    python benchmarks/caption_information.py [--seeds 0 1 2] [--out runs/adapt-digits]
-        [--json benchmarks/results/caption_information.json]
+    python benchmarks/caption_information.py [--seeds 0 1 2] [--captions generic detailed]
+        [--out runs/adapt-digits] [--json benchmarks/results/caption_information.json]
 """
 
 from __future__ import annotations
@@ -34,13 +37,27 @@ def attributes(caption: str) -> tuple[str, ...]:
     return (*words, loop[0] if loop else "")
 
 
-def caption_accuracy(splits_file: Path) -> dict[str, float]:
-    """Test accuracy of the caption -> majority-class lookup learned on train."""
+def detailed_attributes(caption: str) -> tuple[str, ...]:
+    """A detailed caption's generic words and its 16 ink-map cells."""
+    words, _, cells = caption.partition(", map ")
+    return (*words.split(", "), *cells.replace(" ", ""))
+
+
+def caption_accuracy(splits_file: Path, kind: str = "generic") -> dict[str, float]:
+    """Test accuracy of the caption -> majority-class lookup learned on train, and of a
+    logistic regression on the caption's attribute words."""
+    from adapt_digits import detailed_captions
+
     from synthset.adapt.tiny_base import generic_captions
     from synthset.data.splits import load_splits
 
     splits = load_splits(splits_file, names=("train", "test"))
-    keys = {k: [attributes(c) for c in generic_captions(v)] for k, v in splits.items()}
+    if kind == "detailed":
+        keys = {
+            k: [detailed_attributes(c) for c in detailed_captions(v)] for k, v in splits.items()
+        }
+    else:
+        keys = {k: [attributes(c) for c in generic_captions(v)] for k, v in splits.items()}
     labels = {k: [lbl for _, lbl in v] for k, v in splits.items()}
     table: dict[tuple[str, ...], collections.Counter[int]] = collections.defaultdict(
         collections.Counter
@@ -52,8 +69,18 @@ def caption_accuracy(splits_file: Path) -> dict[str, float]:
         (table[key].most_common(1)[0][0] if key in table else fallback) == lbl
         for key, lbl in zip(keys["test"], labels["test"], strict=True)
     )
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import OneHotEncoder
+
+    words = OneHotEncoder(handle_unknown="ignore").fit(keys["train"])
+    regression = LogisticRegression(max_iter=3000).fit(
+        words.transform(keys["train"]), labels["train"]
+    )
     return {
         "test_accuracy": round(hits / len(labels["test"]), 4),
+        "logistic_test_accuracy": round(
+            float(regression.score(words.transform(keys["test"]), labels["test"])), 4
+        ),
         "distinct_train_captions": len(table),
         "test_images": len(labels["test"]),
     }
@@ -62,24 +89,36 @@ def caption_accuracy(splits_file: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--captions", nargs="+", choices=["generic", "detailed"], default=["generic", "detailed"]
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/adapt-digits"))
     parser.add_argument("--json", type=Path, default=RESULTS / "caption_information.json")
     args = parser.parse_args()
-    per_seed = {
-        str(s): caption_accuracy(digits_split(s, args.out / "splits" / f"seed{s}"))
-        for s in args.seeds
-    }
+    splits = {s: digits_split(s, args.out / "splits" / f"seed{s}") for s in args.seeds}
+    kinds: dict[str, dict[str, object]] = {}
+    for kind in args.captions:
+        per_seed = {str(s): caption_accuracy(f, kind) for s, f in splits.items()}
+        kinds[kind] = {
+            "summary": {
+                key: mean_std([r[key] for r in per_seed.values()])
+                for key in ("test_accuracy", "logistic_test_accuracy")
+            },
+            "per_seed": per_seed,
+        }
+        print(kind, kinds[kind]["summary"])
     result = {
         "benchmark": "caption_information",
         "command": "python benchmarks/caption_information.py --seeds "
-        + " ".join(map(str, args.seeds)),
-        "what": "caption attributes -> majority class on train, accuracy on test captions",
-        "summary": mean_std([r["test_accuracy"] for r in per_seed.values()]),
-        "per_seed": per_seed,
+        + " ".join(map(str, args.seeds))
+        + " --captions "
+        + " ".join(args.captions),
+        "what": "caption attributes -> majority class on train (test_accuracy) and a logistic "
+        "regression on the attribute words (logistic_test_accuracy), accuracy on test captions",
+        "captions": kinds,
         "machine": machine(),
     }
     write_result(args.json, result)
-    print(result["summary"], per_seed)
 
 
 if __name__ == "__main__":

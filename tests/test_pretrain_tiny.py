@@ -152,3 +152,18 @@ def test_generic_captions_say_part_of_the_class_in_shape_words(tmp_path: Path) -
         assert sum(w in caption for w in INK) == 1 and sum(w in caption for w in WIDTH) == 1
     result = bench.caption_accuracy(splits_file)
     assert 0.3 < result["test_accuracy"] < 0.75, result
+    assert 0.3 < result["logistic_test_accuracy"] < 0.75, result
+
+    # the richer vocabulary (adapt_digits --base-captions detailed): no class word either, fits
+    # the text encoder, and says much more of the class
+    from adapt_digits import detailed_captions
+
+    from synthset.adapt.tiny_base import MAX_TOKENS
+    from synthset.adapt.tiny_tokenizer import build_tiny_clip_tokenizer
+
+    tokenizer = build_tiny_clip_tokenizer(tmp_path / "tok", max_length=MAX_TOKENS)
+    for caption in detailed_captions(train):
+        assert not any(w in caption.split() for w in WORDS) and ", map " in caption
+        assert len(tokenizer(caption).input_ids) <= MAX_TOKENS
+    detailed = bench.caption_accuracy(splits_file, "detailed")
+    assert detailed["logistic_test_accuracy"] > result["logistic_test_accuracy"] + 0.15
