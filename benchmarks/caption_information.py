@@ -1,15 +1,16 @@
 """How much of the class do adaptation setting A's captions say? (CPU, seconds)
 
 Setting A's base (``benchmarks/adapt_digits.py``) is pretrained with label-free shape captions
-("a bold narrow digit, loop top, heavy low, leans left"). A method that only learns a prompt
-(textual inversion) can steer the frozen base only along what those captions taught it. This
-measures the class information in the caption vocabulary, per seed split, two ways: each train
+("a bold narrow digit, loop top, heavy low, leans left"). Does a method that only learns a
+prompt (textual inversion) stall there because the captions say too little? This measures the
+class information in the caption vocabulary, per seed split, two ways: each train
 image's caption reduced to its attributes (ink, width, balance, lean, loop), the most frequent
 class per attribute tuple learned on the train split and its accuracy on the test split's
 captions (unseen tuples: the most frequent class); and a logistic regression on the attribute
 words (one-hot), which also generalises to unseen combinations. ``--captions detailed``: the
 richer vocabulary of ``adapt_digits.py --base-captions detailed`` (the same words plus a 4x4
-ink map, each of its 16 cells an attribute).
+ink map, each of its 16 cells an attribute). It says much more, yet textual inversion on a
+base pretrained with it does not improve (README, adaptation benchmark): the answer is no.
 
     python benchmarks/caption_information.py [--seeds 0 1 2] [--captions generic detailed]
         [--out runs/adapt-digits] [--json benchmarks/results/caption_information.json]
